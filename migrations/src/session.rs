@@ -1,0 +1,183 @@
+//! The per-session contract between the host and the agent-runner.
+//!
+//! A session directory holds `inbound.db` (only the host writes it), `outbound.db` (only the
+//! container writes it), `.heartbeat` (the container touches it while it works), `inbox/` and
+//! `outbox/` (attachments). It is mounted read-write at `/workspace` in the container.
+//!
+//! Both databases use WAL journaling, so the host and the container read each other's commits
+//! through the shared page cache of the bind mount; `PRAGMA user_version` holds
+//! [`SCHEMA_VERSION`].
+
+pub mod content;
+
+/// Schema of `inbound.db` (idempotent: `CREATE ... IF NOT EXISTS`).
+pub const INBOUND_SCHEMA: &str = include_str!("../session/inbound.sql");
+/// Schema of `outbound.db` (idempotent: `CREATE ... IF NOT EXISTS`).
+pub const OUTBOUND_SCHEMA: &str = include_str!("../session/outbound.sql");
+/// Version of both session schemas, stored in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub const INBOUND_DB: &str = "inbound.db";
+pub const OUTBOUND_DB: &str = "outbound.db";
+pub const HEARTBEAT_FILE: &str = ".heartbeat";
+pub const INBOX_DIR: &str = "inbox";
+pub const OUTBOX_DIR: &str = "outbox";
+
+/// Where the session directory is mounted inside the container.
+pub const CONTAINER_WORKSPACE: &str = "/workspace";
+/// Where the agent group's folder is mounted inside the container.
+pub const CONTAINER_AGENT_DIR: &str = "/workspace/agent";
+/// Where the shared, read-only global memory is mounted inside the container.
+pub const CONTAINER_GLOBAL_DIR: &str = "/workspace/global";
+
+/// `channel_type` of rows addressed to or from another agent; `platform_id` is then the
+/// agent group id.
+pub const AGENT_CHANNEL: &str = "agent";
+
+/// SQLite busy timeout both sides use, in milliseconds.
+pub const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// The next host (even) seq, given the largest seq in `messages_in`.
+pub fn next_host_seq(max_in: Option<i64>) -> i64 {
+    match max_in {
+        Some(m) if m >= 2 => m + 2 - m.rem_euclid(2),
+        _ => 2,
+    }
+}
+
+/// The next container (odd) seq: the first odd number above every seq in both databases, so
+/// seq orders the whole conversation.
+pub fn next_container_seq(max_in: Option<i64>, max_out: Option<i64>) -> i64 {
+    let m = max_in.unwrap_or(0).max(max_out.unwrap_or(0)).max(0);
+    if m % 2 == 0 { m + 1 } else { m + 2 }
+}
+
+macro_rules! str_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+                match s {
+                    $($s => Ok($name::$variant),)+
+                    _ => Err(UnknownValue {
+                        what: stringify!($name),
+                        value: s.to_string(),
+                        expected: &[$($s),+],
+                    }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use str_enum;
+
+/// A stored string that is not one of the values its column allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static [&'static str],
+}
+
+impl std::fmt::Display for UnknownValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown {} {:?} (expected one of: {})", self.what, self.value, self.expected.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownValue {}
+
+str_enum! {
+    /// `messages_in.kind`.
+    InKind { Chat = "chat", Task = "task", System = "system" }
+}
+
+str_enum! {
+    /// `messages_in.status`.
+    InStatus { Pending = "pending", Completed = "completed", Failed = "failed" }
+}
+
+str_enum! {
+    /// `messages_out.kind`.
+    OutKind { Chat = "chat", System = "system" }
+}
+
+str_enum! {
+    /// `processing_ack.status`.
+    AckStatus { Processing = "processing", Completed = "completed", Failed = "failed" }
+}
+
+str_enum! {
+    /// `delivered.status`.
+    DeliveryStatus { Delivered = "delivered", Failed = "failed", Rejected = "rejected" }
+}
+
+str_enum! {
+    /// `destinations.type` (and `agent_destinations.target_type`).
+    DestinationType { Channel = "channel", Agent = "agent" }
+}
+
+/// True if `name` is safe to use as one path component inside inbox/outbox: not empty, not
+/// `.` or `..`, no separators or NUL, and not absurdly long.
+pub fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_seq_is_even_and_increasing() {
+        assert_eq!(next_host_seq(None), 2);
+        assert_eq!(next_host_seq(Some(2)), 4);
+        assert_eq!(next_host_seq(Some(7)), 8);
+    }
+
+    #[test]
+    fn container_seq_is_odd_and_above_both() {
+        assert_eq!(next_container_seq(None, None), 1);
+        assert_eq!(next_container_seq(Some(4), None), 5);
+        assert_eq!(next_container_seq(Some(4), Some(7)), 9);
+        assert_eq!(next_container_seq(Some(10), Some(7)), 11);
+    }
+
+    #[test]
+    fn enums_round_trip_and_reject_unknown() {
+        for k in InKind::ALL {
+            assert_eq!(k.as_str().parse::<InKind>().unwrap(), *k);
+        }
+        let err = "chatty".parse::<InKind>().unwrap_err();
+        assert!(err.to_string().contains("chat, task, system"));
+    }
+
+    #[test]
+    fn file_names() {
+        assert!(is_safe_file_name("photo.jpg"));
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b"] {
+            assert!(!is_safe_file_name(bad), "{bad:?}");
+        }
+    }
+}
