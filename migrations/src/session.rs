@@ -85,9 +85,21 @@ macro_rules! str_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
     };
 }
-pub(crate) use str_enum;
 
 /// A stored string that is not one of the values its column allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +111,13 @@ pub struct UnknownValue {
 
 impl std::fmt::Display for UnknownValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unknown {} {:?} (expected one of: {})", self.what, self.value, self.expected.join(", "))
+        write!(
+            f,
+            "unknown {} {:?} (expected one of: {})",
+            self.what,
+            self.value,
+            self.expected.join(", ")
+        )
     }
 }
 

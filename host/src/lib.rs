@@ -1,0 +1,13 @@
+//! NanoClaw host library: the core behind the `nanoclaw` binary.
+//!
+//! See `docs/ARCHITECTURE.md` for the map of modules and the message flow.
+
+pub mod access;
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod router;
+pub mod sessions;
+pub mod store;
+
+pub use error::{Error, Result};
