@@ -201,6 +201,13 @@ impl ChatAddress {
     }
 }
 
+impl std::str::FromStr for ChatAddress {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
 impl fmt::Display for ChatAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.channel, self.platform_id)

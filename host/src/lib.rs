@@ -3,6 +3,8 @@
 //! See `docs/ARCHITECTURE.md` for the map of modules and the message flow.
 
 pub mod access;
+pub mod cli;
+pub mod config;
 pub mod db;
 pub mod error;
 pub mod ids;

@@ -198,6 +198,18 @@ impl SessionStore {
     }
 }
 
+impl SessionStore {
+    /// Rewrites the projection of every active session of `agent` (after its destinations
+    /// changed). Returns how many sessions were refreshed.
+    pub fn refresh_agent(&self, conn: &Connection, agent: &AgentGroupId) -> Result<usize> {
+        let sessions = registry::list(conn, Some(agent), true)?;
+        for s in &sessions {
+            self.refresh_projection(conn, s, None)?;
+        }
+        Ok(sessions.len())
+    }
+}
+
 /// Creates (or checks) a session DB file: WAL, schema applied, version recorded.
 fn init_db(path: &Path, schema: &str) -> Result<()> {
     let conn = open_session_db(path)?;
