@@ -87,7 +87,6 @@ macro_rules! str_enum {
         }
     };
 }
-pub(crate) use str_enum;
 
 /// A stored string that is not one of the values its column allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
