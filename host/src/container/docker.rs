@@ -602,8 +602,12 @@ impl DockerRunner {
                 .map_err(|e| self.docker_err("remove", name.as_str(), e));
         };
         let mut rx = tracked.exit.clone();
-        let reported = tokio::time::timeout(WATCHER_GRACE, rx.wait_for(Option::is_some)).await;
-        if !matches!(reported, Ok(Ok(_))) {
+        // Reduce to a bool at once: the watch `Ref` must not live across the next await.
+        let reported = matches!(
+            tokio::time::timeout(WATCHER_GRACE, rx.wait_for(Option::is_some)).await,
+            Ok(Ok(_))
+        );
+        if !reported {
             tracing::warn!(container = %name, "exit watcher did not report in time; removing directly");
             remove_force(&self.docker, &tracked.id)
                 .await
@@ -853,7 +857,10 @@ fn is_connection_error(e: &BollardError) -> bool {
 
 fn unavailable(endpoint: &str, e: &BollardError) -> RunnerError {
     let mut reason = e.to_string();
-    let mut permission = false;
+    let mut permission = matches!(
+        e,
+        BollardError::IOError { err } if err.kind() == std::io::ErrorKind::PermissionDenied
+    );
     let mut source = std::error::Error::source(e);
     while let Some(inner) = source {
         let text = inner.to_string();
@@ -884,4 +891,81 @@ fn join_failure(what: &'static str, e: tokio::task::JoinError) -> RunnerError {
         std::panic::resume_unwind(e.into_panic());
     }
     RunnerError::Cancelled { what }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The host spawns these on a multi-threaded runtime, so they must stay `Send`.
+    #[test]
+    fn runner_futures_are_send() {
+        fn check(runner: &DockerRunner, spec: &ContainerSpec, name: &ContainerName) {
+            assert_send(&runner.start(spec));
+            assert_send(&runner.stop(name, Duration::from_secs(1)));
+            assert_send(&runner.kill(name));
+            assert_send(&runner.remove(name));
+            assert_send(&runner.wait(name));
+            assert_send(&runner.is_running(name));
+            assert_send(&runner.list_managed());
+            assert_send(&runner.reap_orphans(&HashSet::new()));
+            assert_send(&runner.image_exists("x"));
+        }
+        // Only type-checked: there is no engine here.
+        let _ = check;
+    }
+
+    #[test]
+    fn wait_error_variant_maps_to_the_exit_code() {
+        let e = BollardError::DockerContainerWaitError {
+            error: String::new(),
+            code: 137,
+        };
+        assert!(!is_connection_error(&e));
+        assert_eq!(status_of(&e), None);
+        let e = BollardError::DockerResponseServerError {
+            status_code: 404,
+            message: "No such container".to_owned(),
+        };
+        assert_eq!(status_of(&e), Some(404));
+    }
+
+    #[test]
+    fn unavailable_error_names_the_fixes() {
+        let e = unavailable(
+            "unix:///nope.sock",
+            &BollardError::SocketNotFoundError("/nope.sock".to_owned()),
+        );
+        let text = e.to_string();
+        assert!(text.contains("unix:///nope.sock"), "{text}");
+        assert!(
+            text.contains("dockerd --iptables=false --bridge=none"),
+            "{text}"
+        );
+        assert!(text.contains("systemctl start docker"), "{text}");
+        assert!(!text.contains("docker` group"), "{text}");
+
+        let denied = BollardError::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let text = unavailable("unix:///var/run/docker.sock", &denied).to_string();
+        assert!(text.contains("`docker` group"), "{text}");
+    }
+
+    #[test]
+    fn exit_status_helpers() {
+        let ok = ExitStatus::Exited {
+            code: 0,
+            oom_killed: false,
+        };
+        assert!(ok.success());
+        assert_eq!(ok.code(), Some(0));
+        let lost = ExitStatus::Unknown {
+            reason: "x".to_owned(),
+        };
+        assert!(!lost.success());
+        assert_eq!(lost.code(), None);
+    }
 }

@@ -213,6 +213,8 @@ pub enum SpecError {
         "read-only path {path} goes through a symlink; refusing to mount it (it could point anywhere on the host)"
     )]
     SymlinkInReadOnlyPath { path: PathBuf },
+    #[error("mount source {path:?} is not valid UTF-8, which the engine API cannot carry")]
+    NonUtf8Path { path: PathBuf },
     #[error("two mounts target {target}")]
     DuplicateTarget { target: String },
     #[error("mount point {path} in the session dir cannot be prepared: {why}")]
@@ -282,8 +284,8 @@ pub(crate) fn prepare(
     };
 
     let mut mounts = vec![
-        bind(&session_dir, WORKSPACE.to_owned(), false),
-        bind(&agent_dir, AGENT_MOUNT.to_owned(), false),
+        bind(&session_dir, WORKSPACE.to_owned(), false)?,
+        bind(&agent_dir, AGENT_MOUNT.to_owned(), false)?,
     ];
     let mut targets: HashSet<String> = mounts.iter().filter_map(|m| m.target.clone()).collect();
     let mut mountpoints = vec![Mountpoint {
@@ -296,7 +298,7 @@ pub(crate) fn prepare(
         push_unique(
             &mut mounts,
             &mut targets,
-            bind(&source, format!("{AGENT_MOUNT}/{rel_str}"), true),
+            bind(&source, format!("{AGENT_MOUNT}/{rel_str}"), true)?,
         )?;
     }
 
@@ -304,7 +306,7 @@ pub(crate) fn prepare(
         push_unique(
             &mut mounts,
             &mut targets,
-            bind(global, GLOBAL_MOUNT.to_owned(), true),
+            bind(global, GLOBAL_MOUNT.to_owned(), true)?,
         )?;
         mountpoints.push(Mountpoint {
             rel: PathBuf::from("global"),
@@ -325,7 +327,7 @@ pub(crate) fn prepare(
                 extra.host_path(),
                 extra.container_path(),
                 !extra.read_write(),
-            ),
+            )?,
         )?;
         mountpoints.push(Mountpoint {
             rel: Path::new("extra").join(extra.name()),
@@ -453,10 +455,14 @@ fn ensure_entry(session_dir: &Path, rel: &Path, want_dir: bool) -> Result<(), Sp
     created.map_err(|e| fail(e.to_string()))
 }
 
-fn bind(source: &Path, target: String, read_only: bool) -> Mount {
-    Mount {
+fn bind(source: &Path, target: String, read_only: bool) -> Result<Mount, SpecError> {
+    // The engine API is JSON: a path that is not UTF-8 cannot be passed through intact.
+    let source = source.to_str().ok_or_else(|| SpecError::NonUtf8Path {
+        path: source.to_owned(),
+    })?;
+    Ok(Mount {
         target: Some(target),
-        source: Some(source.to_string_lossy().into_owned()),
+        source: Some(source.to_owned()),
         typ: Some(MountType::BIND),
         read_only: Some(read_only),
         bind_options: Some(MountBindOptions {
@@ -464,7 +470,7 @@ fn bind(source: &Path, target: String, read_only: bool) -> Mount {
             ..Default::default()
         }),
         ..Default::default()
-    }
+    })
 }
 
 fn push_unique(
@@ -900,6 +906,21 @@ mod tests {
                 "{rel}"
             );
         }
+    }
+
+    #[test]
+    fn non_utf8_mount_sources_are_refused() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let fx = Fx::new();
+        let odd = fx.root.join(OsStr::from_bytes(b"sess-\xff"));
+        fs::create_dir(&odd).expect("mkdir");
+        let mut spec = fx.spec();
+        spec.session_dir = odd;
+        assert!(matches!(
+            prepare(&spec, &install()),
+            Err(SpecError::NonUtf8Path { .. })
+        ));
     }
 
     #[test]
