@@ -5,6 +5,7 @@
 pub mod access;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod db;
 pub mod error;
 pub mod ids;
