@@ -176,11 +176,8 @@ fn folder_taken(conn: &Connection, folder: &str) -> Result<bool> {
 
 pub fn get(conn: &Connection, id: &AgentGroupId) -> Result<Option<AgentGroup>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM agent_groups WHERE id = ?1"),
-            [id],
-            from_row,
-        )
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM agent_groups WHERE id = ?1"))?
+        .query_row([id], from_row)
         .optional()?)
 }
 
