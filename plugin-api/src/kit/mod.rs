@@ -57,7 +57,7 @@ pub use tracing;
 
 /// `use nanoclaw_plugin_api::kit::prelude::*;` brings in what a channel implementation needs.
 pub mod prelude {
-    pub use super::{Channel, ChannelInfo, Context, Host};
+    pub use super::{Channel, ChannelInfo, Context, Host, tracing};
     pub use crate::abi::{
         ActionEvent, Attachment, Button, Capabilities, ErrorKind, Health, HealthStatus,
         InboundEvent, LogLevel, OutboundFile, OutboundMessage, OutboundOp, PluginError,
