@@ -1,0 +1,3 @@
+//! NanoClaw host library.
+
+pub mod plugins;
