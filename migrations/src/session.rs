@@ -99,7 +99,13 @@ pub struct UnknownValue {
 
 impl std::fmt::Display for UnknownValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unknown {} {:?} (expected one of: {})", self.what, self.value, self.expected.join(", "))
+        write!(
+            f,
+            "unknown {} {:?} (expected one of: {})",
+            self.what,
+            self.value,
+            self.expected.join(", ")
+        )
     }
 }
 

@@ -11,7 +11,7 @@ use tracing::level_filters::LevelFilter;
 
 use super::channel::ropt_str;
 use super::guard::{guard, guard_or};
-use super::{Channel, Context, Host};
+use super::{Channel, Context, Host, with_current_host};
 use crate::abi::{
     ChannelAdapter, ChannelAdapter_TO, ChannelAdapterBox, Health, HealthStatus, HostServicesBox,
     Manifest, OutboundMessage, PluginConfig, PluginError, PluginMod, PluginModRef, WebhookRequest,
@@ -61,28 +61,43 @@ pub extern "C" fn create<C: Channel>(
             settings_json: config.settings_json.into_string(),
             data_dir: PathBuf::from(config.data_dir.into_string()),
             extra_json: config.extra_json.into_string(),
-            host,
+            host: host.clone(),
         };
-        let channel = C::create(ctx)?;
+        let channel = with_current_host(&host, || C::create(ctx))?;
         Ok(ChannelAdapter_TO::from_value(
             Adapter {
                 channel: ManuallyDrop::new(channel),
+                host,
             },
             TD_Opaque,
         ))
     })
 }
 
-/// Implements the ABI trait for any [`Channel`], guarding every method.
+/// Implements the ABI trait for any [`Channel`]: every method runs inside a panic guard,
+/// with this instance's host as the destination of `tracing` events.
 pub struct Adapter<C: Channel> {
     channel: ManuallyDrop<C>,
+    host: Host,
+}
+
+impl<C: Channel> Adapter<C> {
+    fn with<T>(&self, f: impl FnOnce(&C) -> T) -> T {
+        with_current_host(&self.host, || f(&self.channel))
+    }
 }
 
 impl<C: Channel> Drop for Adapter<C> {
     fn drop(&mut self) {
+        let host = self.host.clone();
+        let channel = &mut self.channel;
         guard_or(
-            // SAFETY: `channel` is dropped exactly once, here, and never used afterwards.
-            || unsafe { ManuallyDrop::drop(&mut self.channel) },
+            || {
+                with_current_host(&host, || {
+                    // SAFETY: `channel` is dropped exactly once, here, and never used again.
+                    unsafe { ManuallyDrop::drop(channel) }
+                })
+            },
             |msg| {
                 tracing::error!(
                     "{} panicked while being dropped: {msg}",
@@ -95,57 +110,51 @@ impl<C: Channel> Drop for Adapter<C> {
 
 impl<C: Channel> ChannelAdapter for Adapter<C> {
     fn start(&self) -> RResult<(), PluginError> {
-        guard(|| self.channel.start())
+        guard(|| self.with(|c| c.start()))
     }
 
     fn deliver(&self, message: OutboundMessage) -> RResult<ROption<RString>, PluginError> {
         guard(|| {
-            self.channel
-                .deliver(message)
+            self.with(|c| c.deliver(message))
                 .map(|id| id.map(RString::from).into())
         })
     }
 
     fn set_typing(&self, chat_id: RStr<'_>, thread_id: ROption<RStr<'_>>) {
         guard_or(
-            || {
-                self.channel
-                    .set_typing(chat_id.as_str(), ropt_str(thread_id))
-            },
+            || self.with(|c| c.set_typing(chat_id.as_str(), ropt_str(thread_id))),
             |msg| tracing::error!("set_typing panicked: {msg}"),
         );
     }
 
     fn open_dm(&self, user_handle: RStr<'_>) -> RResult<RString, PluginError> {
         guard(|| {
-            self.channel
-                .open_dm(user_handle.as_str())
+            self.with(|c| c.open_dm(user_handle.as_str()))
                 .map(RString::from)
         })
     }
 
     fn handle_webhook(&self, request: WebhookRequest) -> RResult<WebhookResponse, PluginError> {
-        guard(|| self.channel.handle_webhook(request))
+        guard(|| self.with(|c| c.handle_webhook(request)))
     }
 
     fn health(&self) -> Health {
         guard_or(
-            || self.channel.health(),
+            || self.with(|c| c.health()),
             |msg| Health::new(HealthStatus::DOWN, format!("health() panicked: {msg}"), 0),
         )
     }
 
     fn extension(&self, method: RStr<'_>, args_json: RStr<'_>) -> RResult<RString, PluginError> {
         guard(|| {
-            self.channel
-                .extension(method.as_str(), args_json.as_str())
+            self.with(|c| c.extension(method.as_str(), args_json.as_str()))
                 .map(RString::from)
         })
     }
 
     fn teardown(&self) {
         guard_or(
-            || self.channel.teardown(),
+            || self.with(|c| c.teardown()),
             |msg| tracing::error!("teardown panicked: {msg}"),
         );
     }

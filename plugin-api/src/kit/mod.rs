@@ -1,18 +1,28 @@
 //! The plugin author's kit: everything needed to write a channel with only this crate.
 //!
-//! ```ignore
+//! ```
 //! use nanoclaw_plugin_api::kit::prelude::*;
 //!
-//! struct MyChannel { host: Host }
+//! struct MyChannel {
+//!     host: Host,
+//! }
 //!
 //! impl Channel for MyChannel {
-//!     const INFO: ChannelInfo = ChannelInfo::new("My channel", "mychan", env!("CARGO_PKG_VERSION"))
+//!     const INFO: ChannelInfo = ChannelInfo::new("My channel", "mychan", "0.1.0")
 //!         .capabilities(Capabilities::WEBHOOK);
-//!     fn create(ctx: Context) -> Result<Self, PluginError> { Ok(Self { host: ctx.host }) }
-//!     fn deliver(&self, m: OutboundMessage) -> Result<Option<String>, PluginError> { todo!() }
+//!
+//!     fn create(ctx: Context) -> Result<Self, PluginError> {
+//!         Ok(Self { host: ctx.host })
+//!     }
+//!
+//!     fn deliver(&self, m: OutboundMessage) -> Result<Option<String>, PluginError> {
+//!         tracing::info!(chat = m.chat_id.as_str(), "would post {} chars", m.text.len());
+//!         Ok(None)
+//!     }
 //! }
 //!
 //! nanoclaw_plugin_api::export_plugin!(MyChannel);
+//! # fn main() {}
 //! ```
 //!
 //! * [`Channel`]: the safe trait to implement; [`export_plugin!`](crate::export_plugin)
@@ -43,7 +53,7 @@ pub use buttons::{
 };
 pub use channel::{Channel, ChannelInfo, Context, Host};
 pub use guard::{guard, guard_or, panic_message};
-pub use log::{HostLogLayer, install_tracing};
+pub use log::{HostLogLayer, install_tracing, with_current_host};
 pub use runtime::runtime;
 pub use signature::{hmac_sha1_hex, hmac_sha256_hex, verify_hmac_sha1_hex, verify_hmac_sha256_hex};
 pub use text::split_text;
