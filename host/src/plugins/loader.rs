@@ -61,19 +61,8 @@ pub enum LoadError {
         reason: String,
     },
     /// The plugin's ABI version is not compatible with the host's.
-    #[error("plugin `{plugin}` ({}) was built against nanoclaw-plugin-api {plugin_abi}, but this nanoclaw speaks {host_abi}: {remedy}", path.display())]
-    AbiIncompatible {
-        /// Instance name.
-        plugin: String,
-        /// The path.
-        path: PathBuf,
-        /// The plugin's ABI version (from its marker).
-        plugin_abi: Version,
-        /// The host's ABI version.
-        host_abi: Version,
-        /// What to do.
-        remedy: String,
-    },
+    #[error(transparent)]
+    AbiIncompatible(Box<AbiMismatch>),
     /// abi_stable refused the library (header, version or type layout). `summary` holds the
     /// last lines of abi_stable's (very long) report; `detail` all of it.
     #[error("abi_stable rejected {}: {summary}", path.display())]
@@ -132,6 +121,22 @@ pub enum LoadError {
     Internal(String),
 }
 
+/// Details of [`LoadError::AbiIncompatible`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plugin `{plugin}` ({}) was built against nanoclaw-plugin-api {plugin_abi}, but this nanoclaw speaks {host_abi}: {remedy}", path.display())]
+pub struct AbiMismatch {
+    /// Instance name.
+    pub plugin: String,
+    /// The path.
+    pub path: PathBuf,
+    /// The plugin's ABI version (from its marker).
+    pub plugin_abi: Version,
+    /// The host's ABI version.
+    pub host_abi: Version,
+    /// What to do.
+    pub remedy: String,
+}
+
 impl LoadError {
     /// The long form, where there is one (abi_stable's full report).
     pub fn detail(&self) -> Option<&str> {
@@ -174,13 +179,13 @@ pub fn inspect(path: &Path) -> Result<Version, LoadError> {
             file.kind()
         )));
     }
-    if let Some(host_arch) = host_architecture() {
-        if file.architecture() != host_arch {
-            return Err(not_a_plugin(format!(
-                "built for {:?}, this host is {host_arch:?}",
-                file.architecture()
-            )));
-        }
+    if let Some(host_arch) = host_architecture()
+        && file.architecture() != host_arch
+    {
+        return Err(not_a_plugin(format!(
+            "built for {:?}, this host is {host_arch:?}",
+            file.architecture()
+        )));
     }
     let section_name = match file.format() {
         object::BinaryFormat::Elf => ABI_SECTION_ELF,
@@ -246,13 +251,13 @@ pub fn check_abi(
     } else {
         rebuild
     };
-    Err(LoadError::AbiIncompatible {
+    Err(LoadError::AbiIncompatible(Box::new(AbiMismatch {
         plugin: plugin.to_owned(),
         path: path.to_owned(),
         plugin_abi: plugin_abi.clone(),
         host_abi: host_abi.clone(),
         remedy,
-    })
+    })))
 }
 
 /// A plugin's manifest as owned Rust values.

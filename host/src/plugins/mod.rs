@@ -21,7 +21,7 @@ pub mod settings;
 
 pub use config::{ConfigError, InstanceName, LibraryLocator, PluginEntry, PluginsConfig};
 pub use handle::{CallError, CallLimits, CallStats, PluginHandle};
-pub use loader::{LoadError, PluginManifest};
+pub use loader::{AbiMismatch, LoadError, PluginManifest};
 pub use registry::{
     HostServicesFactory, LoadOptions, LoadedPlugins, PluginReport, PluginStatus, render_report,
 };
