@@ -752,10 +752,12 @@ pub type HostServicesBox = HostServices_TO<'static, RArc<()>>;
 // ---------------------------------------------------------------------------------------------
 
 /// The root module every plugin exports (through [`export_plugin!`](crate::export_plugin)).
+///
+/// Fields added in later 1.x versions go after `create`; their accessors return `Option`
+/// (`None` for a plugin built before they existed).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
-#[sabi(missing_field(panic))]
 pub struct PluginMod {
     /// Describes the plugin. Cheap, no side effects; called once after loading.
     pub manifest: extern "C" fn() -> Manifest,

@@ -27,7 +27,7 @@
 //!
 //! * [`Channel`]: the safe trait to implement; [`export_plugin!`](crate::export_plugin)
 //!   turns it into the exported root module, with a panic guard around every entry point.
-//! * [`guard`]: `catch_unwind` → [`PluginError`] with kind `PANICKED`. A panic that crossed
+//! * [`guard`]: `catch_unwind` → [`PluginError`](crate::abi::PluginError) with kind `PANICKED`. A panic that crossed
 //!   the boundary would end the host process.
 //! * [`runtime`]: a small tokio runtime owned by the plugin (the host's runtime is invisible
 //!   inside a cdylib).
