@@ -9,6 +9,7 @@ pub mod container;
 pub mod db;
 pub mod error;
 pub mod ids;
+pub mod plugins;
 pub mod router;
 pub mod sessions;
 pub mod store;
