@@ -30,7 +30,9 @@ fn setup(chats: usize) -> Setup {
     let db = Db::open(&dir.path().join("v2.db")).unwrap();
     let sessions = SessionStore::new(dir.path().join("sessions"));
     let channel = ChannelType::parse("bench").unwrap();
-    let agent = db.write(|c| agent_groups::create(c, NewAgentGroup::named("Bench"))).unwrap();
+    let agent = db
+        .write(|c| agent_groups::create(c, NewAgentGroup::named("Bench")))
+        .unwrap();
     for i in 0..chats {
         db.write(|c| {
             let (mg, _) = messaging_groups::get_or_create(
@@ -47,7 +49,12 @@ fn setup(chats: usize) -> Setup {
         })
         .unwrap();
     }
-    Setup { dir, db, sessions, channel }
+    Setup {
+        dir,
+        db,
+        sessions,
+        channel,
+    }
 }
 
 fn router(s: &Setup) -> Router<'_> {
@@ -59,9 +66,18 @@ fn router(s: &Setup) -> Router<'_> {
 fn event(s: &Setup, chat: usize, n: u64) -> Inbound {
     Inbound {
         message_id: Some(format!("m{n}")),
-        sender: Some(Sender { handle: format!("user-{}", n % 50), name: Some("Someone".into()), is_bot: false }),
-        ..Inbound::text(&s.channel, &format!("chat-{chat}"), None, "hello, this is a typical short chat message")
-            .unwrap()
+        sender: Some(Sender {
+            handle: format!("user-{}", n % 50),
+            name: Some("Someone".into()),
+            is_bot: false,
+        }),
+        ..Inbound::text(
+            &s.channel,
+            &format!("chat-{chat}"),
+            None,
+            "hello, this is a typical short chat message",
+        )
+        .unwrap()
     }
 }
 
@@ -70,8 +86,13 @@ fn stored(s: &Setup) -> u64 {
     let mut total = 0;
     for agent in std::fs::read_dir(s.dir.path().join("sessions")).unwrap() {
         for session in std::fs::read_dir(agent.unwrap().path()).unwrap() {
-            let conn = rusqlite::Connection::open(session.unwrap().path().join("inbound.db")).unwrap();
-            total += conn.query_row("SELECT COUNT(*) FROM messages_in", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
+            let conn =
+                rusqlite::Connection::open(session.unwrap().path().join("inbound.db")).unwrap();
+            total += conn
+                .query_row("SELECT COUNT(*) FROM messages_in", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap() as u64;
         }
     }
     total
@@ -79,11 +100,17 @@ fn stored(s: &Setup) -> u64 {
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("router");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     const BATCH: u64 = 2_000;
     group.throughput(Throughput::Elements(BATCH));
 
-    for (name, chats, threads) in [("one_chat", 1usize, 1usize), ("100_chats", 100, 1), ("100_chats_2_threads", 100, 2)] {
+    for (name, chats, threads) in [
+        ("one_chat", 1usize, 1usize),
+        ("100_chats", 100, 1),
+        ("100_chats_2_threads", 100, 2),
+    ] {
         let s = setup(chats);
         let r = router(&s);
         let next = AtomicU64::new(0);

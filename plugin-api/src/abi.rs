@@ -346,6 +346,8 @@ pub struct InboundEvent {
     /// Raw platform chat id, e.g. Telegram `-1001234`; the host namespaces it as
     /// `<channel_type>:<chat_id>`.
     pub chat_id: RString,
+    /// The chat's title when the platform tells (group name; the person's name in a DM).
+    pub chat_name: ROption<RString>,
     /// Thread id for threaded channels ([`Capabilities::THREADS`]).
     pub thread_id: ROption<RString>,
     /// Platform message id (used for dedupe, replies and reactions).

@@ -16,13 +16,23 @@ use crate::store::wirings::{self, WiringRules};
 use crate::store::{dropped, members, users};
 
 pub(super) fn run(paths: &Paths, format: Format, command: Command) -> anyhow::Result<()> {
-    let db = Db::open(&paths.db()).with_context(|| format!("open the database in {}", paths.home().display()))?;
+    let db = Db::open(&paths.db())
+        .with_context(|| format!("open the database in {}", paths.home().display()))?;
     let sessions = SessionStore::new(paths.sessions());
     match command {
         Command::Migrate => {
             // Opening the database applied any pending migration.
-            let version = db.read(|c| Ok(c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get::<_, u32>(0))?))?;
-            println!("database {} is at schema version {version}", db.path().display());
+            let version = db.read(|c| {
+                Ok(
+                    c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                        r.get::<_, u32>(0)
+                    })?,
+                )
+            })?;
+            println!(
+                "database {} is at schema version {version}",
+                db.path().display()
+            );
             Ok(())
         }
         Command::Users(cmd) => users_cmd(&db, format, cmd),
@@ -55,7 +65,11 @@ fn users_cmd(db: &Db, format: Format, cmd: UsersCmd) -> anyhow::Result<()> {
             output::list(format, &list, |items| {
                 let mut t = Table::new(&["USER", "NAME", "SINCE"]);
                 for u in items {
-                    t.row(vec![u.id.to_string(), opt(u.display_name.as_deref()), u.created_at.clone()]);
+                    t.row(vec![
+                        u.id.to_string(),
+                        opt(u.display_name.as_deref()),
+                        u.created_at.clone(),
+                    ]);
                 }
                 t
             })
@@ -79,8 +93,16 @@ fn roles_cmd(db: &Db, format: Format, cmd: RolesCmd) -> anyhow::Result<()> {
             output::list(format, &list, |items| {
                 let mut t = Table::new(&["USER", "ROLE", "SCOPE", "GRANTED"]);
                 for g in items {
-                    let scope = g.agent_group_id.as_ref().map_or("global".to_string(), |a| a.to_string());
-                    t.row(vec![g.user_id.to_string(), g.role.to_string(), scope, g.granted_at.clone()]);
+                    let scope = g
+                        .agent_group_id
+                        .as_ref()
+                        .map_or("global".to_string(), |a| a.to_string());
+                    t.row(vec![
+                        g.user_id.to_string(),
+                        g.role.to_string(),
+                        scope,
+                        g.granted_at.clone(),
+                    ]);
                 }
                 t
             })
@@ -91,7 +113,9 @@ fn roles_cmd(db: &Db, format: Format, cmd: RolesCmd) -> anyhow::Result<()> {
                 users::require(c, &user)?;
                 roles::grant(c, &user, role, &scope, None)
             })?;
-            let where_ = scope.group().map_or("globally".to_string(), |g| format!("for {g}"));
+            let where_ = scope
+                .group()
+                .map_or("globally".to_string(), |g| format!("for {g}"));
             if new {
                 println!("granted {role} to {user} {where_}");
             } else {
@@ -118,7 +142,11 @@ fn members_cmd(db: &Db, format: Format, cmd: MembersCmd) -> anyhow::Result<()> {
             output::list(format, &list, |items| {
                 let mut t = Table::new(&["USER", "AGENT GROUP", "ADDED"]);
                 for m in items {
-                    t.row(vec![m.user_id.to_string(), m.agent_group_id.to_string(), m.added_at.clone()]);
+                    t.row(vec![
+                        m.user_id.to_string(),
+                        m.agent_group_id.to_string(),
+                        m.added_at.clone(),
+                    ]);
                 }
                 t
             })
@@ -155,18 +183,39 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
                 let mut t = Table::new(&["ID", "NAME", "FOLDER", "PROVIDER"]);
                 for g in items {
                     let provider = g.provider.map_or("default".to_string(), |p| p.to_string());
-                    t.row(vec![g.id.to_string(), g.name.clone(), g.folder.to_string(), provider]);
+                    t.row(vec![
+                        g.id.to_string(),
+                        g.name.clone(),
+                        g.folder.to_string(),
+                        provider,
+                    ]);
                 }
                 t
             })
         }
-        GroupsCmd::Create { name, folder, provider, assistant_name } => {
+        GroupsCmd::Create {
+            name,
+            folder,
+            provider,
+            assistant_name,
+        } => {
             let folder = folder.as_deref().map(GroupFolder::parse).transpose()?;
-            let group =
-                db.write(|c| agent_groups::create(c, NewAgentGroup { name, folder, provider, assistant_name }))?;
+            let group = db.write(|c| {
+                agent_groups::create(
+                    c,
+                    NewAgentGroup {
+                        name,
+                        folder,
+                        provider,
+                        assistant_name,
+                    },
+                )
+            })?;
             let dir = paths.groups().join(group.folder.as_str());
             std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-            output::item(format, &group, || format!("created agent group {} in {}", group.id, dir.display()))
+            output::item(format, &group, || {
+                format!("created agent group {} in {}", group.id, dir.display())
+            })
         }
         GroupsCmd::Show { agent: a } => {
             let group = agent(db, &a)?;
@@ -186,7 +235,9 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
                     group.name,
                     group.id,
                     group.folder,
-                    group.provider.map_or("default".to_string(), |p| p.to_string())
+                    group
+                        .provider
+                        .map_or("default".to_string(), |p| p.to_string())
                 );
                 s += &format!("  wired chats: {}\n", wiring.len());
                 for d in &dests {
@@ -197,18 +248,33 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
                     s += &format!("  destination {} -> {target}\n", d.local_name);
                 }
                 let admins: Vec<_> = admins.iter().map(|a| a.to_string()).collect();
-                s += &format!("  admins: {}", if admins.is_empty() { "-".to_string() } else { admins.join(", ") });
+                s += &format!(
+                    "  admins: {}",
+                    if admins.is_empty() {
+                        "-".to_string()
+                    } else {
+                        admins.join(", ")
+                    }
+                );
                 s
             })
         }
-        GroupsCmd::Set { agent: a, provider, assistant_name } => {
+        GroupsCmd::Set {
+            agent: a,
+            provider,
+            assistant_name,
+        } => {
             let group = agent(db, &a)?;
             if provider.is_none() && assistant_name.is_none() {
                 bail!("nothing to change: pass --provider and/or --assistant-name");
             }
             db.write(|c| {
                 if let Some(p) = &provider {
-                    let p = if p == "default" { None } else { Some(AgentProvider::parse(p)?) };
+                    let p = if p == "default" {
+                        None
+                    } else {
+                        Some(AgentProvider::parse(p)?)
+                    };
                     agent_groups::set_provider(c, &group.id, p)?;
                 }
                 if let Some(n) = &assistant_name {
@@ -222,13 +288,21 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
         GroupsCmd::Delete { agent: a } => {
             let group = agent(db, &a)?;
             db.write(|c| agent_groups::delete(c, &group.id))?;
-            println!("deleted agent group {} (folder {} kept on disk)", group.id, group.folder);
+            println!(
+                "deleted agent group {} (folder {} kept on disk)",
+                group.id, group.folder
+            );
             Ok(())
         }
     }
 }
 
-fn chats_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: ChatsCmd) -> anyhow::Result<()> {
+fn chats_cmd(
+    db: &Db,
+    sessions: &SessionStore,
+    format: Format,
+    cmd: ChatsCmd,
+) -> anyhow::Result<()> {
     match cmd {
         ChatsCmd::List => {
             let list = db.read(messaging_groups::list)?;
@@ -246,7 +320,12 @@ fn chats_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: ChatsCmd) ->
                 t
             })
         }
-        ChatsCmd::Add { chat, name, group, policy } => {
+        ChatsCmd::Add {
+            chat,
+            name,
+            group,
+            policy,
+        } => {
             let (mg, created) = db.write(|c| {
                 messaging_groups::get_or_create(
                     c,
@@ -260,7 +339,16 @@ fn chats_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: ChatsCmd) ->
                 )
             })?;
             output::item(format, &mg, || {
-                format!("{} chat {} ({})", if created { "registered" } else { "already known:" }, mg.address(), mg.id)
+                format!(
+                    "{} chat {} ({})",
+                    if created {
+                        "registered"
+                    } else {
+                        "already known:"
+                    },
+                    mg.address(),
+                    mg.id
+                )
             })
         }
         ChatsCmd::Policy { chat, policy } => {
@@ -285,7 +373,10 @@ fn chats_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: ChatsCmd) ->
         ChatsCmd::Remove { chat } => {
             let mg = db.write(|c| {
                 let mg = messaging_groups::resolve(c, &chat)?;
-                let agents: Vec<_> = wirings::for_chat(c, &mg.id)?.into_iter().map(|w| w.agent_group_id).collect();
+                let agents: Vec<_> = wirings::for_chat(c, &mg.id)?
+                    .into_iter()
+                    .map(|w| w.agent_group_id)
+                    .collect();
                 messaging_groups::delete(c, &mg.id)?;
                 for a in agents {
                     sessions.refresh_agent(c, &a)?;
@@ -307,7 +398,9 @@ fn refresh_sessions_for_chat(
     let mut stmt = c.prepare(
         "SELECT DISTINCT agent_group_id FROM agent_destinations WHERE target_type = 'channel' AND target_id = ?1",
     )?;
-    let agents = stmt.query_map([chat], |r| r.get(0))?.collect::<rusqlite::Result<Vec<crate::ids::AgentGroupId>>>()?;
+    let agents = stmt
+        .query_map([chat], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<crate::ids::AgentGroupId>>>()?;
     for a in agents {
         sessions.refresh_agent(c, &a)?;
     }
@@ -318,19 +411,33 @@ fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> a
     match cmd {
         WireCmd::List { chat, agent: a } => {
             let group = a.as_deref().map(|r| agent(db, r)).transpose()?;
-            let chat = chat.as_deref().map(|r| db.read(|c| messaging_groups::resolve(c, r))).transpose()?;
+            let chat = chat
+                .as_deref()
+                .map(|r| db.read(|c| messaging_groups::resolve(c, r)))
+                .transpose()?;
             let list = db.read(|c| wirings::list(c, group.as_ref().map(|g| &g.id)))?;
-            let list: Vec<_> =
-                list.into_iter().filter(|w| chat.as_ref().is_none_or(|c| c.id == w.messaging_group_id)).collect();
-            let (chats, groups) = db.read(|c| Ok((messaging_groups::list(c)?, agent_groups::list(c)?)))?;
+            let list: Vec<_> = list
+                .into_iter()
+                .filter(|w| chat.as_ref().is_none_or(|c| c.id == w.messaging_group_id))
+                .collect();
+            let (chats, groups) =
+                db.read(|c| Ok((messaging_groups::list(c)?, agent_groups::list(c)?)))?;
             let chat_label = |id: &crate::ids::MessagingGroupId| {
-                chats.iter().find(|m| &m.id == id).map_or(id.to_string(), |m| m.address().to_string())
+                chats
+                    .iter()
+                    .find(|m| &m.id == id)
+                    .map_or(id.to_string(), |m| m.address().to_string())
             };
             let agent_label = |id: &crate::ids::AgentGroupId| {
-                groups.iter().find(|g| &g.id == id).map_or(id.to_string(), |g| g.folder.to_string())
+                groups
+                    .iter()
+                    .find(|g| &g.id == id)
+                    .map_or(id.to_string(), |g| g.folder.to_string())
             };
             output::list(format, &list, |items| {
-                let mut t = Table::new(&["CHAT", "AGENT", "ENGAGE", "SCOPE", "IGNORED", "SESSIONS", "PRIORITY"]);
+                let mut t = Table::new(&[
+                    "CHAT", "AGENT", "ENGAGE", "SCOPE", "IGNORED", "SESSIONS", "PRIORITY",
+                ]);
                 for w in items {
                     let engage = match &w.rules.engage_pattern {
                         Some(p) => format!("{} /{p}/", w.rules.engage_mode),
@@ -354,7 +461,9 @@ fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> a
             let (wiring, dest) = db.write(|c| {
                 let mg = messaging_groups::resolve(c, &args.chat)?;
                 let rules = WiringRules {
-                    engage_mode: args.engage.unwrap_or(WiringRules::for_chat(mg.is_group).engage_mode),
+                    engage_mode: args
+                        .engage
+                        .unwrap_or(WiringRules::for_chat(mg.is_group).engage_mode),
                     engage_pattern: args.pattern.clone(),
                     sender_scope: args.sender_scope,
                     ignored_message_policy: args.ignored,
@@ -366,7 +475,10 @@ fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> a
                 Ok(created)
             })?;
             output::item(format, &wiring, || {
-                let mut s = format!("wired {} to {} ({})", args.chat, group.folder, wiring.rules.engage_mode);
+                let mut s = format!(
+                    "wired {} to {} ({})",
+                    args.chat, group.folder, wiring.rules.engage_mode
+                );
                 if let Some(d) = &dest {
                     s += &format!("; the agent can reply there as {:?}", d.local_name);
                 }
@@ -380,13 +492,21 @@ fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> a
                 wirings::delete(c, &mg.id, &group.id)?;
                 sessions.refresh_agent(c, &group.id)
             })?;
-            println!("unwired {chat} from {} (its destination for that chat was removed too)", group.folder);
+            println!(
+                "unwired {chat} from {} (its destination for that chat was removed too)",
+                group.folder
+            );
             Ok(())
         }
     }
 }
 
-fn destinations_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: DestinationsCmd) -> anyhow::Result<()> {
+fn destinations_cmd(
+    db: &Db,
+    sessions: &SessionStore,
+    format: Format,
+    cmd: DestinationsCmd,
+) -> anyhow::Result<()> {
     match cmd {
         DestinationsCmd::List { agent: a } => {
             let group = agent(db, &a)?;
@@ -399,12 +519,22 @@ fn destinations_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: Desti
                         (_, _, Some(a)) => a.clone(),
                         _ => "-".to_string(),
                     };
-                    t.row(vec![d.name.clone(), d.kind.to_string(), target, opt(d.display_name.as_deref())]);
+                    t.row(vec![
+                        d.name.clone(),
+                        d.kind.to_string(),
+                        target,
+                        opt(d.display_name.as_deref()),
+                    ]);
                 }
                 t
             })
         }
-        DestinationsCmd::Add { agent: a, name, chat, to_agent } => {
+        DestinationsCmd::Add {
+            agent: a,
+            name,
+            chat,
+            to_agent,
+        } => {
             let group = agent(db, &a)?;
             let dest = db.write(|c| {
                 let target = match (&chat, &to_agent) {
@@ -416,7 +546,9 @@ fn destinations_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: Desti
                 sessions.refresh_agent(c, &group.id)?;
                 Ok(dest)
             })?;
-            output::item(format, &dest, || format!("{} can now send to {:?}", group.folder, dest.local_name))
+            output::item(format, &dest, || {
+                format!("{} can now send to {:?}", group.folder, dest.local_name)
+            })
         }
         DestinationsCmd::Remove { agent: a, name } => {
             let group = agent(db, &a)?;
@@ -467,7 +599,15 @@ fn sessions_cmd(db: &Db, format: Format, cmd: SessionsCmd) -> anyhow::Result<()>
             let group = a.as_deref().map(|r| agent(db, r)).transpose()?;
             let list = db.read(|c| registry::list(c, group.as_ref().map(|g| &g.id), !all))?;
             output::list(format, &list, |items| {
-                let mut t = Table::new(&["SESSION", "AGENT GROUP", "CHAT", "THREAD", "STATUS", "CONTAINER", "LAST ACTIVE"]);
+                let mut t = Table::new(&[
+                    "SESSION",
+                    "AGENT GROUP",
+                    "CHAT",
+                    "THREAD",
+                    "STATUS",
+                    "CONTAINER",
+                    "LAST ACTIVE",
+                ]);
                 for s in items {
                     t.row(vec![
                         s.id.to_string(),

@@ -16,7 +16,11 @@ use crate::store::wirings::{EngageMode, IgnoredMessagePolicy, SenderScope, Sessi
 use output::Format;
 
 #[derive(Debug, Parser)]
-#[command(name = "nanoclaw", version, about = "NanoClaw: chat platforms to AI agents in sandboxed containers")]
+#[command(
+    name = "nanoclaw",
+    version,
+    about = "NanoClaw: chat platforms to AI agents in sandboxed containers"
+)]
 pub struct Cli {
     /// Data directory: database, sessions, agent folders, secrets (.env).
     #[arg(long, global = true, env = "NANOCLAW_HOME", default_value = "data")]
@@ -73,7 +77,9 @@ pub enum UsersCmd {
         name: Option<String>,
     },
     /// Remove a user with their roles and memberships.
-    Remove { user: UserId },
+    Remove {
+        user: UserId,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,7 +136,9 @@ pub enum GroupsCmd {
         assistant_name: Option<String>,
     },
     /// Details of one agent group: wirings, destinations, admins.
-    Show { agent: String },
+    Show {
+        agent: String,
+    },
     /// Change settings of an agent group.
     Set {
         agent: String,
@@ -141,7 +149,9 @@ pub enum GroupsCmd {
         assistant_name: Option<String>,
     },
     /// Delete an agent group (its folder on disk is kept).
-    Delete { agent: String },
+    Delete {
+        agent: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,10 +170,18 @@ pub enum ChatsCmd {
         policy: UnknownSenderPolicy,
     },
     /// Set what happens to messages from unknown senders: strict | request_approval | public.
-    Policy { chat: String, policy: UnknownSenderPolicy },
-    Rename { chat: String, name: String },
+    Policy {
+        chat: String,
+        policy: UnknownSenderPolicy,
+    },
+    Rename {
+        chat: String,
+        name: String,
+    },
     /// Remove a chat and its wirings.
-    Remove { chat: String },
+    Remove {
+        chat: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,17 +223,26 @@ pub struct WireArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DestinationsCmd {
-    List { agent: String },
+    List {
+        agent: String,
+    },
     /// Let an agent send to a chat or another agent under a local name.
     Add {
         agent: String,
         name: String,
-        #[arg(long, conflicts_with = "to_agent", required_unless_present = "to_agent")]
+        #[arg(
+            long,
+            conflicts_with = "to_agent",
+            required_unless_present = "to_agent"
+        )]
         chat: Option<String>,
         #[arg(long = "to-agent")]
         to_agent: Option<String>,
     },
-    Remove { agent: String, name: String },
+    Remove {
+        agent: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +270,10 @@ pub enum SessionsCmd {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let paths = Paths::new(&cli.data_dir);
-    let format = if cli.json { Format::Json } else { Format::Table };
+    let format = if cli.json {
+        Format::Json
+    } else {
+        Format::Table
+    };
     admin::run(&paths, format, cli.command)
 }

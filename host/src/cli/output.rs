@@ -19,7 +19,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&'static str]) -> Self {
-        Table { headers: headers.to_vec(), rows: Vec::new() }
+        Table {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -50,7 +53,11 @@ impl Table {
 }
 
 /// Prints `items` as JSON, or as the table `to_table` builds.
-pub fn list<T: Serialize>(format: Format, items: &[T], to_table: impl FnOnce(&[T]) -> Table) -> anyhow::Result<()> {
+pub fn list<T: Serialize>(
+    format: Format,
+    items: &[T],
+    to_table: impl FnOnce(&[T]) -> Table,
+) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match format {
@@ -65,7 +72,11 @@ pub fn list<T: Serialize>(format: Format, items: &[T], to_table: impl FnOnce(&[T
 }
 
 /// Prints one item as JSON, or a human sentence.
-pub fn item<T: Serialize>(format: Format, item: &T, sentence: impl FnOnce() -> String) -> anyhow::Result<()> {
+pub fn item<T: Serialize>(
+    format: Format,
+    item: &T,
+    sentence: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(item)?),
         Format::Table => println!("{}", sentence()),
@@ -89,6 +100,9 @@ mod tests {
         let mut out = Vec::new();
         t.write(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "ID         NAME\na          long name\nlonger-id  x\n");
+        assert_eq!(
+            text,
+            "ID         NAME\na          long name\nlonger-id  x\n"
+        );
     }
 }

@@ -237,7 +237,10 @@ pub fn open_session_db(path: &Path) -> Result<Connection> {
     // connections cheap. Closing a connection must not checkpoint (an fsync) on the hot path;
     // SQLite's auto-checkpoint still bounds the WAL.
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -128;")?;
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(Error::invalid(format!(
