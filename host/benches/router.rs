@@ -5,6 +5,7 @@
 //! scenario every event is counted back out of the session databases: nothing may be lost.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,15 +21,15 @@ use nanoclaw::store::wirings::{self, WiringRules};
 
 struct Setup {
     dir: tempfile::TempDir,
-    db: Db,
-    sessions: SessionStore,
+    db: Arc<Db>,
+    sessions: Arc<SessionStore>,
     channel: ChannelType,
 }
 
 fn setup(chats: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("v2.db")).unwrap();
-    let sessions = SessionStore::new(dir.path().join("sessions"));
+    let db = Arc::new(Db::open(&dir.path().join("v2.db")).unwrap());
+    let sessions = Arc::new(SessionStore::new(dir.path().join("sessions")));
     let channel = ChannelType::parse("bench").unwrap();
     let agent = db
         .write(|c| agent_groups::create(c, NewAgentGroup::named("Bench")))
@@ -57,10 +58,10 @@ fn setup(chats: usize) -> Setup {
     }
 }
 
-fn router(s: &Setup) -> Router<'_> {
+fn router(s: &Setup) -> Router {
     let mut channels = HashMap::new();
     channels.insert(s.channel.clone(), ChannelCaps::default());
-    Router::new(&s.db, &s.sessions, channels)
+    Router::new(s.db.clone(), s.sessions.clone(), channels)
 }
 
 fn event(s: &Setup, chat: usize, n: u64) -> Inbound {

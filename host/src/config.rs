@@ -34,14 +34,25 @@ impl Paths {
         self.home.join("groups")
     }
 
+    /// Operator-written config of one agent group (`CLAUDE.md`, `mock.toml`), mounted
+    /// read-only into its containers. Kept outside `groups/` so no agent can write it.
+    pub fn agent_config(&self, folder: &str) -> PathBuf {
+        self.home.join("config").join(folder)
+    }
+
     /// Shared memory every agent mounts read-only.
     pub fn global(&self) -> PathBuf {
         self.groups().join("global")
     }
 
-    /// The local chat channel's socket (owner-only).
-    pub fn cli_socket(&self) -> PathBuf {
-        self.home.join("cli.sock")
+    /// The daemon's control socket (owner-only).
+    pub fn control_socket(&self) -> PathBuf {
+        self.home.join("control.sock")
+    }
+
+    /// The local chat channel's socket (the `cli` plugin's default).
+    pub fn chat_socket(&self) -> PathBuf {
+        self.plugin_data().join("cli").join("chat.sock")
     }
 
     /// Secrets for plugin settings (`KEY=value` lines), never committed.
@@ -63,4 +74,36 @@ impl Paths {
     pub fn log_dir(&self) -> PathBuf {
         self.home.join("logs")
     }
+}
+
+/// The uid:gid agent containers run as: the host's own user, or 1000:1000 when the host
+/// runs as root (containers never run as root).
+pub fn container_user() -> (u32, u32) {
+    // SAFETY: geteuid/getegid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 || gid == 0 {
+        (1000, 1000)
+    } else {
+        (uid, gid)
+    }
+}
+
+/// When the host runs as root, files the container must write are handed to its user.
+pub fn session_owner() -> Option<(u32, u32)> {
+    // SAFETY: as above.
+    let uid = unsafe { libc::geteuid() };
+    (uid == 0).then(container_user)
+}
+
+/// The host's IANA time zone name (`TZ`, else the system's, else UTC).
+pub fn time_zone_name() -> String {
+    if let Ok(tz) = std::env::var("TZ")
+        && jiff::tz::TimeZone::get(&tz).is_ok()
+    {
+        return tz;
+    }
+    jiff::tz::TimeZone::system()
+        .iana_name()
+        .unwrap_or("UTC")
+        .to_string()
 }

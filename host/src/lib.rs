@@ -3,15 +3,23 @@
 //! See `docs/ARCHITECTURE.md` for the map of modules and the message flow.
 
 pub mod access;
+pub mod approvals;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod control;
+pub mod daemon;
 pub mod db;
+pub mod delivery;
 pub mod error;
 pub mod ids;
+pub mod pairing;
 pub mod plugins;
 pub mod router;
+pub mod scheduling;
 pub mod sessions;
 pub mod store;
+pub mod supervisor;
+pub mod webhooks;
 
 pub use error::{Error, Result};

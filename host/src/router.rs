@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use regex::Regex;
 use rusqlite::Connection;
@@ -226,9 +227,9 @@ pub fn command_of(text: &str) -> Option<String> {
     t.split_whitespace().next().map(str::to_lowercase)
 }
 
-pub struct Router<'a> {
-    db: &'a Db,
-    sessions: &'a SessionStore,
+pub struct Router {
+    db: Arc<Db>,
+    sessions: Arc<SessionStore>,
     channels: HashMap<ChannelType, ChannelCaps>,
     patterns: std::sync::Mutex<HashMap<String, Option<Regex>>>,
 }
@@ -239,10 +240,10 @@ struct Planned {
     trigger: bool,
 }
 
-impl<'a> Router<'a> {
+impl Router {
     pub fn new(
-        db: &'a Db,
-        sessions: &'a SessionStore,
+        db: Arc<Db>,
+        sessions: Arc<SessionStore>,
         channels: HashMap<ChannelType, ChannelCaps>,
     ) -> Self {
         Router {

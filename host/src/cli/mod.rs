@@ -2,17 +2,23 @@
 
 mod admin;
 pub mod output;
+mod plugins;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Paths;
+use crate::container::NetworkMode;
+use crate::daemon::RunOptions;
 use crate::ids::{ChatAddress, UserId};
 use crate::store::agent_groups::AgentProvider;
 use crate::store::messaging_groups::UnknownSenderPolicy;
 use crate::store::roles::Role;
 use crate::store::wirings::{EngageMode, IgnoredMessagePolicy, SenderScope, SessionMode};
+use crate::supervisor::SupervisorConfig;
 use output::Format;
 
 #[derive(Debug, Parser)]
@@ -36,6 +42,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: channel plugins, router, agent containers, delivery.
+    Run(RunArgs),
+    /// Channel plugins configured in plugins.toml.
+    #[command(subcommand)]
+    Plugins(PluginsCmd),
     /// Create or upgrade the database schema (every command does this on its own too).
     Migrate,
     /// Platform identities (`<channel>:<handle>`).
@@ -64,6 +75,53 @@ pub enum Command {
     /// Conversation sessions.
     #[command(subcommand)]
     Sessions(SessionsCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plugin configuration.
+    #[arg(long, env = "NANOCLAW_PLUGINS", default_value = "plugins.toml")]
+    pub plugins: PathBuf,
+    /// Image agent containers run (built locally by container/build.sh).
+    #[arg(long, env = "NANOCLAW_IMAGE", default_value = "nanoclaw-agent:latest")]
+    pub image: String,
+    /// Provider for agent groups that set none: mock (no account needed) or claude.
+    #[arg(long, env = "NANOCLAW_PROVIDER", default_value = "mock")]
+    pub provider: AgentProvider,
+    /// Container network: none (default), bridge, or a named Docker network.
+    #[arg(long, env = "NANOCLAW_CONTAINER_NETWORK", default_value = "none")]
+    pub network: String,
+    /// Memory limit of each agent container, in MiB.
+    #[arg(long, env = "NANOCLAW_CONTAINER_MEMORY_MB", default_value_t = 1024)]
+    pub memory_mb: u64,
+    /// Stop an agent container after this many idle seconds.
+    #[arg(long, env = "NANOCLAW_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
+    pub idle_timeout_secs: u64,
+    /// Where the webhook server listens (only started if a plugin takes webhooks).
+    #[arg(
+        long,
+        env = "NANOCLAW_WEBHOOK_LISTEN",
+        default_value = "127.0.0.1:3000"
+    )]
+    pub webhook_listen: std::net::SocketAddr,
+    /// Seconds between checks of running containers.
+    #[arg(long, env = "NANOCLAW_SWEEP_SECS", default_value_t = 30)]
+    pub sweep_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCmd {
+    /// Every configured plugin: whether it loads, its version, ABI and capabilities, and its
+    /// live health when the daemon runs.
+    List {
+        #[arg(long, env = "NANOCLAW_PLUGINS", default_value = "plugins.toml")]
+        plugins: PathBuf,
+    },
+    /// Preflight every enabled plugin (load and create, without starting); exits 1 on failure.
+    Check {
+        #[arg(long, env = "NANOCLAW_PLUGINS", default_value = "plugins.toml")]
+        plugins: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,12 +326,51 @@ pub enum SessionsCmd {
 }
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::new(&cli.data_dir);
     let format = if cli.json {
         Format::Json
     } else {
         Format::Table
     };
-    admin::run(&paths, format, cli.command)
+    match cli.command {
+        Command::Run(args) => {
+            let network = match args.network.as_str() {
+                "none" => NetworkMode::None,
+                "bridge" => NetworkMode::Bridge,
+                other => NetworkMode::Named(other.to_string()),
+            };
+            let mut supervisor = SupervisorConfig::new(args.image);
+            supervisor.default_provider = args.provider;
+            supervisor.network = network;
+            supervisor.limits.memory_bytes = args.memory_mb * 1024 * 1024;
+            supervisor.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+            let opts = RunOptions {
+                plugins_config: args.plugins,
+                supervisor,
+                webhook_listen: args.webhook_listen,
+                sweep_interval: Duration::from_secs(args.sweep_secs.max(1)),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::daemon::run(paths, opts))?;
+            // A plugin call stuck past its timeout holds a blocking thread; do not wait for it.
+            rt.shutdown_timeout(Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(PluginsCmd::List { plugins: config }) => {
+            plugins::run(&paths, &config, format, true)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(PluginsCmd::Check { plugins: config }) => {
+            let ok = plugins::run(&paths, &config, format, false)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        other => admin::run(&paths, format, other).map(|()| ExitCode::SUCCESS),
+    }
 }

@@ -19,6 +19,8 @@ pub const WORKSPACE: &str = "/workspace";
 pub const AGENT_MOUNT: &str = "/workspace/agent";
 /// The shared global memory, read-only.
 pub const GLOBAL_MOUNT: &str = "/workspace/global";
+/// Where the agent group's operator-written config is mounted, read-only.
+pub const CONFIG_MOUNT: &str = "/workspace/config";
 /// The only writable path outside the mounts.
 pub const TMP_MOUNT: &str = "/tmp";
 
@@ -118,7 +120,7 @@ pub struct ContainerSpec {
     pub image: String,
     /// Replaces the image's CMD when non-empty.
     pub command: Vec<String>,
-    /// Mounted read-write at `/workspace`. Its entries `agent`, `global` and `extra` are
+    /// Mounted read-write at `/workspace`. Its entries `agent`, `global`, `config` and `extra` are
     /// reserved as mount points: the runner (re)creates them as plain directories.
     pub session_dir: PathBuf,
     /// Mounted read-write at `/workspace/agent`.
@@ -129,6 +131,10 @@ pub struct ContainerSpec {
     pub agent_read_only: Vec<PathBuf>,
     /// Mounted read-only at `/workspace/global` when set.
     pub global_dir: Option<PathBuf>,
+    /// Mounted read-only at `/workspace/config` when set: the group's config as the operator
+    /// wrote it. It must live outside every directory an agent can write, so no agent can
+    /// swap it for a link while another container starts.
+    pub config_dir: Option<PathBuf>,
     /// Extra mounts that passed the allowlist, at `/workspace/extra/<name>`.
     pub extra_mounts: Vec<AllowedMount>,
     pub env: BTreeMap<String, String>,
@@ -160,6 +166,7 @@ impl ContainerSpec {
             agent_dir: agent_dir.into(),
             agent_read_only: Vec::new(),
             global_dir: None,
+            config_dir: None,
             extra_mounts: Vec::new(),
             env: BTreeMap::new(),
             user,
@@ -282,6 +289,15 @@ pub(crate) fn prepare(
         }
         None => None,
     };
+    let config_dir = match &spec.config_dir {
+        Some(dir) => {
+            let dir = canonical_dir("config dir", dir)?;
+            check_disjoint("config dir", &dir, "agent dir", &agent_dir)?;
+            check_disjoint("config dir", &dir, "session dir", &session_dir)?;
+            Some(dir)
+        }
+        None => None,
+    };
 
     let mut mounts = vec![
         bind(&session_dir, WORKSPACE.to_owned(), false)?,
@@ -310,6 +326,18 @@ pub(crate) fn prepare(
         )?;
         mountpoints.push(Mountpoint {
             rel: PathBuf::from("global"),
+            is_dir: true,
+        });
+    }
+
+    if let Some(config) = &config_dir {
+        push_unique(
+            &mut mounts,
+            &mut targets,
+            bind(config, CONFIG_MOUNT.to_owned(), true)?,
+        )?;
+        mountpoints.push(Mountpoint {
+            rel: PathBuf::from("config"),
             is_dir: true,
         });
     }

@@ -13,10 +13,12 @@
 //! the caller through a [`HostServicesFactory`]; [`emit_plugin_log`] and [`namespace_id`]
 //! help implement it.
 
+pub mod channels;
 pub mod config;
 pub mod handle;
 pub mod loader;
 pub mod registry;
+pub mod services;
 pub mod settings;
 
 pub use config::{ConfigError, InstanceName, LibraryLocator, PluginEntry, PluginsConfig};

@@ -7,8 +7,8 @@ use crate::store::{dropped, members};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
-    db: Db,
-    sessions: SessionStore,
+    db: Arc<Db>,
+    sessions: Arc<SessionStore>,
 }
 
 impl Fixture {
@@ -17,12 +17,12 @@ impl Fixture {
         let sessions = SessionStore::new(tmp.path().join("sessions"));
         Fixture {
             _tmp: tmp,
-            db: Db::open_in_memory().unwrap(),
-            sessions,
+            db: Arc::new(Db::open_in_memory().unwrap()),
+            sessions: Arc::new(sessions),
         }
     }
 
-    fn router(&self) -> Router<'_> {
+    fn router(&self) -> Router {
         let mut channels = HashMap::new();
         channels.insert(
             ChannelType::parse("telegram").unwrap(),
@@ -32,7 +32,7 @@ impl Fixture {
             ChannelType::parse("slack").unwrap(),
             ChannelCaps { threads: true },
         );
-        Router::new(&self.db, &self.sessions, channels)
+        Router::new(self.db.clone(), self.sessions.clone(), channels)
     }
 
     fn wire(&self, chat: &MessagingGroup, agent: &AgentGroupId, rules: WiringRules) {

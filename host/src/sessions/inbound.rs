@@ -133,3 +133,159 @@ pub fn message_status(conn: &Connection, id: &str) -> Result<Option<String>> {
         })
         .optional()?)
 }
+
+/// How a message out of `outbound.db` ended, if it has been handled.
+pub fn delivery_status(conn: &Connection, message_out_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT status FROM delivered WHERE message_out_id = ?1")?
+        .query_row([message_out_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Records how a message out of `outbound.db` ended (first record wins).
+pub fn record_delivery(
+    conn: &Connection,
+    message_out_id: &str,
+    platform_message_id: Option<&str>,
+    status: session::DeliveryStatus,
+    error: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO delivered (message_out_id, platform_message_id, status, error, delivered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        message_out_id,
+        platform_message_id,
+        status.as_str(),
+        error,
+        nanoclaw_schema::time::now()
+    ])?;
+    Ok(())
+}
+
+/// Marks messages the container finished as completed (it cannot write inbound.db itself).
+pub fn mark_completed(conn: &mut Connection, ids: &[String]) -> Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE messages_in SET status = 'completed' WHERE id = ?1 AND status = 'pending'",
+        )?;
+        for id in ids {
+            n += stmt.execute([id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Pending messages that should wake the agent now.
+pub fn due_triggers(conn: &Connection, now: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM messages_in WHERE status = 'pending' AND trigger = 1
+             AND (process_after IS NULL OR process_after <= ?1)",
+        )?
+        .query_row([now], |r| r.get(0))?)
+}
+
+/// The earliest time a pending trigger becomes due, if one waits for the future.
+pub fn next_due(conn: &Connection, now: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT MIN(process_after) FROM messages_in WHERE status = 'pending' AND trigger = 1
+             AND process_after > ?1",
+        )?
+        .query_row([now], |r| r.get(0))?)
+}
+
+/// What crash recovery did with one claimed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// Will be tried again at this time.
+    At { id: String, tries: i64, at: String },
+    /// Gave up after too many tries.
+    Failed { id: String, tries: i64 },
+}
+
+/// After a container died holding claims: each claimed message still pending is retried
+/// after a backoff (`base * 2^tries`), or marked failed after `max_tries`.
+pub fn retry_claimed(
+    conn: &mut Connection,
+    claimed: &[String],
+    max_tries: i64,
+    base: std::time::Duration,
+    now: jiff::Timestamp,
+) -> Result<Vec<Retry>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut out = Vec::new();
+    for id in claimed {
+        let row: Option<(i64, Option<String>)> = tx
+            .query_row(
+                "SELECT tries, process_after FROM messages_in WHERE id = ?1 AND status = 'pending'",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((tries, _)) = row else { continue };
+        let tries = tries + 1;
+        if tries > max_tries {
+            tx.execute(
+                "UPDATE messages_in SET status = 'failed', tries = ?2 WHERE id = ?1",
+                params![id, tries],
+            )?;
+            out.push(Retry::Failed {
+                id: id.clone(),
+                tries,
+            });
+        } else {
+            let delay = base.saturating_mul(1u32 << (tries - 1).clamp(0, 16));
+            let at = nanoclaw_schema::time::format(
+                now.checked_add(
+                    jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::ZERO),
+                )
+                .unwrap_or(now),
+            );
+            tx.execute(
+                "UPDATE messages_in SET tries = ?2, process_after = ?3 WHERE id = ?1",
+                params![id, tries, at],
+            )?;
+            out.push(Retry::At {
+                id: id.clone(),
+                tries,
+                at,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Where a message came from (and where answers to it go).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyAddress {
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+}
+
+/// The reply address of a message, if the message exists.
+pub fn reply_address(conn: &Connection, id: &str) -> Result<Option<ReplyAddress>> {
+    Ok(conn
+        .query_row(
+            "SELECT channel_type, platform_id, thread_id FROM messages_in WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(ReplyAddress {
+                    channel_type: r.get(0)?,
+                    platform_id: r.get(1)?,
+                    thread_id: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}

@@ -5,6 +5,7 @@
 //! Both DBs use WAL so each side sees the other's commits through the bind mount at once.
 
 pub mod inbound;
+pub mod outbound;
 pub mod registry;
 
 use std::num::NonZeroUsize;
@@ -28,17 +29,19 @@ use crate::store::wirings::SessionMode;
 
 pub use registry::{ContainerStatus, Session, SessionStatus};
 
-/// How many inbound.db connections stay open; beyond this, the least recently used closes.
+/// How many connections per kind (inbound, outbound) stay open; beyond this, the least
+/// recently used closes.
 /// Each costs little (a small page cache, see [`open_session_db`]), and reopening one per
 /// message would dominate routing time for a busy install.
-const INBOUND_CACHE: usize = 256;
+const CONN_CACHE: usize = 256;
 
 /// Owns the session directories and a cache of open `inbound.db` connections.
 pub struct SessionStore {
     root: PathBuf,
     /// uid/gid the container runs as; session files are handed to it so it can write.
     owner: Option<(u32, u32)>,
-    inbound: Mutex<LruCache<SessionId, Arc<Mutex<Connection>>>>,
+    inbound: ConnCache,
+    outbound: ConnCache,
 }
 
 impl SessionStore {
@@ -46,9 +49,8 @@ impl SessionStore {
         SessionStore {
             root: root.into(),
             owner: None,
-            inbound: Mutex::new(LruCache::new(
-                NonZeroUsize::new(INBOUND_CACHE).expect("non-zero"),
-            )),
+            inbound: conn_cache(),
+            outbound: conn_cache(),
         }
     }
 
@@ -164,14 +166,32 @@ impl SessionStore {
     }
 
     fn inbound_conn(&self, s: &Session) -> Result<Arc<Mutex<Connection>>> {
-        let mut cache = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(conn) = cache.get(&s.id) {
-            return Ok(conn.clone());
-        }
         let path = self.session_dir(s)?.join(INBOUND_DB);
-        let conn = Arc::new(Mutex::new(open_session_db(&path)?));
-        cache.put(s.id.clone(), conn.clone());
-        Ok(conn)
+        cached(&self.inbound, &s.id, || open_session_db(&path))
+    }
+
+    /// Runs `f` on a read-only connection to the session's `outbound.db` (cached).
+    pub fn with_outbound<T>(
+        &self,
+        s: &Session,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        let path = self.session_dir(s)?.join(OUTBOUND_DB);
+        let conn = cached(&self.outbound, &s.id, || outbound::open_reader(&path))?;
+        let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// Drops the cached connections of a session (e.g. after it was closed).
+    pub fn forget(&self, s: &SessionId) {
+        self.inbound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(s);
+        self.outbound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(s);
     }
 
     /// Rewrites the session's destinations projection and default reply address from the
@@ -210,6 +230,28 @@ impl SessionStore {
         }
         Ok(sessions.len())
     }
+}
+
+type ConnCache = Mutex<LruCache<SessionId, Arc<Mutex<Connection>>>>;
+
+fn conn_cache() -> ConnCache {
+    Mutex::new(LruCache::new(
+        NonZeroUsize::new(CONN_CACHE).expect("non-zero"),
+    ))
+}
+
+fn cached(
+    cache: &ConnCache,
+    id: &SessionId,
+    open: impl FnOnce() -> Result<Connection>,
+) -> Result<Arc<Mutex<Connection>>> {
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(conn) = cache.get(id) {
+        return Ok(conn.clone());
+    }
+    let conn = Arc::new(Mutex::new(open()?));
+    cache.put(id.clone(), conn.clone());
+    Ok(conn)
 }
 
 /// Creates (or checks) a session DB file: WAL, schema applied, version recorded.

@@ -128,6 +128,7 @@ pub fn lock_release(conn: &Connection, plugin: &str, name: &str, token: &str) ->
 }
 
 /// Appends to a list, trimming the oldest entries beyond `max_len`; returns the new length.
+/// The whole list expires `ttl_ms` after this append (`None`: never).
 pub fn list_append(
     conn: &Connection,
     plugin: &str,
@@ -145,6 +146,10 @@ pub fn list_append(
         "INSERT INTO plugin_lists (plugin, key, idx, value, expires_at)
          VALUES (?1, ?2, (SELECT IFNULL(MAX(idx), 0) + 1 FROM plugin_lists WHERE plugin = ?1 AND key = ?2), ?3, ?4)",
         params![plugin, key, value, expiry(now_ms, ttl_ms)],
+    )?;
+    conn.execute(
+        "UPDATE plugin_lists SET expires_at = ?3 WHERE plugin = ?1 AND key = ?2",
+        params![plugin, key, expiry(now_ms, ttl_ms)],
     )?;
     if let Some(max) = max_len {
         conn.execute(

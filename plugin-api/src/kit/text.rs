@@ -26,7 +26,9 @@ pub fn split_text(text: &str, max_chars: usize) -> Vec<String> {
             }
             return chunks;
         };
-        let window = &rest[..limit];
+        // A break right at the limit still counts: the chunk before it fits exactly.
+        let window_end = limit + rest[limit..].chars().next().map_or(0, char::len_utf8);
+        let window = &rest[..window_end];
         let cut = [window.rfind("\n\n"), window.rfind('\n'), window.rfind(' ')]
             .into_iter()
             .flatten()
@@ -62,6 +64,14 @@ mod tests {
     #[test]
     fn short_and_empty_text() {
         assert_eq!(split_text("hello", 10), ["hello"]);
+        assert_eq!(
+            split_text("exactly ten\n\nnext", 11),
+            ["exactly ten", "next"]
+        );
+        assert_eq!(
+            split_text("twelve chars next", 12),
+            ["twelve chars", "next"]
+        );
         assert_eq!(split_text("hello  \n", 5), ["hello"]);
         assert!(split_text("", 10).is_empty());
         assert!(split_text(" \n\n ", 2).is_empty());

@@ -1,0 +1,402 @@
+//! Approvals of unknown senders in `request_approval` chats.
+//!
+//! The router holds the message and opens a request. The card goes to an approver picked by
+//! [`access::pick_approver`] (scoped admins, then global admins, then owners) in that
+//! approver's own DM, preferring one on the same kind of channel. Only the approver the card
+//! went to, or anyone with admin privilege over the agent, can decide by clicking; other
+//! clicks are ignored and recorded. Approve makes the sender a member and replays the held
+//! messages; deny drops them. The operator can decide from the CLI too.
+
+use nanoclaw_plugin_api::kit::{ButtonChoice, decode_button_id, encode_button_id};
+use rusqlite::Connection;
+
+use crate::access::{self, DmChannels};
+use crate::db::Db;
+use crate::delivery::{Delivery, Platforms};
+use crate::error::{Error, Result};
+use crate::ids::{ApprovalId, UserId};
+use crate::plugins::services::Click;
+use crate::router::{HeldForApproval, Inbound, RouteOutcome, Router};
+use crate::store::approvals::{self, Approval, ApprovalStatus};
+use crate::store::{agent_groups, members, users};
+
+/// Button index of "Allow".
+pub const ALLOW: u32 = 0;
+/// Button index of "Deny".
+pub const DENY: u32 = 1;
+
+/// Sends the approval card for a newly held sender. Returns false when nobody could be
+/// asked (no approver, or none reachable); the request then waits for the CLI.
+pub async fn ask<P: Platforms + DmChannels>(
+    db: &Db,
+    delivery: &Delivery<P>,
+    channels: &P,
+    held: &HeldForApproval,
+) -> Result<bool> {
+    let approvers = db.read(|c| access::pick_approver(c, Some(&held.agent)))?;
+    let hint = format!(
+        "decide with `nanoclaw approvals allow {}` or `deny`",
+        held.approval
+    );
+    if approvers.is_empty() {
+        tracing::warn!(approval = %held.approval, "no owner or admin can approve this sender; {hint}");
+        return Ok(false);
+    }
+    let Some(target) =
+        access::pick_approval_delivery(db, channels, &approvers, Some(&held.chat.channel_type))
+            .await?
+    else {
+        tracing::warn!(approval = %held.approval, "no approver is reachable by DM; {hint}");
+        return Ok(false);
+    };
+    let (sender, agent) = db.read(|c| {
+        Ok((
+            users::get(c, &held.sender)?,
+            agent_groups::get(c, &held.agent)?,
+        ))
+    })?;
+    let sender_label = match sender.as_ref().and_then(|u| u.display_name.as_deref()) {
+        Some(name) => format!("{name} ({})", held.sender),
+        None => held.sender.to_string(),
+    };
+    let agent_label = agent
+        .as_ref()
+        .map_or(held.agent.to_string(), |a| a.display_name().to_string());
+    let chat_label = match &held.chat.name {
+        Some(name) => format!("{name} ({})", held.chat.address()),
+        None => held.chat.address().to_string(),
+    };
+    let text = format!(
+        "👤 New sender\n\n{sender_label} wants to talk to {agent_label} in {chat_label}. Allow?"
+    );
+    let buttons = [
+        (
+            encode_button_id(held.approval.as_str(), ALLOW),
+            "Allow".to_string(),
+        ),
+        (
+            encode_button_id(held.approval.as_str(), DENY),
+            "Deny".to_string(),
+        ),
+    ];
+    match delivery
+        .send_direct(&target.chat.address(), None, &text, &buttons)
+        .await
+    {
+        Ok(card_id) => {
+            db.write(|c| {
+                approvals::set_card(
+                    c,
+                    &held.approval,
+                    &target.approver,
+                    &target.chat.id,
+                    card_id.as_deref(),
+                )
+            })?;
+            tracing::info!(approval = %held.approval, approver = %target.approver, "approval card sent");
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(approval = %held.approval, error = %e, "approval card not delivered; {hint}");
+            Ok(false)
+        }
+    }
+}
+
+/// Decides a pending request: approve adds the sender as a member of the agent group. The
+/// held messages are replayed (or dropped) by [`settle`].
+pub fn decide(
+    conn: &Connection,
+    id: &ApprovalId,
+    allow: bool,
+    by: Option<&UserId>,
+) -> Result<Approval> {
+    let status = if allow {
+        ApprovalStatus::Approved
+    } else {
+        ApprovalStatus::Denied
+    };
+    let approval = approvals::decide(conn, id, status, by)?;
+    if allow && let Some(sender) = &approval.subject_user_id {
+        members::add(conn, sender, &approval.agent_group_id, by)?;
+    }
+    tracing::info!(approval = %id, decision = %status, by = ?by.map(|u| u.as_str()), "sender approval decided");
+    Ok(approval)
+}
+
+/// What a click on a button meant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClickResult {
+    /// Not an approval button.
+    NotOurs,
+    /// An approval button, but the click does not count (and why).
+    Ignored(String),
+    Decided(Box<Approval>),
+}
+
+/// Handles a click on an approval card, checking who clicked.
+pub fn on_click(db: &Db, click: &Click) -> Result<ClickResult> {
+    let Some(button) = decode_button_id(&click.action_id) else {
+        return Ok(ClickResult::NotOurs);
+    };
+    let Ok(id) = ApprovalId::parse(button.question_id) else {
+        return Ok(ClickResult::NotOurs);
+    };
+    let Some(approval) = db.read(|c| approvals::get(c, &id))? else {
+        return Ok(ClickResult::NotOurs);
+    };
+    let allow = match button.choice {
+        ButtonChoice::Index(ALLOW) => true,
+        ButtonChoice::Index(DENY) => false,
+        _ => return Ok(ClickResult::Ignored("unknown button".into())),
+    };
+    let clicker = UserId::new(&click.channel, &click.clicker.handle)?;
+    db.write(|c| {
+        if approval.status != ApprovalStatus::Pending {
+            return Ok(ClickResult::Ignored(format!("already {}", approval.status)));
+        }
+        let eligible = approval.approver_user_id.as_ref() == Some(&clicker)
+            || access::has_admin_privilege(c, &clicker, &approval.agent_group_id)?;
+        if !eligible {
+            tracing::warn!(approval = %id, clicker = %clicker, "approval click from someone who may not decide; ignored");
+            record_ignored_click(c, &approval, &clicker)?;
+            return Ok(ClickResult::Ignored(format!("{clicker} may not decide this")));
+        }
+        decide(c, &id, allow, Some(&clicker)).map(|a| ClickResult::Decided(Box::new(a)))
+    })
+}
+
+fn record_ignored_click(c: &Connection, approval: &Approval, clicker: &UserId) -> Result<()> {
+    let mut payload = approval.payload.clone();
+    if !payload.is_object() {
+        payload = serde_json::json!({});
+    }
+    let entry = serde_json::json!({ "user": clicker, "at": nanoclaw_schema::time::now() });
+    match payload
+        .get_mut("ignored_clicks")
+        .and_then(|v| v.as_array_mut())
+    {
+        Some(list) => list.push(entry),
+        None => payload["ignored_clicks"] = serde_json::json!([entry]),
+    }
+    c.execute(
+        "UPDATE approvals SET payload = ?2 WHERE id = ?1",
+        rusqlite::params![approval.id, payload.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Replays the held messages of approved requests through the router (their senders now
+/// pass the gate) and drops those of denied ones. Returns what routing did, for the daemon to
+/// act on (wakes).
+pub fn settle(db: &Db, router: &Router) -> Result<Vec<RouteOutcome>> {
+    let decided: Vec<Approval> = db.read(|c| {
+        let mut all = approvals::list(c, Some(ApprovalStatus::Approved))?;
+        all.extend(approvals::list(c, Some(ApprovalStatus::Denied))?);
+        all.extend(approvals::list(c, Some(ApprovalStatus::Expired))?);
+        Ok(all)
+    })?;
+    let mut outcomes = Vec::new();
+    for approval in decided {
+        let held = db.read(|c| approvals::held_messages(c, &approval.id))?;
+        if held.is_empty() {
+            continue;
+        }
+        if approval.status == ApprovalStatus::Approved {
+            for event in &held {
+                let msg: Inbound = serde_json::from_str(event).map_err(|e| Error::Json {
+                    context: format!("held message of {}", approval.id),
+                    source: e,
+                })?;
+                match router.route(&msg) {
+                    Ok(out) => outcomes.push(out),
+                    // The channel may be gone; keep the messages for a later try.
+                    Err(e) => {
+                        tracing::warn!(approval = %approval.id, error = %e, "held message not replayed yet");
+                        return Ok(outcomes);
+                    }
+                }
+            }
+            tracing::info!(approval = %approval.id, messages = held.len(), "held messages released");
+        } else {
+            tracing::info!(approval = %approval.id, messages = held.len(), "held messages dropped");
+        }
+        db.write(|c| approvals::clear_held(c, &approval.id))?;
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ChannelType, PlatformId};
+    use crate::router::{ChannelCaps, Sender};
+    use crate::sessions::SessionStore;
+    use crate::store::messaging_groups::UnknownSenderPolicy;
+    use crate::store::roles::{self, Role, Scope};
+    use crate::store::testing::{agent, chat_with_policy, user};
+    use crate::store::wirings::{self, WiringRules};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    struct Fx {
+        _tmp: tempfile::TempDir,
+        db: Arc<Db>,
+        router: Router,
+        held: HeldForApproval,
+    }
+
+    fn fx() -> Fx {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open_in_memory().unwrap());
+        let sessions = Arc::new(SessionStore::new(tmp.path()));
+        let a = agent(&db, "Helper");
+        let chat = chat_with_policy(
+            &db,
+            "telegram:-1",
+            Some("Team"),
+            true,
+            UnknownSenderPolicy::RequestApproval,
+        );
+        db.write(|c| wirings::create(c, &chat.id, &a.id, WiringRules::default()))
+            .unwrap();
+        let owner = user(&db, "telegram:1");
+        db.write(|c| roles::grant(c, &owner.id, Role::Owner, &Scope::Global, None))
+            .unwrap();
+        let mut caps = HashMap::new();
+        caps.insert(
+            ChannelType::parse("telegram").unwrap(),
+            ChannelCaps::default(),
+        );
+        let router = Router::new(db.clone(), sessions, caps);
+        let msg = Inbound {
+            is_group: true,
+            sender: Some(Sender {
+                handle: "9".into(),
+                name: Some("Nine".into()),
+                is_bot: false,
+            }),
+            ..Inbound::text(
+                &ChannelType::parse("telegram").unwrap(),
+                "-1",
+                None,
+                "let me in",
+            )
+            .unwrap()
+        };
+        let out = router.route(&msg).unwrap();
+        let held = out.held[0].clone();
+        db.write(|c| approvals::set_card(c, &held.approval, &owner.id, &chat.id, Some("card-1")))
+            .unwrap();
+        Fx {
+            _tmp: tmp,
+            db,
+            router,
+            held,
+        }
+    }
+
+    fn click(by: &str, index: u32, approval: &ApprovalId) -> Click {
+        Click {
+            channel: ChannelType::parse("telegram").unwrap(),
+            chat_id: PlatformId::parse(by).unwrap(),
+            thread_id: None,
+            message_id: "card-1".into(),
+            clicker: Sender {
+                handle: by.into(),
+                name: None,
+                is_bot: false,
+            },
+            action_id: encode_button_id(approval.as_str(), index),
+        }
+    }
+
+    #[test]
+    fn approve_adds_the_member_and_releases_the_held_message() {
+        let f = fx();
+        let got = on_click(&f.db, &click("1", ALLOW, &f.held.approval)).unwrap();
+        let ClickResult::Decided(a) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(a.status, ApprovalStatus::Approved);
+        assert_eq!(
+            a.decided_by.as_ref().map(|u| u.as_str()),
+            Some("telegram:1")
+        );
+        assert!(
+            f.db.read(|c| members::is_member(c, &f.held.sender, &f.held.agent))
+                .unwrap()
+        );
+        let outcomes = settle(&f.db, &f.router).unwrap();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(
+            outcomes[0].routed.len(),
+            1,
+            "the held message reaches the agent"
+        );
+        assert!(
+            settle(&f.db, &f.router).unwrap().is_empty(),
+            "released once"
+        );
+    }
+
+    #[test]
+    fn deny_drops_the_held_message() {
+        let f = fx();
+        let got = on_click(&f.db, &click("1", DENY, &f.held.approval)).unwrap();
+        assert!(matches!(got, ClickResult::Decided(ref a) if a.status == ApprovalStatus::Denied));
+        assert!(
+            !f.db
+                .read(|c| members::is_member(c, &f.held.sender, &f.held.agent))
+                .unwrap()
+        );
+        assert!(settle(&f.db, &f.router).unwrap().is_empty());
+        assert!(
+            f.db.read(|c| approvals::held_messages(c, &f.held.approval))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_click_from_a_non_approver_is_ignored_and_recorded() {
+        let f = fx();
+        // The held sender tries to approve themselves with a forwarded card.
+        let got = on_click(&f.db, &click("9", ALLOW, &f.held.approval)).unwrap();
+        assert!(matches!(got, ClickResult::Ignored(_)), "{got:?}");
+        let a =
+            f.db.read(|c| approvals::get(c, &f.held.approval))
+                .unwrap()
+                .unwrap();
+        assert_eq!(a.status, ApprovalStatus::Pending);
+        assert_eq!(a.payload["ignored_clicks"][0]["user"], "telegram:9");
+        assert!(
+            !f.db
+                .read(|c| members::is_member(c, &f.held.sender, &f.held.agent))
+                .unwrap()
+        );
+        // A global admin who was not sent the card may still decide.
+        let admin = user(&f.db, "telegram:2");
+        f.db.write(|c| roles::grant(c, &admin.id, Role::Admin, &Scope::Global, None))
+            .unwrap();
+        assert!(matches!(
+            on_click(&f.db, &click("2", DENY, &f.held.approval)).unwrap(),
+            ClickResult::Decided(_)
+        ));
+        // A second decision is not possible.
+        assert!(matches!(
+            on_click(&f.db, &click("1", ALLOW, &f.held.approval)).unwrap(),
+            ClickResult::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn unrelated_buttons_are_not_ours() {
+        let f = fx();
+        let mut c = click("1", ALLOW, &f.held.approval);
+        c.action_id = "something-else".into();
+        assert_eq!(on_click(&f.db, &c).unwrap(), ClickResult::NotOurs);
+        c.action_id = encode_button_id("q-unknown", 0);
+        assert_eq!(on_click(&f.db, &c).unwrap(), ClickResult::NotOurs);
+    }
+}

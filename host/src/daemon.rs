@@ -1,0 +1,632 @@
+//! `nanoclaw run`: the daemon. Loads the channel plugins, takes their input through the
+//! pairing check and the router, keeps agent containers running for sessions with work,
+//! delivers what agents write, fires scheduled tasks, and shuts down cleanly on SIGINT or
+//! SIGTERM.
+//!
+//! Input is durable before it is acknowledged: `on_inbound` returns only after the message is
+//! in the session's inbound.db. Output is durable before it is sent: it sits in outbound.db
+//! until a delivery outcome is recorded. So a stop at any moment loses nothing; the next
+//! start recovers containers' claims and delivers what is left.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jiff::tz::TimeZone;
+use nanoclaw_plugin_api::abi::Capabilities;
+use tokio::sync::mpsc;
+
+use crate::approvals::{self, ClickResult};
+use crate::config::{self, Paths};
+use crate::control::{self, Request, Response};
+use crate::db::Db;
+use crate::delivery::Delivery;
+use crate::ids::{ChannelType, ChatAddress, PlatformId, SessionId};
+use crate::pairing::{self, Intercept};
+use crate::plugins::channels::PluginChannels;
+use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
+use crate::plugins::{LoadOptions, PluginManifest, PluginsConfig, registry};
+use crate::router::{ChannelCaps, DirectReply, Inbound, RouteOutcome, Router};
+use crate::sessions::{Session, SessionStore, registry as sessions_registry};
+use crate::supervisor::{Notice, Supervisor, SupervisorConfig};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub plugins_config: PathBuf,
+    pub supervisor: SupervisorConfig,
+    /// Where the webhook server listens (started only if a plugin takes webhooks).
+    pub webhook_listen: SocketAddr,
+    /// How often running containers are checked and missed events caught up.
+    pub sweep_interval: Duration,
+}
+
+/// How long "typing…" is kept up for a message without an answer.
+const TYPING_MAX: Duration = Duration::from_secs(120);
+const TYPING_EVERY: Duration = Duration::from_secs(4);
+
+/// Things the plugin threads hand to the daemon's async side.
+enum Event {
+    Routed(RouteOutcome),
+    Replies(Vec<DirectReply>),
+    Decided { click: Click, text: String },
+}
+
+/// The synchronous entry for plugin input (called on plugin threads).
+struct Core {
+    db: Arc<Db>,
+    router: Router,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Ingress for Core {
+    fn inbound(&self, message: Inbound) -> crate::Result<()> {
+        match self.db.write(|c| pairing::intercept(c, &message))? {
+            Intercept::Paired {
+                user,
+                chat,
+                made_owner,
+            } => {
+                let text = if made_owner {
+                    format!("Paired! {user} is now the owner of this NanoClaw.")
+                } else {
+                    format!("Paired! {user} is linked to this chat.")
+                };
+                let _ = self.events.send(Event::Replies(vec![DirectReply {
+                    chat: chat.address(),
+                    thread_id: None,
+                    text,
+                }]));
+                return Ok(());
+            }
+            Intercept::NotACode | Intercept::Wrong { .. } => {}
+        }
+        let outcome = self.router.route(&message)?;
+        let _ = self.events.send(Event::Routed(outcome));
+        Ok(())
+    }
+
+    fn action(&self, click: Click) -> crate::Result<()> {
+        match approvals::on_click(&self.db, &click)? {
+            ClickResult::Decided(a) => {
+                let verb = if a.status == crate::store::approvals::ApprovalStatus::Approved {
+                    "✅ Allowed"
+                } else {
+                    "🚫 Denied"
+                };
+                let who = a
+                    .subject_user_id
+                    .as_ref()
+                    .map_or("the sender".to_string(), |u| u.to_string());
+                let text = format!("{verb}: {who}.");
+                let _ = self.events.send(Event::Decided { click, text });
+            }
+            ClickResult::Ignored(why) => tracing::info!(reason = why, "button click ignored"),
+            ClickResult::NotOurs => {
+                tracing::info!(action = click.action_id, "button click nobody handles")
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The running daemon's shared state.
+struct Daemon {
+    db: Arc<Db>,
+    sessions: Arc<SessionStore>,
+    core: Arc<Core>,
+    channels: PluginChannels,
+    delivery: Delivery<PluginChannels>,
+    supervisor: Arc<Supervisor>,
+    tz: TimeZone,
+    failed_wakes: Mutex<HashSet<SessionId>>,
+    typing: Mutex<HashMap<ChatAddress, (Option<String>, Instant)>>,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(paths.home())
+        .with_context(|| format!("create data dir {}", paths.home().display()))?;
+    restrict_dir(paths.home());
+    let db =
+        Arc::new(Db::open(&paths.db()).with_context(|| format!("open {}", paths.db().display()))?);
+    db.write(|c| crate::store::plugin_state::purge_expired(c, nanoclaw_schema::time::now_ms()))?;
+    let sessions =
+        Arc::new(SessionStore::new(paths.sessions()).with_owner(config::session_owner()));
+
+    let plugins_config = PluginsConfig::load(&opts.plugins_config).with_context(|| {
+        format!(
+            "read plugin configuration {}",
+            opts.plugins_config.display()
+        )
+    })?;
+    let load_opts = LoadOptions::new(paths.home());
+    let slot: IngressSlot = Arc::new(OnceLock::new());
+    let factory = {
+        let db = db.clone();
+        let slot = slot.clone();
+        move |instance: &str, m: &PluginManifest| {
+            // The loader validated the channel type; "agent" is reserved by ChannelType.
+            let channel = ChannelType::parse(&m.channel_type).unwrap_or_else(|_| {
+                tracing::error!(
+                    plugin = instance,
+                    channel = m.channel_type,
+                    "plugin uses a reserved channel type"
+                );
+                ChannelType::parse("invalid-channel").expect("valid literal")
+            });
+            Services::new(instance, channel, db.clone(), slot.clone()).into_box()
+        }
+    };
+    let mut plugins = registry::load(&plugins_config, &load_opts, &factory).await;
+    let caps: HashMap<ChannelType, ChannelCaps> = plugins
+        .handles()
+        .iter()
+        .filter_map(|h| {
+            let ch = ChannelType::parse(h.channel_type()).ok()?;
+            Some((
+                ch,
+                ChannelCaps {
+                    threads: h.capabilities().contains(Capabilities::THREADS),
+                },
+            ))
+        })
+        .collect();
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let core = Arc::new(Core {
+        db: db.clone(),
+        router: Router::new(db.clone(), sessions.clone(), caps),
+        events: events_tx,
+    });
+    let _ = slot.set(core.clone());
+
+    plugins.start_all(&load_opts).await;
+    print!("{}", registry::render_report(plugins.report()));
+    let failures = plugins.required_failures();
+    if !failures.is_empty() {
+        let names: Vec<_> = failures.iter().map(|r| r.instance.clone()).collect();
+        plugins.teardown_all().await;
+        bail!(
+            "required plugin(s) failed: {}; see the errors above",
+            names.join(", ")
+        );
+    }
+    let plugins = Arc::new(plugins);
+    let channels = PluginChannels::new(plugins.clone());
+    let tz = TimeZone::get(&opts.supervisor.time_zone).unwrap_or(TimeZone::UTC);
+
+    let (exits_tx, mut exits_rx) = mpsc::channel(64);
+    let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+    let supervisor = Supervisor::new(
+        opts.supervisor.clone(),
+        paths.clone(),
+        db.clone(),
+        sessions.clone(),
+        exits_tx,
+        notices_tx,
+    )
+    .await?;
+    let daemon = Arc::new(Daemon {
+        db: db.clone(),
+        sessions: sessions.clone(),
+        core: core.clone(),
+        channels: channels.clone(),
+        delivery: Delivery::new(
+            db.clone(),
+            sessions.clone(),
+            Arc::new(channels.clone()),
+            tz.clone(),
+        ),
+        supervisor: supervisor.clone(),
+        tz,
+        failed_wakes: Mutex::new(HashSet::new()),
+        typing: Mutex::new(HashMap::new()),
+    });
+
+    // Catch up on what the previous run left: claims to recover, work to wake, replies to send.
+    for (session, at) in supervisor.startup_scan()? {
+        daemon.wake_at(session, at);
+    }
+    for s in db.read(|c| sessions_registry::list(c, None, true))? {
+        daemon.drain(s.id);
+    }
+    daemon.settle_approvals();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if plugins
+        .handles()
+        .iter()
+        .any(|h| h.capabilities().contains(Capabilities::WEBHOOK))
+    {
+        let mut stop = stop_rx.clone();
+        let addr = opts.webhook_listen;
+        let channels = channels.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::webhooks::serve(addr, channels, shutdown).await {
+                tracing::error!(%addr, error = %e, "webhook server stopped");
+            }
+        });
+    }
+    let control = control::bind(&paths.control_socket())
+        .with_context(|| format!("bind {}", paths.control_socket().display()))?;
+    tokio::spawn(control::serve(control, {
+        let daemon = daemon.clone();
+        move |req| {
+            let daemon = daemon.clone();
+            async move { daemon.control(req).await }
+        }
+    }));
+
+    let mut sweep = tokio::time::interval(opts.sweep_interval);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut typing = tokio::time::interval(TYPING_EVERY);
+    let mut next_task = daemon.next_task_wakeup();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tracing::info!(data = %paths.home().display(), "nanoclaw is running");
+    println!(
+        "nanoclaw is running (data in {}); stop with Ctrl-C",
+        paths.home().display()
+    );
+    loop {
+        tokio::select! {
+            Some(event) = events_rx.recv() => daemon.on_event(event),
+            Some(notice) = notices_rx.recv() => daemon.on_notice(notice),
+            Some(exit) = exits_rx.recv() => {
+                let d = daemon.clone();
+                tokio::spawn(async move {
+                    match d.supervisor.on_exit(&exit).await {
+                        Ok(Some((session, at))) => d.wake_at(session, at),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(session = exit.session_id, error = %e, "after container exit"),
+                    }
+                });
+            }
+            _ = sweep.tick() => daemon.sweep(),
+            _ = typing.tick() => daemon.refresh_typing(),
+            _ = tokio::time::sleep_until(next_task.into()) => {
+                daemon.fire_tasks();
+                next_task = daemon.next_task_wakeup();
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+
+    println!("shutting down…");
+    tracing::info!("shutting down: plugins first (no new input), then containers");
+    let _ = stop_tx.send(true);
+    plugins.teardown_all().await;
+    supervisor.shutdown().await;
+    let _ = std::fs::remove_file(paths.control_socket());
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+impl Daemon {
+    fn on_event(self: &Arc<Self>, event: Event) {
+        match event {
+            Event::Routed(outcome) => self.after_route(outcome),
+            Event::Replies(replies) => self.send_replies(replies),
+            Event::Decided { click, text } => {
+                let chat = ChatAddress {
+                    channel: click.channel.clone(),
+                    platform_id: click.chat_id.clone(),
+                };
+                self.send_replies(vec![DirectReply {
+                    chat,
+                    thread_id: click.thread_id.clone(),
+                    text,
+                }]);
+                self.settle_approvals();
+            }
+        }
+    }
+
+    /// Acts on what routing asked for: wake agents, ask approvers, answer the sender.
+    fn after_route(self: &Arc<Self>, outcome: RouteOutcome) {
+        for r in outcome.routed.iter().filter(|r| r.trigger) {
+            self.wake(r.session.clone());
+            if let Some(chat) = &r.session.messaging_group_id
+                && let Ok(Some(mg)) = self
+                    .db
+                    .read(|c| crate::store::messaging_groups::get(c, chat))
+            {
+                self.start_typing(mg.address(), r.session.thread_id.clone());
+            }
+        }
+        for held in outcome.held.into_iter().filter(|h| h.new_request) {
+            let d = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = approvals::ask(&d.db, &d.delivery, &d.channels, &held).await {
+                    tracing::error!(approval = %held.approval, error = %e, "could not ask for approval");
+                }
+            });
+        }
+        self.send_replies(outcome.replies);
+    }
+
+    fn send_replies(self: &Arc<Self>, replies: Vec<DirectReply>) {
+        for reply in replies {
+            let d = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = d
+                    .delivery
+                    .send_direct(&reply.chat, reply.thread_id.as_deref(), &reply.text, &[])
+                    .await
+                {
+                    tracing::warn!(chat = %reply.chat, error = %e, "reply from the host not delivered");
+                }
+            });
+        }
+    }
+
+    fn wake(self: &Arc<Self>, session: Session) {
+        let d = self.clone();
+        tokio::spawn(async move {
+            match d.supervisor.wake(&session).await {
+                Ok(()) => {
+                    d.failed_wakes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&session.id);
+                }
+                Err(_) => {
+                    d.failed_wakes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(session.id.clone());
+                }
+            }
+        });
+    }
+
+    /// Wakes now, or at `at` (a backoff or a delayed message).
+    fn wake_at(self: &Arc<Self>, session: Session, at: Option<Instant>) {
+        match at {
+            None => self.wake(session),
+            Some(at) => {
+                let d = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    d.wake(session);
+                });
+            }
+        }
+    }
+
+    fn on_notice(self: &Arc<Self>, notice: Notice) {
+        match notice {
+            Notice::Outbound(id) => self.drain(id),
+            Notice::GaveUp {
+                session,
+                message_id,
+            } => {
+                let d = self.clone();
+                tokio::spawn(async move { d.tell_gave_up(&session, &message_id).await });
+            }
+        }
+    }
+
+    /// Delivers what a session's agent wrote.
+    fn drain(self: &Arc<Self>, id: SessionId) {
+        let d = self.clone();
+        tokio::spawn(async move {
+            let session = match d.db.read(|c| sessions_registry::get(c, &id)) {
+                Ok(Some(s)) => s,
+                _ => return,
+            };
+            match d.delivery.drain(&session).await {
+                Ok(out) => {
+                    for target in out.wake {
+                        d.wake(target);
+                    }
+                    for chat in out.posted_to {
+                        d.typing
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&chat);
+                    }
+                    if let Some(at) = out.again_at {
+                        let d2 = d.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep_until(at.into()).await;
+                            d2.drain(id);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(session = %session.id, error = %e, "delivery pass failed"),
+            }
+        });
+    }
+
+    async fn tell_gave_up(&self, session: &SessionId, message_id: &str) {
+        let Ok(Some(s)) = self.db.read(|c| sessions_registry::get(c, session)) else {
+            return;
+        };
+        let address = self.reply_address(&s, message_id);
+        if let Some((chat, thread)) = address {
+            let text = "Sorry, I could not handle your message: the agent failed several times. Please try again later.";
+            if let Err(e) = self
+                .delivery
+                .send_direct(&chat, thread.as_deref(), text, &[])
+                .await
+            {
+                tracing::warn!(chat = %chat, error = %e, "could not tell the sender");
+            }
+        }
+    }
+
+    /// Where a session's inbound message came from.
+    fn reply_address(
+        &self,
+        s: &Session,
+        message_id: &str,
+    ) -> Option<(ChatAddress, Option<String>)> {
+        let addr = self
+            .sessions
+            .with_inbound(s, |c| {
+                crate::sessions::inbound::reply_address(c, message_id)
+            })
+            .ok()??;
+        let chat = ChatAddress {
+            channel: ChannelType::parse(addr.channel_type.as_deref()?).ok()?,
+            platform_id: PlatformId::parse(addr.platform_id.as_deref()?).ok()?,
+        };
+        Some((chat, addr.thread_id))
+    }
+
+    fn start_typing(&self, chat: ChatAddress, thread: Option<String>) {
+        let fresh = {
+            let mut typing = self.typing.lock().unwrap_or_else(|p| p.into_inner());
+            typing
+                .insert(chat.clone(), (thread.clone(), Instant::now() + TYPING_MAX))
+                .is_none()
+        };
+        if fresh {
+            let channels = self.channels.clone();
+            tokio::spawn(async move {
+                channels
+                    .set_typing(&chat.channel, &chat.platform_id, thread.as_deref())
+                    .await
+            });
+        }
+    }
+
+    /// Keeps "typing…" up in chats still waiting for an answer.
+    fn refresh_typing(&self) {
+        let now = Instant::now();
+        let active: Vec<(ChatAddress, Option<String>)> = {
+            let mut typing = self.typing.lock().unwrap_or_else(|p| p.into_inner());
+            typing.retain(|_, (_, until)| *until > now);
+            typing
+                .iter()
+                .map(|(c, (t, _))| (c.clone(), t.clone()))
+                .collect()
+        };
+        for (chat, thread) in active {
+            let channels = self.channels.clone();
+            tokio::spawn(async move {
+                channels
+                    .set_typing(&chat.channel, &chat.platform_id, thread.as_deref())
+                    .await
+            });
+        }
+    }
+
+    fn sweep(self: &Arc<Self>) {
+        let d = self.clone();
+        tokio::spawn(async move {
+            d.supervisor.check_running().await;
+            // Fallback for missed file events: look at every running session's outbound.
+            for s in d.supervisor.running_sessions() {
+                d.drain(s.id);
+            }
+            let retry: Vec<SessionId> = d
+                .failed_wakes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+                .collect();
+            for id in retry {
+                if let Ok(Some(s)) = d.db.read(|c| sessions_registry::get(c, &id)) {
+                    d.wake(s);
+                }
+            }
+        });
+    }
+
+    fn settle_approvals(self: &Arc<Self>) {
+        match approvals::settle(&self.db, &self.core.router) {
+            Ok(outcomes) => {
+                for o in outcomes {
+                    self.after_route(o);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not release held messages"),
+        }
+    }
+
+    fn next_task_wakeup(&self) -> Instant {
+        // Re-check at least every 15 s: agents add tasks at any time.
+        let cap = Instant::now() + Duration::from_secs(15);
+        match self.db.read(crate::scheduling::next_wakeup) {
+            Ok(Some(t)) => {
+                let wait: Duration = t
+                    .duration_since(jiff::Timestamp::now())
+                    .try_into()
+                    .unwrap_or(Duration::ZERO);
+                cap.min(Instant::now() + wait)
+            }
+            _ => cap,
+        }
+    }
+
+    fn fire_tasks(self: &Arc<Self>) {
+        match crate::scheduling::fire_due(
+            &self.db,
+            &self.sessions,
+            jiff::Timestamp::now(),
+            &self.tz,
+        ) {
+            Ok(sessions) => {
+                for s in sessions {
+                    self.wake(s);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "scheduled tasks"),
+        }
+    }
+
+    async fn control(self: Arc<Self>, req: Request) -> Response {
+        match req {
+            Request::Wake { session } => {
+                match self.db.read(|c| sessions_registry::get(c, &session)) {
+                    Ok(Some(s)) => {
+                        self.wake(s);
+                        Response::ok(None)
+                    }
+                    Ok(None) => Response::error(format!("no session {session}")),
+                    Err(e) => Response::error(e),
+                }
+            }
+            Request::Approvals => {
+                self.settle_approvals();
+                Response::ok(None)
+            }
+            Request::Health => {
+                let mut rows = Vec::new();
+                for h in self.channels.plugins().handles() {
+                    let health = h.health().await;
+                    rows.push(serde_json::json!({
+                        "instance": h.instance(),
+                        "channel_type": h.channel_type(),
+                        "status": health.status.to_string(),
+                        "detail": health.detail.as_str(),
+                        "last_ingest_ms": health.last_ingest_ms,
+                        "degraded": h.is_degraded(),
+                    }));
+                }
+                Response::ok(Some(
+                    serde_json::json!({ "plugins": rows, "running_containers": self.supervisor.running_sessions().len() }),
+                ))
+            }
+        }
+    }
+}
+
+/// The data dir holds secrets and the database: owner only.
+fn restrict_dir(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700));
+        }
+    }
+}
