@@ -1,6 +1,7 @@
 //! The `nanoclaw` command line: the daemon and the operator's tools over the stores.
 
 mod admin;
+pub mod chat;
 pub mod output;
 
 use std::path::PathBuf;
