@@ -34,7 +34,7 @@
 //! | `{"type":"notice","text":"..."}` | about the session: superseded by a newer client, daemon shutting down; the connection closes after it |
 //!
 //! After an `error` the connection stays usable. Blank lines are ignored. Clients must ignore
-//! unknown fields and unknown `type`s.
+//! unknown fields and unknown `type`s. Closing the connection ends the session.
 //!
 //! # Sessions and the backlog
 //!
