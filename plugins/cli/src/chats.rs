@@ -457,12 +457,11 @@ impl Pump {
             self.gone.clear();
             return Step::Idle;
         };
-        let current = conn.id;
-        let attaching = &self.attaching;
-        self.gone
-            .retain(|&g| g == current || attaching.iter().any(|c| c.id == g));
-        if !self.gone.is_empty() {
-            self.gone.clear();
+        // No connection is waiting to attach here, and a reader reports `Gone` only after its
+        // `Attach`: any other id in `gone` is a connection already closed.
+        let current_gone = self.gone.contains(&conn.id);
+        self.gone.clear();
+        if current_gone {
             return Step::Gone;
         }
         while let Some((to, line)) = self.control.pop_front() {
@@ -570,7 +569,8 @@ impl Pump {
         Wrote::Done
     }
 
-    /// Removes a written message from the front of the queue (unless a kick took it).
+    /// Removes a written message from the front of the queue. (Only the pump removes
+    /// entries, so the front is the message just written; the check is defensive.)
     fn written(&self, id: &str) {
         let mut chats = self.shared.chats();
         if let Some(chat) = chats.get_mut(&self.user)
