@@ -44,7 +44,7 @@ pub(super) fn run(paths: &Paths, format: Format, command: Command) -> anyhow::Re
         Command::Destinations(cmd) => destinations_cmd(&db, &sessions, format, cmd),
         Command::Dropped(args) => dropped_cmd(&db, format, args),
         Command::Sessions(cmd) => sessions_cmd(&db, format, cmd),
-        Command::Run(_) | Command::Plugins(_) => unreachable!("dispatched in cli::run"),
+        Command::Run(_) | Command::Chat(_) | Command::Plugins(_) => unreachable!("dispatched in cli::run"),
     }
 }
 

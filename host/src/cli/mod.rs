@@ -1,6 +1,7 @@
 //! The `nanoclaw` command line: the daemon and the operator's tools over the stores.
 
 mod admin;
+pub mod chat;
 pub mod output;
 mod plugins;
 
@@ -44,6 +45,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: channel plugins, router, agent containers, delivery.
     Run(RunArgs),
+    /// Talk to your agent from this terminal (the local `cli` channel of a running daemon).
+    Chat(chat::ChatArgs),
     /// Channel plugins configured in plugins.toml.
     #[command(subcommand)]
     Plugins(PluginsCmd),
@@ -359,6 +362,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.shutdown_timeout(Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Chat(args) => chat::run(args, &cli.data_dir),
         Command::Plugins(PluginsCmd::List { plugins: config }) => {
             plugins::run(&paths, &config, format, true)?;
             Ok(ExitCode::SUCCESS)

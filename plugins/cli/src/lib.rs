@@ -1,0 +1,248 @@
+//! NanoClaw's local chat channel (`cli`): talk to an agent from a terminal on the machine
+//! running the daemon, with no chat platform account. `nanoclaw chat` is its client.
+//!
+//! # Socket and identity
+//!
+//! The plugin listens on a Unix socket, by default `<plugin data dir>/chat.sock`
+//! (`data/plugins/cli/chat.sock`). Its directory is private (0700) before the socket is
+//! created and the socket is 0600, so only the daemon's user (and root) can connect. A stale
+//! socket left by a crash is replaced at start; a socket something still listens on, or a
+//! path that is not a socket, is refused. The socket is removed at teardown.
+//!
+//! The peer's uid (`SO_PEERCRED`) names the user: the chat id and sender handle are the login
+//! name (the host makes them `cli:<user>`), the display name and chat name are the GECOS full
+//! name if there is one. A uid with no passwd entry is named by its number. Every message is a
+//! DM that mentions the agent.
+//!
+//! # Wire protocol
+//!
+//! Newline-delimited JSON, UTF-8, one object per line, both ways.
+//!
+//! Client → plugin:
+//!
+//! | line | meaning |
+//! |---|---|
+//! | `{"type":"message","text":"..."}` | a message for the agent (other fields are ignored) |
+//!
+//! Plugin → client:
+//!
+//! | line | meaning |
+//! |---|---|
+//! | `{"type":"message","id":"...","text":"..."}` | a message from the agent; `"backlog":true` is added when it arrived before this connection (it waited for you) |
+//! | `{"type":"typing"}` | the agent is working on a reply (repeated every few seconds while it is) |
+//! | `{"type":"error","text":"..."}` | your last line was not accepted: bad JSON, unknown `type`, a line over 64 KiB, an empty message, or the host could not take the message (send it again) |
+//! | `{"type":"notice","text":"..."}` | about the session: superseded by a newer client, daemon shutting down; the connection closes after it |
+//!
+//! After an `error` the connection stays usable. Blank lines are ignored. Clients must ignore
+//! unknown fields and unknown `type`s. Closing the connection ends the session.
+//!
+//! # Sessions and the backlog
+//!
+//! One client per user: a new connection takes over and the previous one gets a `notice` and
+//! is closed. Replies for a user with no client are kept in the host's state store (the newest
+//! 200 per user) and sent, in order, when the user next connects;
+//! so are replies the previous client had not received when it went away. A client that stops
+//! reading is disconnected (after 30 s, or once 1024 replies wait for it) and its replies go
+//! to the backlog; `deliver` never waits for a client.
+//!
+//! # Settings
+//!
+//! ```toml
+//! [plugins.cli.settings]
+//! socket_path = "chat.sock"   # optional; relative to the plugin's data dir
+//! ```
+//!
+//! A `socket_path` outside the data dir must be in a directory owned by the daemon's user
+//! with mode 0700 (a missing one is created so).
+
+mod chats;
+mod identity;
+mod protocol;
+mod socket;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nanoclaw_plugin_api::kit::{self, prelude::*};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use chats::{Limits, Shared};
+
+/// How long teardown waits for the pumps to save unsent replies.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// `[plugins.cli.settings]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// Where to listen; relative paths are inside the plugin's data dir.
+    #[serde(default)]
+    socket_path: Option<PathBuf>,
+}
+
+/// The local chat channel.
+pub struct CliChannel {
+    socket_path: PathBuf,
+    socket_dir: PathBuf,
+    /// The socket's directory is the plugin's own data dir, which we may chmod 0700.
+    dir_is_ours: bool,
+    shared: Arc<Shared>,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    shutdown: watch::Sender<bool>,
+    socket: socket::FileId,
+}
+
+impl CliChannel {
+    fn running(&self) -> MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The socket this channel listens on.
+    pub fn socket_path(&self) -> &std::path::Path {
+        &self.socket_path
+    }
+
+    fn with_limits(ctx: Context, limits: Limits) -> Result<Self, PluginError> {
+        let settings: Settings = ctx.settings()?;
+        let socket_path = ctx
+            .data_dir
+            .join(settings.socket_path.unwrap_or_else(|| "chat.sock".into()));
+        let socket_dir = socket::validate_path(&socket_path)?;
+        let dir_is_ours = socket_dir == ctx.data_dir;
+        Ok(Self {
+            socket_path,
+            socket_dir,
+            dir_is_ours,
+            shared: Arc::new(Shared::new(ctx.host, limits)),
+            running: Mutex::new(None),
+        })
+    }
+
+    fn stop(&self) {
+        let Some(running) = self.running().take() else {
+            return;
+        };
+        let _ = running.shutdown.send(true);
+        let pumps = self.shared.take_pumps();
+        running.runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + TEARDOWN_GRACE;
+            for pump in pumps {
+                if tokio::time::timeout_at(deadline, pump).await.is_err() {
+                    tracing::warn!(
+                        "chat sessions did not close in time; unsent replies may be lost"
+                    );
+                    break;
+                }
+            }
+        });
+        running.runtime.shutdown_timeout(Duration::from_secs(1));
+        self.shared.listening.store(false, Ordering::Relaxed);
+        socket::remove_ours(&self.socket_path, running.socket);
+    }
+}
+
+impl Channel for CliChannel {
+    const INFO: ChannelInfo = ChannelInfo::new("Local chat", "cli", env!("CARGO_PKG_VERSION"))
+        // Plain text only: no buttons, files, edits or reactions.
+        .capabilities(Capabilities::TYPING)
+        .description("Terminal chat on this machine over a Unix socket (`nanoclaw chat`)");
+
+    fn create(ctx: Context) -> Result<Self, PluginError> {
+        Self::with_limits(ctx, Limits::default())
+    }
+
+    fn start(&self) -> Result<(), PluginError> {
+        let mut running = self.running();
+        if running.is_some() {
+            return Ok(());
+        }
+        socket::prepare_dir(&self.socket_dir, self.dir_is_ours)?;
+        let runtime = kit::runtime("cli", 1)
+            .map_err(|e| PluginError::other(format!("cannot start the cli runtime: {e}")))?;
+        runtime.block_on(socket::remove_stale(&self.socket_path))?;
+        let (listener, socket) = {
+            let _entered = runtime.enter();
+            socket::bind(&self.socket_path)?
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        self.shared.listening.store(true, Ordering::Relaxed);
+        runtime.spawn(chats::accept_loop(
+            Arc::clone(&self.shared),
+            listener,
+            shutdown_rx,
+        ));
+        tracing::info!(socket = %self.socket_path.display(), "local chat listening");
+        *running = Some(Running {
+            runtime,
+            shutdown,
+            socket,
+        });
+        Ok(())
+    }
+
+    fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
+        if message.op != OutboundOp::SEND {
+            return Err(PluginError::unsupported(format_args!(
+                "{} on the local chat",
+                message.op
+            )));
+        }
+        if !message.files.is_empty() {
+            return Err(PluginError::unsupported("sending files on the local chat"));
+        }
+        if !message.buttons.is_empty() {
+            return Err(PluginError::unsupported("buttons on the local chat"));
+        }
+        if message.chat_id.is_empty() {
+            return Err(PluginError::invalid_input("empty chat id"));
+        }
+        self.shared
+            .deliver(message.chat_id.as_str(), message.text.as_str())
+            .map(Some)
+    }
+
+    fn set_typing(&self, chat_id: &str, _thread_id: Option<&str>) {
+        self.shared.set_typing(chat_id);
+    }
+
+    fn health(&self) -> Health {
+        let last = self.shared.last_ingest_ms.load(Ordering::Relaxed);
+        if self.running().is_none() {
+            return Health::new(HealthStatus::DOWN, "not listening", last);
+        }
+        if !self.shared.listening.load(Ordering::Relaxed) {
+            return Health::new(HealthStatus::DOWN, "accept loop stopped", last);
+        }
+        Health::new(
+            HealthStatus::OK,
+            format!(
+                "listening on {}; {} client(s) connected",
+                self.socket_path.display(),
+                self.shared.connected()
+            ),
+            last,
+        )
+    }
+
+    fn teardown(&self) {
+        self.stop();
+    }
+}
+
+impl Drop for CliChannel {
+    fn drop(&mut self) {
+        // The host always calls teardown; this covers embedders (and tests) that don't.
+        self.stop();
+    }
+}
+
+nanoclaw_plugin_api::export_plugin!(CliChannel);
