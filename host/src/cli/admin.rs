@@ -44,7 +44,13 @@ pub(super) fn run(paths: &Paths, format: Format, command: Command) -> anyhow::Re
         Command::Destinations(cmd) => destinations_cmd(&db, &sessions, format, cmd),
         Command::Dropped(args) => dropped_cmd(&db, format, args),
         Command::Sessions(cmd) => sessions_cmd(&db, format, cmd),
-        Command::Run(_) | Command::Chat(_) | Command::Plugins(_) => unreachable!("dispatched in cli::run"),
+        Command::Approvals(cmd) => approvals_cmd(paths, &db, format, cmd),
+        Command::Run(_)
+        | Command::Chat(_)
+        | Command::Plugins(_)
+        | Command::Pair(_)
+        | Command::InitFirstAgent(_)
+        | Command::Doctor { .. } => unreachable!("dispatched in cli::run"),
     }
 }
 
@@ -630,4 +636,68 @@ fn sessions_cmd(db: &Db, format: Format, cmd: SessionsCmd) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+fn approvals_cmd(paths: &Paths, db: &Db, format: Format, cmd: ApprovalsCmd) -> anyhow::Result<()> {
+    use crate::store::approvals::{self, ApprovalStatus};
+    match cmd {
+        ApprovalsCmd::List { all } => {
+            let list =
+                db.read(|c| approvals::list(c, (!all).then_some(ApprovalStatus::Pending)))?;
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&[
+                    "ID",
+                    "SENDER",
+                    "AGENT GROUP",
+                    "CHAT",
+                    "STATUS",
+                    "ASKED",
+                    "DECIDED BY",
+                ]);
+                for a in items {
+                    t.row(vec![
+                        a.id.to_string(),
+                        opt(a.subject_user_id.as_ref().map(|u| u.as_str())),
+                        a.agent_group_id.to_string(),
+                        opt(a.messaging_group_id.as_ref().map(|m| m.as_str())),
+                        a.status.to_string(),
+                        opt(a.approver_user_id.as_ref().map(|u| u.as_str())),
+                        opt(a.decided_by.as_ref().map(|u| u.as_str())),
+                    ]);
+                }
+                t
+            })
+        }
+        ApprovalsCmd::Allow { approval } | ApprovalsCmd::Deny { approval }
+            if approval.is_empty() =>
+        {
+            bail!("give an approval id (see `nanoclaw approvals list`)")
+        }
+        ApprovalsCmd::Allow { approval } => decide_cmd(paths, db, &approval, true),
+        ApprovalsCmd::Deny { approval } => decide_cmd(paths, db, &approval, false),
+    }
+}
+
+fn decide_cmd(paths: &Paths, db: &Db, approval: &str, allow: bool) -> anyhow::Result<()> {
+    let id = crate::ids::ApprovalId::parse(approval)?;
+    let a = db.write(|c| crate::approvals::decide(c, &id, allow, None))?;
+    let who = a
+        .subject_user_id
+        .as_ref()
+        .map_or("the sender".to_string(), |u| u.to_string());
+    let notified = crate::control::request_blocking(
+        &paths.control_socket(),
+        &crate::control::Request::Approvals,
+    );
+    let released = if matches!(notified, Ok(Some(ref r)) if r.ok) {
+        "now"
+    } else {
+        "when `nanoclaw run` next starts"
+    };
+    if allow {
+        println!("{who} may talk to the agent; their held messages are released {released}");
+    } else {
+        println!("{who} was denied; their held messages are dropped {released}");
+    }
+    Ok(())
 }

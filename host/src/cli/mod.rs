@@ -2,6 +2,8 @@
 
 mod admin;
 pub mod chat;
+mod doctor;
+mod onboarding;
 pub mod output;
 mod plugins;
 
@@ -50,6 +52,20 @@ pub enum Command {
     /// Channel plugins configured in plugins.toml.
     #[command(subcommand)]
     Plugins(PluginsCmd),
+    /// Print a pairing code and wait for it to be sent to the bot (first pairer = owner).
+    Pair(onboarding::PairArgs),
+    /// Create a user's DM agent, wire it, and have it greet them.
+    InitFirstAgent(onboarding::InitFirstAgentArgs),
+    /// Check the install (engine, image, plugins, credentials, permissions) and say what to fix.
+    Doctor {
+        #[arg(long, env = "NANOCLAW_PLUGINS", default_value = "plugins.toml")]
+        plugins: PathBuf,
+        #[arg(long, env = "NANOCLAW_IMAGE", default_value = "nanoclaw-agent:latest")]
+        image: String,
+    },
+    /// Senders waiting for approval.
+    #[command(subcommand)]
+    Approvals(ApprovalsCmd),
     /// Create or upgrade the database schema (every command does this on its own too).
     Migrate,
     /// Platform identities (`<channel>:<handle>`).
@@ -125,6 +141,19 @@ pub enum PluginsCmd {
         #[arg(long, env = "NANOCLAW_PLUGINS", default_value = "plugins.toml")]
         plugins: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// Pending requests (all with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Let the sender in (they become a member) and release their held messages.
+    Allow { approval: String },
+    /// Refuse the sender; their held messages are dropped.
+    Deny { approval: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,6 +392,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Chat(args) => chat::run(args, &cli.data_dir),
+        Command::Pair(args) => onboarding::pair(&paths, format, args),
+        Command::InitFirstAgent(args) => onboarding::init_first_agent(&paths, args),
+        Command::Doctor {
+            plugins: config,
+            image,
+        } => doctor::run(&paths, &config, &image, format),
         Command::Plugins(PluginsCmd::List { plugins: config }) => {
             plugins::run(&paths, &config, format, true)?;
             Ok(ExitCode::SUCCESS)
