@@ -8,8 +8,12 @@ fn main() {
     let mut files: Vec<(u32, String, String)> = Vec::new();
     for entry in fs::read_dir(&dir).expect("read migrations/central") {
         let path = entry.expect("dir entry").path();
-        let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
-        let Some(stem) = file.strip_suffix(".sql") else { continue };
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".sql") else {
+            continue;
+        };
         let (num, name) = stem
             .split_once('_')
             .unwrap_or_else(|| panic!("migration {file} must be named NNN_name.sql"));
@@ -20,10 +24,18 @@ fn main() {
     }
     files.sort();
     for pair in files.windows(2) {
-        assert!(pair[0].0 != pair[1].0, "two migrations share number {}", pair[0].0);
+        assert!(
+            pair[0].0 != pair[1].0,
+            "two migrations share number {}",
+            pair[0].0
+        );
     }
     for (i, (version, _, _)) in files.iter().enumerate() {
-        assert_eq!(*version as usize, i + 1, "migration numbers must be 1, 2, 3, ... without gaps");
+        assert_eq!(
+            *version as usize,
+            i + 1,
+            "migration numbers must be 1, 2, 3, ... without gaps"
+        );
     }
     let mut out = String::from("&[\n");
     for (version, name, path) in &files {

@@ -87,7 +87,6 @@ macro_rules! str_enum {
         }
     };
 }
-pub(crate) use str_enum;
 
 /// A stored string that is not one of the values its column allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +98,13 @@ pub struct UnknownValue {
 
 impl std::fmt::Display for UnknownValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unknown {} {:?} (expected one of: {})", self.what, self.value, self.expected.join(", "))
+        write!(
+            f,
+            "unknown {} {:?} (expected one of: {})",
+            self.what,
+            self.value,
+            self.expected.join(", ")
+        )
     }
 }
 

@@ -25,7 +25,10 @@ pub fn parse(s: &str) -> Option<Timestamp> {
         return Some(ts);
     }
     let civil: jiff::civil::DateTime = s.replace(' ', "T").parse().ok()?;
-    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 #[cfg(test)]

@@ -111,7 +111,10 @@ pub enum ChatOut {
 
 impl ChatOut {
     pub fn text(text: impl Into<String>) -> Self {
-        ChatOut::Send { text: text.into(), files: Vec::new() }
+        ChatOut::Send {
+            text: text.into(),
+            files: Vec::new(),
+        }
     }
 }
 
@@ -129,9 +132,15 @@ pub enum SystemAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         script: Option<String>,
     },
-    CancelTask { task_id: String },
-    PauseTask { task_id: String },
-    ResumeTask { task_id: String },
+    CancelTask {
+        task_id: String,
+    },
+    PauseTask {
+        task_id: String,
+    },
+    ResumeTask {
+        task_id: String,
+    },
     UpdateTask {
         task_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +175,10 @@ mod tests {
 
     #[test]
     fn chat_in_skips_empty_fields_and_ignores_unknown() {
-        let c = ChatIn { text: "hi".into(), ..Default::default() };
+        let c = ChatIn {
+            text: "hi".into(),
+            ..Default::default()
+        };
         assert_eq!(serde_json::to_value(&c).unwrap(), json!({"text": "hi"}));
         let back: ChatIn =
             serde_json::from_value(json!({"text": "hi", "future_field": 1})).unwrap();
@@ -179,7 +191,13 @@ mod tests {
         assert_eq!(v, json!({"op": "send", "text": "yo"}));
         let e: ChatOut =
             serde_json::from_value(json!({"op": "edit", "message_id": "5", "text": "x"})).unwrap();
-        assert_eq!(e, ChatOut::Edit { message_id: "5".into(), text: "x".into() });
+        assert_eq!(
+            e,
+            ChatOut::Edit {
+                message_id: "5".into(),
+                text: "x".into()
+            }
+        );
         assert!(serde_json::from_value::<ChatOut>(json!({"op": "explode"})).is_err());
     }
 
