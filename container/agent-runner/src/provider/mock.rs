@@ -174,7 +174,12 @@ impl Provider for MockProvider {
         on_event(Event::Continuation(&next));
 
         if req.kind == RequestKind::Command {
-            let command = req.input.split_whitespace().next().unwrap_or(req.input);
+            let command = req
+                .input
+                .split_whitespace()
+                .next()
+                .unwrap_or(req.input)
+                .to_lowercase();
             let text = format!("The {command} command is not available with the mock provider.");
             return Ok(wrap(req.hints.from.as_deref(), &text));
         }
