@@ -19,12 +19,21 @@ use crate::wait::{Shutdown, Wake, Wakeups};
 /// provider raw.
 pub const ADMIN_COMMANDS: &[&str] = &["/clear", "/compact", "/context", "/cost", "/files"];
 
-/// After a file event that did not (yet) show a commit, look again after these delays: the
-/// last write to `-wal` can precede the commit becoming visible by a few microseconds.
+/// After a file event that did not show a commit yet, look again after these delays. The
+/// last file event of a commit is its final write to `-wal`; the commit becomes visible only
+/// after that (after an fsync when the host uses `synchronous=FULL`), and nothing signals it.
+/// Each look is one `PRAGMA data_version`, so the doubling schedule costs almost nothing and
+/// bounds the delay to about twice the writer's commit time.
 const SETTLE_CHECKS: &[Duration] = &[
+    Duration::from_micros(250),
+    Duration::from_micros(500),
     Duration::from_millis(1),
-    Duration::from_millis(5),
-    Duration::from_millis(25),
+    Duration::from_millis(2),
+    Duration::from_millis(4),
+    Duration::from_millis(8),
+    Duration::from_millis(16),
+    Duration::from_millis(32),
+    Duration::from_millis(64),
 ];
 
 /// What to do with a batch.

@@ -213,6 +213,14 @@ impl Session {
         seq
     }
 
+    /// `PRAGMA synchronous` of the host's inbound connection (the harness keeps SQLite's
+    /// default, FULL, unless a test changes it).
+    pub fn host_synchronous(&self, mode: &str) {
+        self.inbound
+            .pragma_update(None, "synchronous", mode)
+            .expect("synchronous");
+    }
+
     pub fn inbound(&self) -> &Connection {
         &self.inbound
     }
