@@ -19,22 +19,13 @@ use crate::wait::{Shutdown, Wake, Wakeups};
 /// provider raw.
 pub const ADMIN_COMMANDS: &[&str] = &["/clear", "/compact", "/context", "/cost", "/files"];
 
-/// After a file event that did not show a commit yet, look again after these delays. The
-/// last file event of a commit is its final write to `-wal`; the commit becomes visible only
-/// after that (after an fsync when the host uses `synchronous=FULL`), and nothing signals it.
-/// Each look is one `PRAGMA data_version`, so the doubling schedule costs almost nothing and
-/// bounds the delay to about twice the writer's commit time.
-const SETTLE_CHECKS: &[Duration] = &[
-    Duration::from_micros(250),
-    Duration::from_micros(500),
-    Duration::from_millis(1),
-    Duration::from_millis(2),
-    Duration::from_millis(4),
-    Duration::from_millis(8),
-    Duration::from_millis(16),
-    Duration::from_millis(32),
-    Duration::from_millis(64),
-];
+/// After a file event that did not show a commit yet, look again after this delay, doubling
+/// it while nothing shows, until it reaches the fallback poll interval. The last file event
+/// of a commit is its final write to `-wal`; the commit becomes visible only after that (after
+/// an fsync when the host uses `synchronous=FULL`, which can take long on a busy disk), and
+/// nothing signals it. Each look is one `PRAGMA data_version`, so this costs almost nothing
+/// and bounds the delay to about twice the writer's commit time.
+const FIRST_SETTLE_CHECK: Duration = Duration::from_micros(250);
 
 /// What to do with a batch.
 enum Work {
@@ -112,8 +103,8 @@ impl Runner {
         }
         tracing::info!(provider = self.provider.name(), "waiting for messages");
         let mut check = true;
-        // Index into SETTLE_CHECKS while re-checking after an unconfirmed file event.
-        let mut settle: Option<usize> = None;
+        // The next re-check delay while a file event is unconfirmed.
+        let mut settle: Option<Duration> = None;
         loop {
             if check {
                 while !self.shutdown.requested() && self.step()? == Step::Progress {}
@@ -134,8 +125,8 @@ impl Runner {
                 due_at = Some(Instant::now() + until);
                 timeout = timeout.min(until);
             }
-            if let Some(i) = settle {
-                timeout = timeout.min(SETTLE_CHECKS[i]);
+            if let Some(d) = settle {
+                timeout = timeout.min(d);
             }
             let started = Instant::now();
             let wake = wakeups.wait(timeout).map(|w| wakeups.drain().unwrap_or(w));
@@ -144,17 +135,19 @@ impl Runner {
                 Some(Wake::Inbound) => {
                     let changed = self.db.inbound_changed()?;
                     tracing::trace!(changed, after = ?started.elapsed(), "inbound file event");
-                    settle = if changed { None } else { Some(0) };
+                    settle = if changed {
+                        None
+                    } else {
+                        Some(FIRST_SETTLE_CHECK)
+                    };
                     changed
                 }
                 None => {
                     let changed = self.db.inbound_changed()?;
-                    match settle {
-                        Some(i) if !changed => {
-                            settle = (i + 1 < SETTLE_CHECKS.len()).then_some(i + 1)
-                        }
-                        _ => settle = None,
-                    }
+                    settle = match settle {
+                        Some(d) if !changed => Some(d * 2).filter(|d| *d < self.fallback_poll),
+                        _ => None,
+                    };
                     changed || due_at.is_some_and(|d| Instant::now() >= d)
                 }
             };
