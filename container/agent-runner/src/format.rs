@@ -25,6 +25,8 @@ pub enum Body {
 pub struct Inbound {
     pub row: InRow,
     pub body: Body,
+    /// For a task whose pre-task script woke the agent: the script's `data`.
+    pub script_output: Option<serde_json::Value>,
 }
 
 /// Why a row cannot be used at all (it is acked `failed`).
@@ -48,7 +50,11 @@ impl Inbound {
             InKind::Task => Body::Task(serde_json::from_str(&row.content).map_err(bad)?),
             InKind::System => Body::System(serde_json::from_str(&row.content).map_err(bad)?),
         };
-        Ok(Inbound { row, body })
+        Ok(Inbound {
+            row,
+            body,
+            script_output: None,
+        })
     }
 
     pub fn chat(&self) -> Option<&ChatIn> {
@@ -161,7 +167,13 @@ impl Formatter<'_> {
                     self.attachment(out, a);
                 }
             }
-            Body::Task(t) => out.push_str(&esc(&t.prompt)),
+            Body::Task(t) => {
+                if let Some(data) = &m.script_output {
+                    let json = serde_json::to_string_pretty(data).unwrap_or_default();
+                    let _ = write!(out, "Script output:\n{}\n\nInstructions:\n", esc(&json));
+                }
+                out.push_str(&esc(&t.prompt));
+            }
             Body::System(s) => out.push_str(&esc(&s.text)),
         }
         let _ = write!(out, "</{tag}>");
@@ -442,6 +454,26 @@ mod tests {
              <task id=\"4\" from=\"family\" task_id=\"t1\" time=\"Fri 2026-01-02 03:04 UTC\">water the plants</task>\n\
              <system id=\"6\" action=\"schedule_task\" ok=\"true\" time=\"Fri 2026-01-02 03:04 UTC\">done</system>\n\
              </messages>"
+        );
+    }
+
+    #[test]
+    fn task_with_script_output() {
+        let r = row(
+            4,
+            "task",
+            None,
+            None,
+            serde_json::json!({"task_id": "t1", "prompt": "report", "script": "x"}),
+        );
+        let mut m = Inbound::parse(r).unwrap();
+        m.script_output = Some(serde_json::json!({"new": 2}));
+        let out = fmt(&TimeZone::UTC, "UTC").prompt(&[m], &[]);
+        assert!(
+            out.ends_with(
+                "time=\"Fri 2026-01-02 03:04 UTC\">Script output:\n{\n  &quot;new&quot;: 2\n}\n\nInstructions:\nreport</task>"
+            ),
+            "{out}"
         );
     }
 

@@ -13,6 +13,7 @@ mod format;
 mod output;
 mod provider;
 mod runner;
+mod script;
 mod wait;
 
 use std::process::ExitCode;

@@ -13,6 +13,7 @@ use crate::db::{Destination, OutRow, Routing, SessionDb, Target};
 use crate::format::{self, Formatter, Inbound};
 use crate::output;
 use crate::provider::{self, Event, Hints, Provider, ProviderError, Request, RequestKind};
+use crate::script;
 use crate::wait::{Shutdown, Wake, Wakeups};
 
 /// Slash commands only admins may run. `/clear` is handled here; the others go to the
@@ -70,6 +71,7 @@ pub struct Runner {
     tz: jiff::tz::TimeZone,
     tz_name: String,
     session_dir: PathBuf,
+    agent_dir: PathBuf,
 }
 
 impl Runner {
@@ -92,6 +94,7 @@ impl Runner {
             tz: cfg.tz,
             tz_name: cfg.tz_name,
             session_dir: cfg.session_dir,
+            agent_dir: cfg.agent_dir,
         }
     }
 
@@ -181,7 +184,7 @@ impl Runner {
         }
 
         let work = Self::plan(messages);
-        let (ids, overflow) = match &work {
+        let (mut claimed, overflow) = match &work {
             Work::Turn(ms) => (
                 ms.iter().map(|m| m.row.id.clone()).collect::<Vec<_>>(),
                 sel.overflow,
@@ -195,32 +198,76 @@ impl Runner {
                 "context messages beyond NANOCLAW_MAX_BATCH are dropped unseen"
             );
         }
-        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        self.db.ack(&id_refs, AckStatus::Processing)?;
+        self.db.ack(&refs(&claimed), AckStatus::Processing)?;
         touch(&self.heartbeat);
 
         let started = Instant::now();
-        let outcome = match work {
-            Work::Turn(ms) => self.turn(&ms)?,
+        // Acked `completed` with the turn, besides what was claimed.
+        let mut done = overflow;
+        let rows = match work {
             Work::Command { msg, command } => self.command(&msg, command)?,
+            Work::Turn(mut ms) => match self.task_scripts(&mut ms) {
+                None => None,
+                Some(skipped) => {
+                    claimed.retain(|id| !skipped.contains(id));
+                    done.extend(skipped);
+                    if ms.iter().any(|m| m.row.trigger) {
+                        self.turn(&ms)?
+                    } else {
+                        // Nothing left that wakes the agent: the rest waits for a trigger.
+                        self.db.release(&refs(&claimed))?;
+                        claimed.clear();
+                        Some(Vec::new())
+                    }
+                }
+            },
         };
-        let Some(rows) = outcome else {
-            self.db.release(&id_refs)?;
+        let Some(rows) = rows else {
+            self.db.release(&refs(&claimed))?;
             return Ok(Step::Stopped);
         };
-        let mut acks: Vec<(&str, AckStatus)> = id_refs
+        let acks: Vec<(&str, AckStatus)> = claimed
             .iter()
-            .map(|id| (*id, AckStatus::Completed))
+            .chain(&done)
+            .map(|id| (id.as_str(), AckStatus::Completed))
             .collect();
-        acks.extend(
-            overflow
-                .iter()
-                .map(|id| (id.as_str(), AckStatus::Completed)),
-        );
         let seqs = self.db.finish_turn(&rows, &acks)?;
         touch(&self.heartbeat);
-        tracing::info!(messages = ids.len(), replies = seqs.len(), elapsed = ?started.elapsed(), "turn done");
+        tracing::info!(
+            messages = acks.len(),
+            replies = seqs.len(),
+            elapsed = ?started.elapsed(),
+            "turn done"
+        );
         Ok(Step::Progress)
+    }
+
+    /// Runs the pre-task scripts of the tasks in `messages`. Tasks whose script says not to
+    /// wake the agent (or fails) are removed and their ids returned; the others carry the
+    /// script's data. `None`: shutdown interrupted a script.
+    fn task_scripts(&self, messages: &mut Vec<Inbound>) -> Option<Vec<String>> {
+        let mut skipped = Vec::new();
+        for m in messages.iter_mut() {
+            let format::Body::Task(task) = &m.body else {
+                continue;
+            };
+            let Some(code) = task.script.as_deref().filter(|c| !c.trim().is_empty()) else {
+                continue;
+            };
+            touch(&self.heartbeat);
+            let outcome = script::run(code, &self.agent_dir, script::TIMEOUT, &self.shutdown);
+            touch(&self.heartbeat);
+            match outcome {
+                script::Outcome::Wake { data } => m.script_output = Some(data),
+                script::Outcome::Skip(reason) => {
+                    tracing::info!(task = %task.task_id, %reason, "task script: not waking the agent");
+                    skipped.push(m.row.id.clone());
+                }
+                script::Outcome::Interrupted => return None,
+            }
+        }
+        messages.retain(|m| !skipped.contains(&m.row.id));
+        Some(skipped)
     }
 
     /// Splits off admin slash commands: each runs as its own turn, in order.
@@ -505,6 +552,10 @@ impl Runner {
             text,
         ))
     }
+}
+
+fn refs(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).collect()
 }
 
 fn chat_row(reply: Reply, text: &str) -> OutRow {

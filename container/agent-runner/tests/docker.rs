@@ -53,13 +53,18 @@ impl Drop for Cleanup {
 #[test]
 fn minimal_image_runs_the_agent_hardened() {
     if !engine_reachable() {
-        eprintln!("SKIPPED: no Docker engine reachable (`docker info` failed); start one to run this test");
+        eprintln!(
+            "SKIPPED: no Docker engine reachable (`docker info` failed); start one to run this test"
+        );
         return;
     }
     let id = std::process::id();
     let image = format!("nanoclaw-agent-test:{id}");
     let container = format!("nanoclaw-agent-test-{id}");
-    let _cleanup = Cleanup { container: container.clone(), image: image.clone() };
+    let _cleanup = Cleanup {
+        container: container.clone(),
+        image: image.clone(),
+    };
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build.sh");
     let build = Command::new("bash")
@@ -81,8 +86,16 @@ fn minimal_image_runs_the_agent_hardened() {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let user = if uid == 0 {
-        let out = Command::new("chown").args(["-R", "1000:1000"]).arg(s.path()).output().expect("chown");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("chown")
+            .args(["-R", "1000:1000"])
+            .arg(s.path())
+            .output()
+            .expect("chown");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         "1000:1000".to_string()
     } else {
         format!("{uid}:{gid}")
@@ -115,14 +128,22 @@ fn minimal_image_runs_the_agent_hardened() {
     let answered = wait_until(Duration::from_secs(30), || s.out_rows().len() == 1);
     let logs = || {
         let out = docker(&["logs", &container]);
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     };
     assert!(answered, "no reply from the container:\n{}", logs());
     assert_eq!(s.texts(), ["Mock agent: you said \"hello from the host\""]);
 
     // A message written while it runs wakes it through the bind mount.
     s.send(Msg::chat("m2", "second"));
-    assert!(wait_until(Duration::from_secs(10), || s.out_rows().len() == 2), "{}", logs());
+    assert!(
+        wait_until(Duration::from_secs(10), || s.out_rows().len() == 2),
+        "{}",
+        logs()
+    );
 
     docker_ok(&["stop", "-t", "10", &container]);
     let code = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &container]);

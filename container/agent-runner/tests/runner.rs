@@ -630,3 +630,37 @@ fn destinations_are_looked_up_live() {
     );
     assert_eq!(s.out_rows()[0].platform_id.as_deref(), Some("C1"));
 }
+
+#[test]
+fn task_scripts_decide_whether_the_agent_wakes() {
+    let mut s = Session::new();
+    let _agent = Agent::mock(&s, &[]).ready();
+    s.send(Msg::chat("c1", "context").context());
+    s.send(Msg::task(
+        "t1",
+        "daily",
+        "check the inbox",
+        Some(r#"echo '{"wake_agent": false}'"#),
+    ));
+    assert!(wait_until(T, || s.ack("t1").as_deref() == Some("completed")));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.recorded().is_empty(), "the agent was not woken");
+    assert_eq!(s.ack("c1"), None, "context still waits for a trigger");
+
+    let script = r#"echo working >&2; echo '{"wake_agent": true, "data": {"unread": 3}}'"#;
+    s.send(Msg::task(
+        "t2",
+        "daily",
+        "summarise the inbox",
+        Some(script),
+    ));
+    assert!(replies(&s, 1));
+    let input = s.recorded()[0]["input"].as_str().unwrap().to_string();
+    assert!(
+        input.contains("<task id=\"6\" from=\"home\" task_id=\"daily\""),
+        "{input}"
+    );
+    assert!(input.contains("Script output:\n{\n  &quot;unread&quot;: 3\n}\n\nInstructions:\nsummarise the inbox</task>"), "{input}");
+    assert!(input.contains(">context</message>"), "context rode along");
+    assert_eq!(s.texts(), ["Mock agent: you said \"summarise the inbox\""]);
+}

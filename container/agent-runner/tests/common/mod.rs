@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nanoclaw_schema::session::content::{ChatIn, ChatOut};
+use nanoclaw_schema::session::content::{ChatIn, ChatOut, TaskIn};
 use nanoclaw_schema::session::{
     INBOUND_DB, INBOUND_SCHEMA, OUTBOUND_DB, OUTBOUND_SCHEMA, SCHEMA_VERSION,
 };
@@ -62,6 +62,20 @@ impl Msg {
             thread_id: None,
             process_after: None,
             on_wake: false,
+        }
+    }
+
+    /// A scheduled task firing in the home chat.
+    pub fn task(id: &str, task_id: &str, prompt: &str, script: Option<&str>) -> Msg {
+        let content = TaskIn {
+            task_id: task_id.into(),
+            prompt: prompt.into(),
+            script: script.map(Into::into),
+        };
+        Msg {
+            kind: "task",
+            content: serde_json::to_value(content).expect("serializable"),
+            ..Msg::chat(id, "")
         }
     }
 
