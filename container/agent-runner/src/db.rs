@@ -368,7 +368,7 @@ impl SessionDb {
         let tx = self
             .outbound
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        insert_acks(&tx, ids, status)?;
+        insert_acks(&tx, ids.iter().map(|id| (*id, status)))?;
         tx.commit()?;
         Ok(())
     }
@@ -430,18 +430,7 @@ impl SessionDb {
                 seqs.push(seq);
             }
         }
-        for status in [
-            AckStatus::Completed,
-            AckStatus::Failed,
-            AckStatus::Processing,
-        ] {
-            let ids: Vec<&str> = acks
-                .iter()
-                .filter(|(_, s)| *s == status)
-                .map(|(id, _)| *id)
-                .collect();
-            insert_acks(&tx, &ids, status)?;
-        }
+        insert_acks(&tx, acks.iter().copied())?;
         tx.commit()?;
         Ok(seqs)
     }
@@ -517,16 +506,16 @@ fn in_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InRow> {
     })
 }
 
-fn insert_acks(tx: &rusqlite::Transaction<'_>, ids: &[&str], status: AckStatus) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
+fn insert_acks<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    acks: impl IntoIterator<Item = (&'a str, AckStatus)>,
+) -> Result<()> {
     let now = time::now();
     let mut stmt = tx.prepare_cached(
         "INSERT INTO processing_ack (message_id, status, status_changed) VALUES (?1, ?2, ?3)
          ON CONFLICT(message_id) DO UPDATE SET status = excluded.status, status_changed = excluded.status_changed",
     )?;
-    for id in ids {
+    for (id, status) in acks {
         stmt.execute(params![id, status.as_str(), now])?;
     }
     Ok(())

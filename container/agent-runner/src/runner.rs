@@ -178,8 +178,7 @@ impl Runner {
             }
         }
         if !bad.is_empty() {
-            let ids: Vec<&str> = bad.iter().map(String::as_str).collect();
-            self.db.ack(&ids, AckStatus::Failed)?;
+            self.db.ack(&refs(&bad), AckStatus::Failed)?;
             return Ok(Step::Progress);
         }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(10);
 
 const FAKE_CLAUDE: &str = r#"#!/usr/bin/env python3
-import json, os, re, sys
+import json, os, re, sys, time
 
 log = open(os.environ["FAKE_CLAUDE_LOG"], "a")
 def note(**kw):
@@ -43,6 +43,8 @@ for line in sys.stdin:
         out({"type": "result", "subtype": "error_during_execution", "is_error": True,
              "result": "", "errors": ["tool crashed"], "session_id": session})
         continue
+    if "hang forever" in text:
+        time.sleep(3600)
     if "die now" in text:
         sys.stderr.write("fatal: simulated crash\n")
         sys.exit(3)
@@ -344,4 +346,29 @@ fn a_missing_cli_is_an_error_reply_not_a_crash() {
         text.starts_with("Error: cannot start /nonexistent/claude"),
         "{text}"
     );
+}
+
+#[test]
+fn sigterm_mid_turn_stops_the_cli_and_releases_the_claim() {
+    let mut s = Session::new();
+    let Some(fake) = Fake::install(&s) else {
+        return;
+    };
+    let mut agent = fake.agent(&s, &[]);
+    s.send(Msg::chat("m1", "hang forever"));
+    assert!(wait_until(T, || fake.events("input").len() == 1));
+    assert_eq!(s.ack("m1").as_deref(), Some("processing"));
+    let pid = fake.events("start")[0]["pid"].as_i64().unwrap();
+    let started = std::time::Instant::now();
+    assert!(agent.terminate().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.ack("m1"), None, "claim released");
+    assert!(s.out_rows().is_empty());
+    // SAFETY: signal 0 only checks whether the process exists.
+    let alive = unsafe { libc::kill(i32::try_from(pid).unwrap(), 0) } == 0;
+    assert!(!alive, "the CLI was left running");
 }

@@ -122,6 +122,9 @@ fn minimal_image_runs_the_agent_hardened() {
         "NANOCLAW_ASSISTANT_NAME=Andy",
         "-e",
         "TZ=Europe/Berlin",
+        // Only file events can wake it: proves inotify works across the bind mount.
+        "-e",
+        "NANOCLAW_FALLBACK_POLL_MS=600000",
         &image,
     ]);
 

@@ -108,6 +108,12 @@ impl ClaudeProvider {
     }
 
     fn start(&mut self, resume: Option<&str>, system_prompt: &str) -> Result<(), ProviderError> {
+        if !self.opts.cwd.is_dir() {
+            return Err(ProviderError::failed(format!(
+                "the agent directory {} does not exist",
+                self.opts.cwd.display()
+            )));
+        }
         let mut child =
             self.command(resume, system_prompt)
                 .spawn()
@@ -171,14 +177,15 @@ impl ClaudeProvider {
         Ok(())
     }
 
-    /// Ends the CLI: close its input (it exits after the current turn), then TERM, then KILL.
-    fn stop(&mut self) {
+    /// Ends the CLI. `polite`: close its input first and give it a second to finish (between
+    /// turns); otherwise (shutdown mid-turn) go straight to TERM. KILL if it lingers.
+    fn stop(&mut self, polite: bool) {
         let Some(mut s) = self.live.take() else {
             return;
         };
         drop(s.stdin.take());
         let pid = s.child.id();
-        if wait_for(&mut s.child, Duration::from_secs(1)) {
+        if polite && wait_for(&mut s.child, Duration::from_secs(1)) {
             return;
         }
         if let Ok(pid) = libc::pid_t::try_from(pid) {
@@ -251,7 +258,7 @@ impl Provider for ClaudeProvider {
                 tracing::info!(
                     "destinations changed; restarting claude with the new system prompt"
                 );
-                self.stop();
+                self.stop(true);
             }
         }
         if self.live.is_none() {
@@ -282,7 +289,7 @@ impl Provider for ClaudeProvider {
                 Ok(None) | Err(RecvTimeoutError::Disconnected) => return Err(self.failure()),
                 Err(RecvTimeoutError::Timeout) => {
                     if self.shutdown.requested() {
-                        self.stop();
+                        self.stop(false);
                         return Err(ProviderError::Interrupted);
                     }
                     continue;
@@ -330,7 +337,7 @@ impl Provider for ClaudeProvider {
                             ..
                         }
                     ) {
-                        self.stop();
+                        self.stop(true);
                     }
                     return Err(err);
                 }
@@ -340,13 +347,13 @@ impl Provider for ClaudeProvider {
     }
 
     fn reset(&mut self) {
-        self.stop();
+        self.stop(true);
     }
 }
 
 impl Drop for ClaudeProvider {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(true);
     }
 }
 
