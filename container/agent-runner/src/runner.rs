@@ -20,12 +20,14 @@ use crate::wait::{Shutdown, Wake, Wakeups};
 /// provider raw.
 pub const ADMIN_COMMANDS: &[&str] = &["/clear", "/compact", "/context", "/cost", "/files"];
 
-/// After a file event that did not show a commit yet, look again after this delay, doubling
-/// it while nothing shows, until it reaches the fallback poll interval. The last file event
-/// of a commit is its final write to `-wal`; the commit becomes visible only after that (after
-/// an fsync when the host uses `synchronous=FULL`, which can take long on a busy disk), and
-/// nothing signals it. Each look is one `PRAGMA data_version`, so this costs almost nothing
-/// and bounds the delay to about twice the writer's commit time.
+/// After a file event, data_version is looked at again after this delay, doubling while
+/// nothing shows, until it reaches the fallback poll interval. inotify reports a commit's writes
+/// to `-wal`, not the moment it becomes visible: that comes after its last write (after an
+/// fsync when the writer uses `synchronous=FULL`, which can take long on a busy disk), and
+/// nothing signals it. A batch of events can also hold both a commit that is already visible
+/// and the first writes of the next one. Re-checking after every event closes both gaps; each
+/// look is one `PRAGMA data_version`, so this costs almost nothing, and the delay it adds is
+/// at most about the writer's own commit time.
 const FIRST_SETTLE_CHECK: Duration = Duration::from_micros(250);
 
 /// What to do with a batch.
@@ -106,8 +108,9 @@ impl Runner {
         }
         tracing::info!(provider = self.provider.name(), "waiting for messages");
         let mut check = true;
-        // The next re-check delay while a file event is unconfirmed.
-        let mut settle: Option<Duration> = None;
+        // The next data_version re-check after file events. Also at start: a commit whose
+        // events came before the watch was set up may still be landing.
+        let mut settle = Some(FIRST_SETTLE_CHECK);
         loop {
             if check {
                 while !self.shutdown.requested() && self.step()? == Step::Progress {}
@@ -138,19 +141,14 @@ impl Runner {
                 Some(Wake::Inbound) => {
                     let changed = self.db.inbound_changed()?;
                     tracing::trace!(changed, after = ?started.elapsed(), "inbound file event");
-                    settle = if changed {
-                        None
-                    } else {
-                        Some(FIRST_SETTLE_CHECK)
-                    };
+                    settle = Some(FIRST_SETTLE_CHECK);
                     changed
                 }
                 None => {
                     let changed = self.db.inbound_changed()?;
-                    settle = match settle {
-                        Some(d) if !changed => Some(d * 2).filter(|d| *d < self.fallback_poll),
-                        _ => None,
-                    };
+                    settle = settle
+                        .map(|d| if changed { FIRST_SETTLE_CHECK } else { d * 2 })
+                        .filter(|d| *d < self.fallback_poll);
                     changed || due_at.is_some_and(|d| Instant::now() >= d)
                 }
             };

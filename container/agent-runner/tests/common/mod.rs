@@ -384,13 +384,20 @@ impl Agent {
         let mut pipe = child.stderr.take().expect("stderr piped");
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => sink
+                        .lock()
+                        .expect("log lock")
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let note = format!("\n[test harness: reading stderr failed: {e}]\n");
+                        sink.lock().expect("log lock").push_str(&note);
+                        break;
+                    }
                 }
-                sink.lock()
-                    .expect("log lock")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         Agent {
