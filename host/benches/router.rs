@@ -1,0 +1,145 @@
+//! Router throughput: inbound events accepted into `inbound.db` per second, on real files.
+//!
+//! Scenarios: one busy chat (every event to one session), many chats (events spread over
+//! 100 sessions), and two routing threads (as two plugins would call in at once). After each
+//! scenario every event is counted back out of the session databases: nothing may be lost.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use nanoclaw::db::Db;
+use nanoclaw::ids::{ChannelType, PlatformId};
+use nanoclaw::router::{ChannelCaps, Inbound, Router, Sender};
+use nanoclaw::sessions::SessionStore;
+use nanoclaw::store::agent_groups::{self, NewAgentGroup};
+use nanoclaw::store::messaging_groups::{self, NewMessagingGroup, UnknownSenderPolicy};
+use nanoclaw::store::wirings::{self, WiringRules};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    db: Db,
+    sessions: SessionStore,
+    channel: ChannelType,
+}
+
+fn setup(chats: usize) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("v2.db")).unwrap();
+    let sessions = SessionStore::new(dir.path().join("sessions"));
+    let channel = ChannelType::parse("bench").unwrap();
+    let agent = db
+        .write(|c| agent_groups::create(c, NewAgentGroup::named("Bench")))
+        .unwrap();
+    for i in 0..chats {
+        db.write(|c| {
+            let (mg, _) = messaging_groups::get_or_create(
+                c,
+                &NewMessagingGroup {
+                    channel_type: channel.clone(),
+                    platform_id: PlatformId::parse(&format!("chat-{i}"))?,
+                    name: None,
+                    is_group: false,
+                    unknown_sender_policy: UnknownSenderPolicy::Public,
+                },
+            )?;
+            wirings::create(c, &mg.id, &agent.id, WiringRules::default())
+        })
+        .unwrap();
+    }
+    Setup {
+        dir,
+        db,
+        sessions,
+        channel,
+    }
+}
+
+fn router(s: &Setup) -> Router<'_> {
+    let mut channels = HashMap::new();
+    channels.insert(s.channel.clone(), ChannelCaps::default());
+    Router::new(&s.db, &s.sessions, channels)
+}
+
+fn event(s: &Setup, chat: usize, n: u64) -> Inbound {
+    Inbound {
+        message_id: Some(format!("m{n}")),
+        sender: Some(Sender {
+            handle: format!("user-{}", n % 50),
+            name: Some("Someone".into()),
+            is_bot: false,
+        }),
+        ..Inbound::text(
+            &s.channel,
+            &format!("chat-{chat}"),
+            None,
+            "hello, this is a typical short chat message",
+        )
+        .unwrap()
+    }
+}
+
+/// Counts every message row in every session DB under the setup.
+fn stored(s: &Setup) -> u64 {
+    let mut total = 0;
+    for agent in std::fs::read_dir(s.dir.path().join("sessions")).unwrap() {
+        for session in std::fs::read_dir(agent.unwrap().path()).unwrap() {
+            let conn =
+                rusqlite::Connection::open(session.unwrap().path().join("inbound.db")).unwrap();
+            total += conn
+                .query_row("SELECT COUNT(*) FROM messages_in", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap() as u64;
+        }
+    }
+    total
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("router");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    const BATCH: u64 = 2_000;
+    group.throughput(Throughput::Elements(BATCH));
+
+    for (name, chats, threads) in [
+        ("one_chat", 1usize, 1usize),
+        ("100_chats", 100, 1),
+        ("100_chats_2_threads", 100, 2),
+    ] {
+        let s = setup(chats);
+        let r = router(&s);
+        let next = AtomicU64::new(0);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    std::thread::scope(|scope| {
+                        for _ in 0..threads {
+                            scope.spawn(|| {
+                                for _ in 0..BATCH / threads as u64 {
+                                    let n = next.fetch_add(1, Ordering::Relaxed);
+                                    let out = r.route(&event(&s, (n as usize) % chats, n)).unwrap();
+                                    assert_eq!(out.routed.len(), 1);
+                                }
+                            });
+                        }
+                    });
+                }
+                start.elapsed()
+            })
+        });
+        let sent = next.load(Ordering::Relaxed);
+        let kept = stored(&s);
+        assert_eq!(kept, sent, "{name}: {sent} events routed but {kept} stored");
+        println!("router/{name}: {sent} events routed, {kept} stored, nothing lost");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

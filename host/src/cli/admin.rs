@@ -1,0 +1,632 @@
+//! Operator commands over the stores: users, roles, members, agent groups, chats, wiring,
+//! destinations, dropped messages, sessions.
+
+use anyhow::{Context, bail};
+
+use super::output::{self, Format, Table, opt};
+use super::*;
+use crate::db::Db;
+use crate::ids::SessionId;
+use crate::sessions::{SessionStore, registry};
+use crate::store::agent_groups::{self, GroupFolder, NewAgentGroup};
+use crate::store::destinations::{self, Target};
+use crate::store::messaging_groups::{self, NewMessagingGroup};
+use crate::store::roles::{self, Scope};
+use crate::store::wirings::{self, WiringRules};
+use crate::store::{dropped, members, users};
+
+pub(super) fn run(paths: &Paths, format: Format, command: Command) -> anyhow::Result<()> {
+    let db = Db::open(&paths.db())
+        .with_context(|| format!("open the database in {}", paths.home().display()))?;
+    let sessions = SessionStore::new(paths.sessions());
+    match command {
+        Command::Migrate => {
+            // Opening the database applied any pending migration.
+            let version = db.read(|c| {
+                Ok(
+                    c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                        r.get::<_, u32>(0)
+                    })?,
+                )
+            })?;
+            println!(
+                "database {} is at schema version {version}",
+                db.path().display()
+            );
+            Ok(())
+        }
+        Command::Users(cmd) => users_cmd(&db, format, cmd),
+        Command::Roles(cmd) => roles_cmd(&db, format, cmd),
+        Command::Members(cmd) => members_cmd(&db, format, cmd),
+        Command::Groups(cmd) => groups_cmd(paths, &db, format, cmd),
+        Command::Chats(cmd) => chats_cmd(&db, &sessions, format, cmd),
+        Command::Wire(cmd) => wire_cmd(&db, &sessions, format, cmd),
+        Command::Destinations(cmd) => destinations_cmd(&db, &sessions, format, cmd),
+        Command::Dropped(args) => dropped_cmd(&db, format, args),
+        Command::Sessions(cmd) => sessions_cmd(&db, format, cmd),
+    }
+}
+
+fn agent(db: &Db, reference: &str) -> anyhow::Result<agent_groups::AgentGroup> {
+    Ok(db.read(|c| agent_groups::resolve(c, reference))?)
+}
+
+fn scope(db: &Db, agent_ref: Option<&str>) -> anyhow::Result<Scope> {
+    Ok(match agent_ref {
+        None => Scope::Global,
+        Some(r) => Scope::Group(agent(db, r)?.id),
+    })
+}
+
+fn users_cmd(db: &Db, format: Format, cmd: UsersCmd) -> anyhow::Result<()> {
+    match cmd {
+        UsersCmd::List => {
+            let list = db.read(users::list)?;
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&["USER", "NAME", "SINCE"]);
+                for u in items {
+                    t.row(vec![
+                        u.id.to_string(),
+                        opt(u.display_name.as_deref()),
+                        u.created_at.clone(),
+                    ]);
+                }
+                t
+            })
+        }
+        UsersCmd::Add { user, name } => {
+            let u = db.write(|c| users::upsert(c, &user, name.as_deref()))?;
+            output::item(format, &u, || format!("user {} ({})", u.id, u.label()))
+        }
+        UsersCmd::Remove { user } => {
+            db.write(|c| users::delete(c, &user))?;
+            println!("removed user {user}");
+            Ok(())
+        }
+    }
+}
+
+fn roles_cmd(db: &Db, format: Format, cmd: RolesCmd) -> anyhow::Result<()> {
+    match cmd {
+        RolesCmd::List { user } => {
+            let list = db.read(|c| roles::list(c, user.as_ref()))?;
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&["USER", "ROLE", "SCOPE", "GRANTED"]);
+                for g in items {
+                    let scope = g
+                        .agent_group_id
+                        .as_ref()
+                        .map_or("global".to_string(), |a| a.to_string());
+                    t.row(vec![
+                        g.user_id.to_string(),
+                        g.role.to_string(),
+                        scope,
+                        g.granted_at.clone(),
+                    ]);
+                }
+                t
+            })
+        }
+        RolesCmd::Grant { user, role, agent } => {
+            let scope = scope(db, agent.as_deref())?;
+            let new = db.write(|c| {
+                users::require(c, &user)?;
+                roles::grant(c, &user, role, &scope, None)
+            })?;
+            let where_ = scope
+                .group()
+                .map_or("globally".to_string(), |g| format!("for {g}"));
+            if new {
+                println!("granted {role} to {user} {where_}");
+            } else {
+                println!("{user} already is {role} {where_}");
+            }
+            Ok(())
+        }
+        RolesCmd::Revoke { user, role, agent } => {
+            let scope = scope(db, agent.as_deref())?;
+            if !db.write(|c| roles::revoke(c, &user, role, &scope))? {
+                bail!("{user} has no such {role} grant");
+            }
+            println!("revoked {role} from {user}");
+            Ok(())
+        }
+    }
+}
+
+fn members_cmd(db: &Db, format: Format, cmd: MembersCmd) -> anyhow::Result<()> {
+    match cmd {
+        MembersCmd::List { agent: a } => {
+            let group = a.as_deref().map(|r| agent(db, r)).transpose()?;
+            let list = db.read(|c| members::list(c, group.as_ref().map(|g| &g.id)))?;
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&["USER", "AGENT GROUP", "ADDED"]);
+                for m in items {
+                    t.row(vec![
+                        m.user_id.to_string(),
+                        m.agent_group_id.to_string(),
+                        m.added_at.clone(),
+                    ]);
+                }
+                t
+            })
+        }
+        MembersCmd::Add { user, agent: a } => {
+            let group = agent(db, &a)?;
+            let added = db.write(|c| {
+                users::upsert(c, &user, None)?;
+                members::add(c, &user, &group.id, None)
+            })?;
+            println!(
+                "{user} {} a member of {}",
+                if added { "is now" } else { "already is" },
+                group.folder
+            );
+            Ok(())
+        }
+        MembersCmd::Remove { user, agent: a } => {
+            let group = agent(db, &a)?;
+            if !db.write(|c| members::remove(c, &user, &group.id))? {
+                bail!("{user} is not a member of {}", group.folder);
+            }
+            println!("{user} is no longer a member of {}", group.folder);
+            Ok(())
+        }
+    }
+}
+
+fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow::Result<()> {
+    match cmd {
+        GroupsCmd::List => {
+            let list = db.read(agent_groups::list)?;
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&["ID", "NAME", "FOLDER", "PROVIDER"]);
+                for g in items {
+                    let provider = g.provider.map_or("default".to_string(), |p| p.to_string());
+                    t.row(vec![
+                        g.id.to_string(),
+                        g.name.clone(),
+                        g.folder.to_string(),
+                        provider,
+                    ]);
+                }
+                t
+            })
+        }
+        GroupsCmd::Create {
+            name,
+            folder,
+            provider,
+            assistant_name,
+        } => {
+            let folder = folder.as_deref().map(GroupFolder::parse).transpose()?;
+            let group = db.write(|c| {
+                agent_groups::create(
+                    c,
+                    NewAgentGroup {
+                        name,
+                        folder,
+                        provider,
+                        assistant_name,
+                    },
+                )
+            })?;
+            let dir = paths.groups().join(group.folder.as_str());
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            output::item(format, &group, || {
+                format!("created agent group {} in {}", group.id, dir.display())
+            })
+        }
+        GroupsCmd::Show { agent: a } => {
+            let group = agent(db, &a)?;
+            let (wiring, dests, admins) = db.read(|c| {
+                Ok((
+                    wirings::list(c, Some(&group.id))?,
+                    destinations::list(c, &group.id)?,
+                    crate::access::admin_user_ids(c, &group.id)?,
+                ))
+            })?;
+            let detail = serde_json::json!({
+                "group": group, "wirings": wiring, "destinations": dests, "admins": admins,
+            });
+            output::item(format, &detail, || {
+                let mut s = format!(
+                    "{} ({})\n  folder: {}\n  provider: {}\n",
+                    group.name,
+                    group.id,
+                    group.folder,
+                    group
+                        .provider
+                        .map_or("default".to_string(), |p| p.to_string())
+                );
+                s += &format!("  wired chats: {}\n", wiring.len());
+                for d in &dests {
+                    let target = match &d.target {
+                        Target::Channel(id) => format!("chat {id}"),
+                        Target::Agent(id) => format!("agent {id}"),
+                    };
+                    s += &format!("  destination {} -> {target}\n", d.local_name);
+                }
+                let admins: Vec<_> = admins.iter().map(|a| a.to_string()).collect();
+                s += &format!(
+                    "  admins: {}",
+                    if admins.is_empty() {
+                        "-".to_string()
+                    } else {
+                        admins.join(", ")
+                    }
+                );
+                s
+            })
+        }
+        GroupsCmd::Set {
+            agent: a,
+            provider,
+            assistant_name,
+        } => {
+            let group = agent(db, &a)?;
+            if provider.is_none() && assistant_name.is_none() {
+                bail!("nothing to change: pass --provider and/or --assistant-name");
+            }
+            db.write(|c| {
+                if let Some(p) = &provider {
+                    let p = if p == "default" {
+                        None
+                    } else {
+                        Some(AgentProvider::parse(p)?)
+                    };
+                    agent_groups::set_provider(c, &group.id, p)?;
+                }
+                if let Some(n) = &assistant_name {
+                    agent_groups::set_assistant_name(c, &group.id, Some(n))?;
+                }
+                Ok(())
+            })?;
+            println!("updated {}", group.folder);
+            Ok(())
+        }
+        GroupsCmd::Delete { agent: a } => {
+            let group = agent(db, &a)?;
+            db.write(|c| agent_groups::delete(c, &group.id))?;
+            println!(
+                "deleted agent group {} (folder {} kept on disk)",
+                group.id, group.folder
+            );
+            Ok(())
+        }
+    }
+}
+
+fn chats_cmd(
+    db: &Db,
+    sessions: &SessionStore,
+    format: Format,
+    cmd: ChatsCmd,
+) -> anyhow::Result<()> {
+    match cmd {
+        ChatsCmd::List => {
+            let list = db.read(messaging_groups::list)?;
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&["ID", "CHAT", "NAME", "KIND", "POLICY"]);
+                for m in items {
+                    t.row(vec![
+                        m.id.to_string(),
+                        m.address().to_string(),
+                        opt(m.name.as_deref()),
+                        if m.is_group { "group" } else { "dm" }.to_string(),
+                        m.unknown_sender_policy.to_string(),
+                    ]);
+                }
+                t
+            })
+        }
+        ChatsCmd::Add {
+            chat,
+            name,
+            group,
+            policy,
+        } => {
+            let (mg, created) = db.write(|c| {
+                messaging_groups::get_or_create(
+                    c,
+                    &NewMessagingGroup {
+                        channel_type: chat.channel.clone(),
+                        platform_id: chat.platform_id.clone(),
+                        name: name.clone(),
+                        is_group: group,
+                        unknown_sender_policy: policy,
+                    },
+                )
+            })?;
+            output::item(format, &mg, || {
+                format!(
+                    "{} chat {} ({})",
+                    if created {
+                        "registered"
+                    } else {
+                        "already known:"
+                    },
+                    mg.address(),
+                    mg.id
+                )
+            })
+        }
+        ChatsCmd::Policy { chat, policy } => {
+            let mg = db.write(|c| {
+                let mg = messaging_groups::resolve(c, &chat)?;
+                messaging_groups::set_policy(c, &mg.id, policy)?;
+                Ok(mg)
+            })?;
+            println!("{}: unknown senders are now {policy}", mg.address());
+            Ok(())
+        }
+        ChatsCmd::Rename { chat, name } => {
+            let mg = db.write(|c| {
+                let mg = messaging_groups::resolve(c, &chat)?;
+                messaging_groups::set_name(c, &mg.id, Some(&name))?;
+                refresh_sessions_for_chat(c, sessions, &mg.id)?;
+                Ok(mg)
+            })?;
+            println!("{} is now named {name:?}", mg.address());
+            Ok(())
+        }
+        ChatsCmd::Remove { chat } => {
+            let mg = db.write(|c| {
+                let mg = messaging_groups::resolve(c, &chat)?;
+                let agents: Vec<_> = wirings::for_chat(c, &mg.id)?
+                    .into_iter()
+                    .map(|w| w.agent_group_id)
+                    .collect();
+                messaging_groups::delete(c, &mg.id)?;
+                for a in agents {
+                    sessions.refresh_agent(c, &a)?;
+                }
+                Ok(mg)
+            })?;
+            println!("removed chat {} and its wirings", mg.address());
+            Ok(())
+        }
+    }
+}
+
+/// Destination display names come from chat names: refresh every agent that can see it.
+fn refresh_sessions_for_chat(
+    c: &rusqlite::Connection,
+    sessions: &SessionStore,
+    chat: &crate::ids::MessagingGroupId,
+) -> crate::Result<()> {
+    let mut stmt = c.prepare(
+        "SELECT DISTINCT agent_group_id FROM agent_destinations WHERE target_type = 'channel' AND target_id = ?1",
+    )?;
+    let agents = stmt
+        .query_map([chat], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<crate::ids::AgentGroupId>>>()?;
+    for a in agents {
+        sessions.refresh_agent(c, &a)?;
+    }
+    Ok(())
+}
+
+fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> anyhow::Result<()> {
+    match cmd {
+        WireCmd::List { chat, agent: a } => {
+            let group = a.as_deref().map(|r| agent(db, r)).transpose()?;
+            let chat = chat
+                .as_deref()
+                .map(|r| db.read(|c| messaging_groups::resolve(c, r)))
+                .transpose()?;
+            let list = db.read(|c| wirings::list(c, group.as_ref().map(|g| &g.id)))?;
+            let list: Vec<_> = list
+                .into_iter()
+                .filter(|w| chat.as_ref().is_none_or(|c| c.id == w.messaging_group_id))
+                .collect();
+            let (chats, groups) =
+                db.read(|c| Ok((messaging_groups::list(c)?, agent_groups::list(c)?)))?;
+            let chat_label = |id: &crate::ids::MessagingGroupId| {
+                chats
+                    .iter()
+                    .find(|m| &m.id == id)
+                    .map_or(id.to_string(), |m| m.address().to_string())
+            };
+            let agent_label = |id: &crate::ids::AgentGroupId| {
+                groups
+                    .iter()
+                    .find(|g| &g.id == id)
+                    .map_or(id.to_string(), |g| g.folder.to_string())
+            };
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&[
+                    "CHAT", "AGENT", "ENGAGE", "SCOPE", "IGNORED", "SESSIONS", "PRIORITY",
+                ]);
+                for w in items {
+                    let engage = match &w.rules.engage_pattern {
+                        Some(p) => format!("{} /{p}/", w.rules.engage_mode),
+                        None => w.rules.engage_mode.to_string(),
+                    };
+                    t.row(vec![
+                        chat_label(&w.messaging_group_id),
+                        agent_label(&w.agent_group_id),
+                        engage,
+                        w.rules.sender_scope.to_string(),
+                        w.rules.ignored_message_policy.to_string(),
+                        w.rules.session_mode.to_string(),
+                        w.rules.priority.to_string(),
+                    ]);
+                }
+                t
+            })
+        }
+        WireCmd::Add(args) => {
+            let group = agent(db, &args.agent)?;
+            let (wiring, dest) = db.write(|c| {
+                let mg = messaging_groups::resolve(c, &args.chat)?;
+                let rules = WiringRules {
+                    engage_mode: args
+                        .engage
+                        .unwrap_or(WiringRules::for_chat(mg.is_group).engage_mode),
+                    engage_pattern: args.pattern.clone(),
+                    sender_scope: args.sender_scope,
+                    ignored_message_policy: args.ignored,
+                    session_mode: args.session_mode,
+                    priority: args.priority,
+                };
+                let created = wirings::create(c, &mg.id, &group.id, rules)?;
+                sessions.refresh_agent(c, &group.id)?;
+                Ok(created)
+            })?;
+            output::item(format, &wiring, || {
+                let mut s = format!(
+                    "wired {} to {} ({})",
+                    args.chat, group.folder, wiring.rules.engage_mode
+                );
+                if let Some(d) = &dest {
+                    s += &format!("; the agent can reply there as {:?}", d.local_name);
+                }
+                s
+            })
+        }
+        WireCmd::Remove { chat, agent: a } => {
+            let group = agent(db, &a)?;
+            db.write(|c| {
+                let mg = messaging_groups::resolve(c, &chat)?;
+                wirings::delete(c, &mg.id, &group.id)?;
+                sessions.refresh_agent(c, &group.id)
+            })?;
+            println!(
+                "unwired {chat} from {} (its destination for that chat was removed too)",
+                group.folder
+            );
+            Ok(())
+        }
+    }
+}
+
+fn destinations_cmd(
+    db: &Db,
+    sessions: &SessionStore,
+    format: Format,
+    cmd: DestinationsCmd,
+) -> anyhow::Result<()> {
+    match cmd {
+        DestinationsCmd::List { agent: a } => {
+            let group = agent(db, &a)?;
+            let list = db.read(|c| destinations::resolved(c, &group.id))?;
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&["NAME", "TYPE", "TARGET", "DISPLAY NAME"]);
+                for d in items {
+                    let target = match (&d.channel_type, &d.platform_id, &d.agent_group_id) {
+                        (Some(ch), Some(p), _) => format!("{ch}:{p}"),
+                        (_, _, Some(a)) => a.clone(),
+                        _ => "-".to_string(),
+                    };
+                    t.row(vec![
+                        d.name.clone(),
+                        d.kind.to_string(),
+                        target,
+                        opt(d.display_name.as_deref()),
+                    ]);
+                }
+                t
+            })
+        }
+        DestinationsCmd::Add {
+            agent: a,
+            name,
+            chat,
+            to_agent,
+        } => {
+            let group = agent(db, &a)?;
+            let dest = db.write(|c| {
+                let target = match (&chat, &to_agent) {
+                    (Some(ch), _) => Target::Channel(messaging_groups::resolve(c, ch)?.id),
+                    (None, Some(t)) => Target::Agent(agent_groups::resolve(c, t)?.id),
+                    (None, None) => return Err(crate::Error::invalid("give --chat or --to-agent")),
+                };
+                let dest = destinations::add(c, &group.id, Some(&name), target)?;
+                sessions.refresh_agent(c, &group.id)?;
+                Ok(dest)
+            })?;
+            output::item(format, &dest, || {
+                format!("{} can now send to {:?}", group.folder, dest.local_name)
+            })
+        }
+        DestinationsCmd::Remove { agent: a, name } => {
+            let group = agent(db, &a)?;
+            let removed = db.write(|c| {
+                let removed = destinations::remove(c, &group.id, &name)?;
+                sessions.refresh_agent(c, &group.id)?;
+                Ok(removed)
+            })?;
+            if !removed {
+                bail!("{} has no destination named {name:?}", group.folder);
+            }
+            println!("{} can no longer send to {name:?}", group.folder);
+            Ok(())
+        }
+    }
+}
+
+fn dropped_cmd(db: &Db, format: Format, args: DroppedArgs) -> anyhow::Result<()> {
+    if args.clear {
+        let n = db.write(|c| dropped::clear(c))?;
+        println!("forgot {n} dropped-message records");
+        return Ok(());
+    }
+    let list = db.read(|c| dropped::list(c, args.limit))?;
+    output::list(format, &list, |items| {
+        let mut t = Table::new(&["LAST SEEN", "CHAT", "SENDER", "REASON", "COUNT"]);
+        for d in items {
+            let sender = match (&d.user_id, &d.sender_name) {
+                (Some(u), Some(n)) => format!("{u} ({n})"),
+                (Some(u), None) => u.clone(),
+                _ => "-".to_string(),
+            };
+            t.row(vec![
+                d.last_seen.clone(),
+                format!("{}:{}", d.channel_type, d.platform_id),
+                sender,
+                d.reason.to_string(),
+                d.message_count.to_string(),
+            ]);
+        }
+        t
+    })
+}
+
+fn sessions_cmd(db: &Db, format: Format, cmd: SessionsCmd) -> anyhow::Result<()> {
+    match cmd {
+        SessionsCmd::List { agent: a, all } => {
+            let group = a.as_deref().map(|r| agent(db, r)).transpose()?;
+            let list = db.read(|c| registry::list(c, group.as_ref().map(|g| &g.id), !all))?;
+            output::list(format, &list, |items| {
+                let mut t = Table::new(&[
+                    "SESSION",
+                    "AGENT GROUP",
+                    "CHAT",
+                    "THREAD",
+                    "STATUS",
+                    "CONTAINER",
+                    "LAST ACTIVE",
+                ]);
+                for s in items {
+                    t.row(vec![
+                        s.id.to_string(),
+                        s.agent_group_id.to_string(),
+                        opt(s.messaging_group_id.as_ref().map(|m| m.as_str())),
+                        opt(s.thread_id.as_deref()),
+                        s.status.to_string(),
+                        s.container_status.to_string(),
+                        opt(s.last_active.as_deref()),
+                    ]);
+                }
+                t
+            })
+        }
+        SessionsCmd::Close { session } => {
+            let id = SessionId::parse(&session)?;
+            db.write(|c| registry::close(c, &id))?;
+            println!("closed session {id}; the next message starts a new one");
+            Ok(())
+        }
+    }
+}

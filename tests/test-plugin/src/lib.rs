@@ -1,0 +1,265 @@
+//! A scriptable channel plugin (channel type `test`) for the host's tests.
+//!
+//! It is a real cdylib loaded through the real ABI. Settings (JSON) script its behaviour:
+//!
+//! * `create`, `start`, `deliver`: `"ok"` (default) | `"error"` | `"panic"` | `"hang"`;
+//!   `hang` sleeps `hang_ms` (default one hour) and then succeeds.
+//! * `record_path`: every `deliver`, `set_typing` and `open_dm` call is appended to this file
+//!   as one JSON line.
+//!
+//! Webhooks inject traffic through the boundary: a `POST` with
+//! `{chat_id, message_id?, thread_id?, sender_handle?, sender_name?, text, is_group?, mentioned?}`
+//! calls `on_inbound` and answers `200 {"ok":true}`, or `500 {"error":…}` when the host
+//! refuses; a `POST` to `/action` with `{chat_id, message_id, clicker_handle, action_id}`
+//! calls `on_action`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nanoclaw_plugin_api::kit::prelude::*;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Behaviour {
+    #[default]
+    Ok,
+    Error,
+    Panic,
+    Hang,
+}
+
+fn default_hang_ms() -> u64 {
+    3_600_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    create: Behaviour,
+    #[serde(default)]
+    start: Behaviour,
+    #[serde(default)]
+    deliver: Behaviour,
+    #[serde(default = "default_hang_ms")]
+    hang_ms: u64,
+    #[serde(default)]
+    record_path: Option<PathBuf>,
+}
+
+impl Settings {
+    fn act(&self, behaviour: Behaviour, what: &str) -> Result<(), PluginError> {
+        match behaviour {
+            Behaviour::Ok => Ok(()),
+            Behaviour::Error => Err(PluginError::other(format!("{what} failed as configured"))),
+            Behaviour::Panic => panic!("{what} panicked as configured"),
+            Behaviour::Hang => {
+                std::thread::sleep(Duration::from_millis(self.hang_ms));
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct InboundPayload {
+    chat_id: String,
+    #[serde(default)]
+    message_id: Option<String>,
+    #[serde(default)]
+    thread_id: Option<String>,
+    #[serde(default)]
+    sender_handle: Option<String>,
+    #[serde(default)]
+    sender_name: Option<String>,
+    text: String,
+    #[serde(default)]
+    is_group: bool,
+    #[serde(default)]
+    mentioned: bool,
+}
+
+#[derive(Deserialize)]
+struct ActionPayload {
+    chat_id: String,
+    message_id: String,
+    clicker_handle: String,
+    action_id: String,
+}
+
+struct TestChannel {
+    host: Host,
+    settings: Settings,
+    record: Option<Mutex<File>>,
+    next_id: AtomicU64,
+    last_ingest_ms: AtomicI64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl TestChannel {
+    fn record(&self, line: serde_json::Value) -> Result<(), PluginError> {
+        let Some(file) = &self.record else {
+            return Ok(());
+        };
+        let mut file = file
+            .lock()
+            .map_err(|_| PluginError::other("record file lock poisoned"))?;
+        writeln!(file, "{line}").map_err(|e| PluginError::other(format!("record: {e}")))
+    }
+
+    fn inbound(&self, body: &[u8]) -> Result<(), PluginError> {
+        let p: InboundPayload = serde_json::from_slice(body)
+            .map_err(|e| PluginError::invalid_input(format!("bad inbound JSON: {e}")))?;
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let event = InboundEvent {
+            chat_id: p.chat_id.into(),
+            thread_id: p.thread_id.map(RString::from).into(),
+            message_id: p.message_id.unwrap_or_else(|| format!("in-{n}")).into(),
+            sender: p
+                .sender_handle
+                .map(|handle| Sender {
+                    handle: handle.into(),
+                    display_name: p.sender_name.map(RString::from).into(),
+                    is_bot: false,
+                })
+                .into(),
+            is_group: p.is_group,
+            mentioned: p.mentioned,
+            text: p.text.into(),
+            timestamp_ms: now_ms(),
+            ..InboundEvent::default()
+        };
+        self.last_ingest_ms.store(now_ms(), Ordering::Relaxed);
+        self.host.on_inbound(event)
+    }
+
+    fn action(&self, body: &[u8]) -> Result<(), PluginError> {
+        let p: ActionPayload = serde_json::from_slice(body)
+            .map_err(|e| PluginError::invalid_input(format!("bad action JSON: {e}")))?;
+        self.host.on_action(ActionEvent {
+            chat_id: p.chat_id.into(),
+            message_id: p.message_id.into(),
+            clicker: Sender {
+                handle: p.clicker_handle.into(),
+                ..Sender::default()
+            },
+            action_id: p.action_id.into(),
+            ..ActionEvent::default()
+        })
+    }
+}
+
+impl Channel for TestChannel {
+    const INFO: ChannelInfo = ChannelInfo::new("Test", "test", env!("CARGO_PKG_VERSION"))
+        .capabilities(
+            Capabilities::OPEN_DM
+                .with(Capabilities::TYPING)
+                .with(Capabilities::WEBHOOK)
+                .with(Capabilities::BUTTONS),
+        )
+        .description("Scriptable plugin for the host's tests");
+
+    fn create(ctx: Context) -> Result<Self, PluginError> {
+        let settings: Settings = ctx.settings()?;
+        settings.act(settings.create, "create")?;
+        let record = match &settings.record_path {
+            Some(path) => Some(Mutex::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        PluginError::config(format!("record_path {}: {e}", path.display()))
+                    })?,
+            )),
+            None => None,
+        };
+        tracing::info!(instance = ctx.instance_name.as_str(), "test plugin created");
+        Ok(Self {
+            host: ctx.host,
+            settings,
+            record,
+            next_id: AtomicU64::new(1),
+            last_ingest_ms: AtomicI64::new(0),
+        })
+    }
+
+    fn start(&self) -> Result<(), PluginError> {
+        self.settings.act(self.settings.start, "start")
+    }
+
+    fn deliver(&self, m: OutboundMessage) -> Result<Option<String>, PluginError> {
+        self.settings.act(self.settings.deliver, "deliver")?;
+        let id = format!("msg-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.record(json!({
+            "call": "deliver",
+            "id": id,
+            "op": m.op.to_string(),
+            "chat_id": m.chat_id.as_str(),
+            "thread_id": m.thread_id.as_ref().map(RString::as_str).into_option(),
+            "text": m.text.as_str(),
+            "target_message_id": m.target_message_id.as_ref().map(RString::as_str).into_option(),
+            "reaction": m.reaction.as_str(),
+            "buttons": m.buttons.iter().map(|b| json!({"id": b.id.as_str(), "label": b.label.as_str()})).collect::<Vec<_>>(),
+            "files": m.files.iter().map(|f| json!({"name": f.name.as_str(), "size": f.data.len()})).collect::<Vec<_>>(),
+        }))?;
+        Ok(Some(id))
+    }
+
+    fn set_typing(&self, chat_id: &str, thread_id: Option<&str>) {
+        if let Err(e) =
+            self.record(json!({"call": "set_typing", "chat_id": chat_id, "thread_id": thread_id}))
+        {
+            tracing::warn!("set_typing: {e}");
+        }
+    }
+
+    fn open_dm(&self, user_handle: &str) -> Result<String, PluginError> {
+        self.record(json!({"call": "open_dm", "user_handle": user_handle}))?;
+        Ok(format!("dm-{user_handle}"))
+    }
+
+    fn handle_webhook(&self, req: WebhookRequest) -> Result<WebhookResponse, PluginError> {
+        if req.method.as_str() != "POST" {
+            return Ok(WebhookResponse::text(405, "method not allowed"));
+        }
+        let result = match req.path.as_str() {
+            "/action" => self.action(&req.body),
+            _ => self.inbound(&req.body),
+        };
+        Ok(match result {
+            Ok(()) => WebhookResponse::json(200, r#"{"ok":true}"#),
+            Err(e) if e.kind == ErrorKind::INVALID_INPUT => {
+                WebhookResponse::json(400, &json!({"error": e.to_string()}).to_string())
+            }
+            Err(e) => WebhookResponse::json(500, &json!({"error": e.to_string()}).to_string()),
+        })
+    }
+
+    fn health(&self) -> Health {
+        Health::ok(self.last_ingest_ms.load(Ordering::Relaxed))
+    }
+
+    fn extension(&self, method: &str, args_json: &str) -> Result<String, PluginError> {
+        match method {
+            "echo" => Ok(args_json.to_owned()),
+            "panic" => panic!("extension panic requested"),
+            _ => Err(PluginError::unsupported(format_args!(
+                "extension method `{method}`"
+            ))),
+        }
+    }
+}
+
+nanoclaw_plugin_api::export_plugin!(TestChannel);
