@@ -321,24 +321,17 @@ impl Runner {
                 }
             };
             let parsed = output::parse(&text);
-            let mut unaddressed = !parsed.scratchpad.is_empty();
-            if unaddressed {
+            if !parsed.scratchpad.is_empty() {
                 tracing::info!(
                     scratchpad = output::preview(&parsed.scratchpad, 500),
                     "scratchpad"
                 );
             }
             let sent_before = rows.len();
-            for (name, body) in parsed.messages {
-                match destinations.iter().find(|d| d.name == name) {
-                    Some(d) => rows.push(self.reply_to_destination(d, &routing, max_seq, &body)?),
-                    None => {
-                        tracing::warn!(destination = %name, body = output::preview(&body, 200), "dropping message to unknown destination");
-                        unaddressed = true;
-                    }
-                }
-            }
+            let dropped =
+                self.route(parsed.messages, &destinations, &routing, max_seq, &mut rows)?;
             let sent_nothing = rows.len() == sent_before;
+            let unaddressed = dropped || !parsed.scratchpad.is_empty();
             if kind == RequestKind::Turn && sent_nothing && unaddressed && !destinations.is_empty()
             {
                 tracing::info!("reply reached nobody; nudging the provider once");
@@ -391,18 +384,44 @@ impl Runner {
         // Command output is for the admin who asked, addressed or not.
         let parsed = output::parse(&text);
         let mut rows = Vec::new();
-        for (name, body) in &parsed.messages {
-            match destinations.iter().find(|d| &d.name == name) {
-                Some(d) => rows.push(self.reply_to_destination(d, &routing, msg.row.seq, body)?),
-                None => {
-                    tracing::warn!(destination = %name, "dropping message to unknown destination")
-                }
-            }
-        }
+        self.route(
+            parsed.messages,
+            &destinations,
+            &routing,
+            msg.row.seq,
+            &mut rows,
+        )?;
         if rows.is_empty() && !parsed.scratchpad.is_empty() {
             rows.extend(self.reply_to_message(msg, &routing, &parsed.scratchpad));
         }
         Ok(Some(rows))
+    }
+
+    /// Turns a reply's addressed blocks into rows, appended to `rows`. Blocks to unknown
+    /// names are dropped and logged; returns whether any was.
+    fn route(
+        &self,
+        messages: Vec<(String, String)>,
+        destinations: &[Destination],
+        routing: &Routing,
+        max_seq: i64,
+        rows: &mut Vec<OutRow>,
+    ) -> crate::db::Result<bool> {
+        let mut dropped = false;
+        for (name, body) in messages {
+            match destinations.iter().find(|d| d.name == name) {
+                Some(d) => rows.push(self.reply_to_destination(d, routing, max_seq, &body)?),
+                None => {
+                    tracing::warn!(
+                        destination = %name,
+                        body = output::preview(&body, 200),
+                        "dropping message to unknown destination"
+                    );
+                    dropped = true;
+                }
+            }
+        }
+        Ok(dropped)
     }
 
     /// Runs one request; on an invalid continuation clears it and retries once, fresh.
