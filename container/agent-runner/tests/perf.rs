@@ -60,6 +60,8 @@ fn measure(host_synchronous: &str) -> Latencies {
             if status.as_deref() == Some("completed") {
                 break;
             }
+            // Poll finely but leave the CPU to the agent (2-core machine).
+            std::thread::sleep(Duration::from_micros(50));
             assert!(
                 Instant::now() < deadline,
                 "message {id} not answered:\n{}",
@@ -81,6 +83,11 @@ fn measure(host_synchronous: &str) -> Latencies {
             v[v.len() - 1]
         );
     };
+    eprintln!(
+        "host synchronous={host_synchronous}: RSS after {} turns: {} KiB",
+        N + 1,
+        agent.rss_kib()
+    );
     report("commit -> claimed", &claimed);
     report("commit -> answered", &answered);
     Latencies { claimed, answered }
