@@ -272,18 +272,18 @@ fn check_people(db: &Db, r: &mut Report) {
         ),
         Err(e) => r.add(Level::Warn, "owner", e.to_string(), None),
     }
-    if let Ok(drops) = db.read(|c| dropped::list(c, 5)) {
-        if let Some(d) = drops.first() {
-            r.add(
-                Level::Warn,
-                "dropped messages",
-                format!(
-                    "latest: {}:{} ({}, {} time(s))",
-                    d.channel_type, d.platform_id, d.reason, d.message_count
-                ),
-                Some("`nanoclaw dropped` lists them with what to do"),
-            );
-        }
+    if let Ok(drops) = db.read(|c| dropped::list(c, 5))
+        && let Some(d) = drops.first()
+    {
+        r.add(
+            Level::Warn,
+            "dropped messages",
+            format!(
+                "latest: {}:{} ({}, {} time(s))",
+                d.channel_type, d.platform_id, d.reason, d.message_count
+            ),
+            Some("`nanoclaw dropped` lists them with what to do"),
+        );
     }
 }
 

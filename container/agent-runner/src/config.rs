@@ -1,0 +1,273 @@
+//! Configuration, read from the environment the host sets when it starts the container.
+//!
+//! Every value is validated up front; a bad one is a [`ConfigError`] naming the variable, and
+//! the binary exits with code 2.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use nanoclaw_schema::session::{CONTAINER_AGENT_DIR, CONTAINER_GLOBAL_DIR, CONTAINER_WORKSPACE};
+
+/// Which model provider drives the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Mock,
+    Claude,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Mock => "mock",
+            ProviderKind::Claude => "claude",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub session_dir: PathBuf,
+    pub agent_dir: PathBuf,
+    pub global_dir: PathBuf,
+    pub agent_group_id: Option<String>,
+    pub session_id: Option<String>,
+    pub provider: ProviderKind,
+    pub assistant_name: Option<String>,
+    pub admin_user_ids: HashSet<String>,
+    pub max_batch: usize,
+    pub fallback_poll: Duration,
+    pub model: Option<String>,
+    pub claude_bin: PathBuf,
+    /// The zone message times are shown in, and its name for the prompt.
+    pub tz: TimeZone,
+    pub tz_name: String,
+    /// `NANOCLAW_MOCK_SCRIPT`, else `<agent dir>/mock.toml` when that file exists.
+    pub mock_script: Option<PathBuf>,
+    pub mock_record: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    /// Reads configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        // Unset and empty mean the same thing for every variable.
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let path = |k: &'static str, default: &str| -> PathBuf {
+            get(k).map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+
+        let provider = match get("NANOCLAW_PROVIDER").as_deref().map(str::trim) {
+            None | Some("claude") => ProviderKind::Claude,
+            Some("mock") => ProviderKind::Mock,
+            Some(other) => {
+                return Err(bad(
+                    "NANOCLAW_PROVIDER",
+                    other,
+                    "expected `mock` or `claude`",
+                ));
+            }
+        };
+
+        let mut admin_user_ids = HashSet::new();
+        if let Some(list) = get("NANOCLAW_ADMIN_USER_IDS") {
+            for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let well_formed = id
+                    .split_once(':')
+                    .is_some_and(|(ns, handle)| !ns.is_empty() && !handle.is_empty());
+                if !well_formed || id.contains(char::is_whitespace) {
+                    return Err(bad(
+                        "NANOCLAW_ADMIN_USER_IDS",
+                        &list,
+                        &format!("{id:?} is not a namespaced user id like `telegram:123`"),
+                    ));
+                }
+                admin_user_ids.insert(id.to_string());
+            }
+        }
+
+        let max_batch = parse_int(
+            "NANOCLAW_MAX_BATCH",
+            get("NANOCLAW_MAX_BATCH"),
+            10,
+            1,
+            1_000,
+        )?;
+        let fallback_ms = parse_int(
+            "NANOCLAW_FALLBACK_POLL_MS",
+            get("NANOCLAW_FALLBACK_POLL_MS"),
+            2_000,
+            10,
+            3_600_000,
+        )?;
+
+        let (tz, tz_name) = match get("TZ") {
+            None => (TimeZone::UTC, "UTC".to_string()),
+            Some(raw) => parse_tz(&raw)?,
+        };
+
+        let agent_dir = path("NANOCLAW_AGENT_DIR", CONTAINER_AGENT_DIR);
+        let mock_script = match get("NANOCLAW_MOCK_SCRIPT") {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                if !p.is_file() {
+                    return Err(bad(
+                        "NANOCLAW_MOCK_SCRIPT",
+                        &p.to_string_lossy(),
+                        "no such file",
+                    ));
+                }
+                Some(p)
+            }
+            None => Some(agent_dir.join("mock.toml")).filter(|p| p.is_file()),
+        };
+
+        Ok(Config {
+            session_dir: path("NANOCLAW_SESSION_DIR", CONTAINER_WORKSPACE),
+            agent_dir,
+            global_dir: path("NANOCLAW_GLOBAL_DIR", CONTAINER_GLOBAL_DIR),
+            agent_group_id: get("NANOCLAW_AGENT_GROUP_ID"),
+            session_id: get("NANOCLAW_SESSION_ID"),
+            provider,
+            assistant_name: get("NANOCLAW_ASSISTANT_NAME").map(|s| s.trim().to_string()),
+            admin_user_ids,
+            max_batch,
+            fallback_poll: Duration::from_millis(fallback_ms),
+            model: get("NANOCLAW_MODEL").map(|s| s.trim().to_string()),
+            claude_bin: path("NANOCLAW_CLAUDE_BIN", "claude"),
+            tz,
+            tz_name,
+            mock_script,
+            mock_record: get("NANOCLAW_MOCK_RECORD").map(PathBuf::from),
+        })
+    }
+}
+
+fn bad(var: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        var,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_int<T>(
+    var: &'static str,
+    raw: Option<String>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(bad(
+            var,
+            &raw,
+            &format!("expected an integer from {min} to {max}"),
+        )),
+    }
+}
+
+/// `TZ` as an IANA name (`Europe/Berlin`, optionally with the glibc `:` prefix) or a POSIX
+/// rule (`CET-1CEST,M3.5.0,M10.5.0/3`).
+fn parse_tz(raw: &str) -> Result<(TimeZone, String), ConfigError> {
+    let name = raw.trim().trim_start_matches(':');
+    if let Ok(tz) = TimeZone::get(name) {
+        return Ok((tz, name.to_string()));
+    }
+    if let Ok(tz) = TimeZone::posix(name) {
+        return Ok((tz, name.to_string()));
+    }
+    Err(bad(
+        "TZ",
+        raw,
+        "not an IANA time zone name (like `Europe/Berlin`) or a POSIX TZ rule",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.session_dir, PathBuf::from("/workspace"));
+        assert_eq!(c.agent_dir, PathBuf::from("/workspace/agent"));
+        assert_eq!(c.global_dir, PathBuf::from("/workspace/global"));
+        assert_eq!(c.provider, ProviderKind::Claude);
+        assert_eq!(c.max_batch, 10);
+        assert_eq!(c.fallback_poll, Duration::from_millis(2_000));
+        assert_eq!(c.claude_bin, PathBuf::from("claude"));
+        assert_eq!(c.tz_name, "UTC");
+        assert!(c.admin_user_ids.is_empty());
+        assert!(c.model.is_none() && c.assistant_name.is_none());
+    }
+
+    #[test]
+    fn reads_values() {
+        let c = load(&[
+            ("NANOCLAW_PROVIDER", "mock"),
+            ("NANOCLAW_ADMIN_USER_IDS", " telegram:1, discord:abc ,,"),
+            ("NANOCLAW_MAX_BATCH", "3"),
+            ("NANOCLAW_FALLBACK_POLL_MS", "500"),
+            ("TZ", ":Europe/Berlin"),
+            ("NANOCLAW_ASSISTANT_NAME", " Andy "),
+        ])
+        .unwrap();
+        assert_eq!(c.provider, ProviderKind::Mock);
+        assert!(
+            c.admin_user_ids.contains("telegram:1") && c.admin_user_ids.contains("discord:abc")
+        );
+        assert_eq!(c.admin_user_ids.len(), 2);
+        assert_eq!(c.max_batch, 3);
+        assert_eq!(c.fallback_poll, Duration::from_millis(500));
+        assert_eq!(c.tz_name, "Europe/Berlin");
+        assert_eq!(c.assistant_name.as_deref(), Some("Andy"));
+        assert!(load(&[("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")]).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_variable() {
+        for (var, value) in [
+            ("NANOCLAW_PROVIDER", "gpt"),
+            ("NANOCLAW_MAX_BATCH", "0"),
+            ("NANOCLAW_MAX_BATCH", "ten"),
+            ("NANOCLAW_FALLBACK_POLL_MS", "-5"),
+            ("TZ", "Mars/Olympus_Mons"),
+            ("NANOCLAW_ADMIN_USER_IDS", "alice"),
+            ("NANOCLAW_ADMIN_USER_IDS", "telegram:"),
+            ("NANOCLAW_MOCK_SCRIPT", "/nonexistent/mock.toml"),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var);
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+}

@@ -1,0 +1,705 @@
+//! The two session databases, seen from the container.
+//!
+//! `inbound.db` is opened read-write with `PRAGMA query_only = ON`: the container never writes
+//! it, but a read-write open lets SQLite maintain the WAL index (`-shm`) normally. The same
+//! connection attaches `outbound.db` as `ob`, so the pending-message query can skip claimed
+//! rows inside SQLite. All writes go through the separate, long-lived `outbound.db` connection.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use nanoclaw_schema::session::{
+    AckStatus, BUSY_TIMEOUT_MS, DestinationType, INBOUND_DB, OUTBOUND_DB, OUTBOUND_SCHEMA, OutKind,
+    SCHEMA_VERSION, next_container_seq,
+};
+use nanoclaw_schema::time;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{} has session schema version {found}, newer than version {SCHEMA_VERSION} that this \
+         nanoclaw-agent understands; update the agent image to match the host",
+        path.display()
+    )]
+    NewerSchema { path: PathBuf, found: i64 },
+    #[error(
+        "{} has session schema version {found}, but this nanoclaw-agent needs version \
+         {SCHEMA_VERSION}; the host creates and migrates session databases (is this a session \
+         directory?)",
+        path.display()
+    )]
+    OlderSchema { path: PathBuf, found: i64 },
+    #[error("session database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+impl DbError {
+    /// True for errors that mean the session directory and this binary do not fit together.
+    pub fn is_incompatible(&self) -> bool {
+        matches!(
+            self,
+            DbError::NewerSchema { .. } | DbError::OlderSchema { .. }
+        )
+    }
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// One `messages_in` row as stored (content not yet interpreted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InRow {
+    pub id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub timestamp: String,
+    pub trigger: bool,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub content: String,
+}
+
+/// What the next turn should look at.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Oldest first, at most `max_batch`, holding at least one trigger row.
+    pub rows: Vec<InRow>,
+    /// Context-only rows older than the window: they can no longer ride along with a trigger
+    /// and are acknowledged without being shown, so the queue cannot jam behind them.
+    pub overflow: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Channel {
+        channel_type: String,
+        platform_id: String,
+    },
+    Agent {
+        agent_group_id: String,
+    },
+}
+
+impl Target {
+    /// The reply address of this target: `(channel_type, platform_id)`.
+    pub fn address(&self) -> (&str, &str) {
+        match self {
+            Target::Channel {
+                channel_type,
+                platform_id,
+            } => (channel_type, platform_id),
+            Target::Agent { agent_group_id } => {
+                (nanoclaw_schema::session::AGENT_CHANNEL, agent_group_id)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub target: Target,
+}
+
+/// The session's default reply address (`session_routing`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+}
+
+/// A `messages_out` row to write (seq and id are assigned on write).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutRow {
+    pub kind: OutKind,
+    pub in_reply_to: Option<String>,
+    pub channel_type: String,
+    pub platform_id: String,
+    pub thread_id: Option<String>,
+    pub content: String,
+}
+
+/// `messages_in` rows the runner may take now. `?1` = now (stored timestamp format), `?2` =
+/// the largest seq that existed when this container started (`on_wake` rows up to it are
+/// visible; later ones belong to the next container). An unreadable `process_after` counts as
+/// due, so a bad value cannot hide a message forever.
+const ELIGIBLE: &str = "m.status = 'pending'
+    AND (m.process_after IS NULL OR julianday(m.process_after) IS NULL
+         OR julianday(m.process_after) <= julianday(?1))
+    AND (m.on_wake = 0 OR m.seq <= ?2)
+    AND NOT EXISTS (SELECT 1 FROM ob.processing_ack a WHERE a.message_id = m.id)";
+
+const ROW_COLUMNS: &str = "m.id, m.seq, m.kind, m.timestamp, m.trigger, m.channel_type, m.platform_id, m.thread_id, m.content";
+
+pub struct SessionDb {
+    inbound: Connection,
+    outbound: Connection,
+    last_data_version: i64,
+    /// Largest `messages_in.seq` at start; bounds which `on_wake` rows this container sees.
+    wake_horizon: i64,
+}
+
+impl SessionDb {
+    /// Opens both databases of the session directory `dir`, checks their schema version and
+    /// applies the (idempotent) outbound schema.
+    pub fn open(dir: &Path) -> Result<SessionDb> {
+        let inbound_path = dir.join(INBOUND_DB);
+        let outbound_path = dir.join(OUTBOUND_DB);
+        let outbound = open_rw(&outbound_path)?;
+        check_version(&outbound, &outbound_path)?;
+        outbound.pragma_update(None, "synchronous", "NORMAL")?;
+        outbound.execute_batch(OUTBOUND_SCHEMA)?;
+
+        let inbound = open_rw(&inbound_path)?;
+        check_version(&inbound, &inbound_path)?;
+        let mode: String = inbound.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(journal_mode = %mode, "inbound.db is not in WAL mode; change notification may lag");
+        }
+        inbound.pragma_update(None, "query_only", true)?;
+        let ob = outbound_path
+            .to_str()
+            .ok_or_else(|| DbError::Open {
+                path: outbound_path.clone(),
+                source: rusqlite::Error::InvalidPath(outbound_path.clone()),
+            })?
+            .to_string();
+        inbound.execute("ATTACH DATABASE ?1 AS ob", [ob])?;
+
+        let last_data_version = data_version(&inbound)?;
+        let wake_horizon: i64 =
+            inbound.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_in", [], |r| {
+                r.get(0)
+            })?;
+        Ok(SessionDb {
+            inbound,
+            outbound,
+            last_data_version,
+            wake_horizon,
+        })
+    }
+
+    /// Crash recovery: forget `processing` claims a killed predecessor left behind, so those
+    /// messages are seen again. Returns how many were dropped.
+    pub fn clear_stale_claims(&mut self) -> Result<usize> {
+        Ok(self
+            .outbound
+            .execute("DELETE FROM processing_ack WHERE status = 'processing'", [])?)
+    }
+
+    /// True if another connection committed to inbound.db since the last call.
+    pub fn inbound_changed(&mut self) -> Result<bool> {
+        let v = data_version(&self.inbound)?;
+        let changed = v != self.last_data_version;
+        self.last_data_version = v;
+        Ok(changed)
+    }
+
+    /// The next batch to work on, if any rows are ready and at least one is a trigger.
+    pub fn next_batch(&mut self, now: Timestamp, max_batch: usize) -> Result<Option<Selection>> {
+        let now = time::format(now);
+        let horizon = self.wake_horizon;
+        let tx = self.inbound.transaction()?;
+        let first_trigger: Option<i64> = tx.query_row(
+            &format!("SELECT MIN(m.seq) FROM messages_in m WHERE {ELIGIBLE} AND m.trigger != 0"),
+            params![now, horizon],
+            |r| r.get(0),
+        )?;
+        let Some(trigger_seq) = first_trigger else {
+            return Ok(None);
+        };
+
+        // Up to max_batch - 1 context rows may precede the first trigger; older ones overflow.
+        let keep_before = i64::try_from(max_batch.saturating_sub(1)).unwrap_or(i64::MAX);
+        let window_start: Option<i64> = if keep_before == 0 {
+            Some(trigger_seq)
+        } else {
+            tx.query_row(
+                &format!(
+                    "SELECT m.seq FROM messages_in m WHERE {ELIGIBLE} AND m.seq < ?3
+                     ORDER BY m.seq DESC LIMIT 1 OFFSET ?4"
+                ),
+                params![now, horizon, trigger_seq, keep_before - 1],
+                |r| r.get(0),
+            )
+            .optional()?
+        };
+        let (overflow, start) = match window_start {
+            Some(start) => {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT m.id FROM messages_in m WHERE {ELIGIBLE} AND m.seq < ?3 ORDER BY m.seq"
+                ))?;
+                let ids = stmt
+                    .query_map(params![now, horizon, start], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                (ids, start)
+            }
+            None => (Vec::new(), i64::MIN),
+        };
+        let limit = i64::try_from(max_batch).unwrap_or(i64::MAX);
+        let rows = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {ROW_COLUMNS} FROM messages_in m WHERE {ELIGIBLE} AND m.seq >= ?3
+                 ORDER BY m.seq LIMIT ?4"
+            ))?;
+            stmt.query_map(params![now, horizon, start, limit], in_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.finish()?;
+        Ok(Some(Selection { rows, overflow }))
+    }
+
+    /// When the earliest pending trigger row that is not due yet becomes due.
+    pub fn next_due(&self, now: Timestamp) -> Result<Option<Timestamp>> {
+        let raw: Option<String> = self
+            .inbound
+            .query_row(
+                "SELECT m.process_after FROM messages_in m
+                 WHERE m.status = 'pending' AND m.trigger != 0
+                   AND julianday(m.process_after) > julianday(?1)
+                   AND (m.on_wake = 0 OR m.seq <= ?2)
+                   AND NOT EXISTS (SELECT 1 FROM ob.processing_ack a WHERE a.message_id = m.id)
+                 ORDER BY julianday(m.process_after) LIMIT 1",
+                params![time::format(now), self.wake_horizon],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(raw.as_deref().and_then(time::parse))
+    }
+
+    /// The session's destinations, read fresh (the host rewrites the table at any time).
+    pub fn destinations(&self) -> Result<Vec<Destination>> {
+        let mut stmt = self.inbound.prepare_cached(
+            "SELECT name, display_name, type, channel_type, platform_id, agent_group_id
+             FROM destinations ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, display_name, ty, channel_type, platform_id, agent_group_id) = row?;
+            let target = match (
+                ty.parse::<DestinationType>(),
+                channel_type,
+                platform_id,
+                agent_group_id,
+            ) {
+                (Ok(DestinationType::Channel), Some(channel_type), Some(platform_id), _) => {
+                    Target::Channel {
+                        channel_type,
+                        platform_id,
+                    }
+                }
+                (Ok(DestinationType::Agent), _, _, Some(agent_group_id)) => {
+                    Target::Agent { agent_group_id }
+                }
+                _ => {
+                    tracing::warn!(%name, %ty, "ignoring destination without a usable address");
+                    continue;
+                }
+            };
+            out.push(Destination {
+                name,
+                display_name,
+                target,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn routing(&self) -> Result<Routing> {
+        Ok(self
+            .inbound
+            .query_row(
+                "SELECT channel_type, platform_id, thread_id FROM session_routing WHERE id = 1",
+                [],
+                |r| {
+                    Ok(Routing {
+                        channel_type: r.get(0)?,
+                        platform_id: r.get(1)?,
+                        thread_id: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// The newest chat row from `(channel_type, platform_id)` with seq ≤ `max_seq`: its id and
+    /// thread, to reply in place.
+    pub fn latest_chat_from(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+        max_seq: i64,
+    ) -> Result<Option<(String, Option<String>)>> {
+        Ok(self
+            .inbound
+            .prepare_cached(
+                "SELECT id, thread_id FROM messages_in
+                 WHERE kind = 'chat' AND channel_type = ?1 AND platform_id = ?2 AND seq <= ?3
+                 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![channel_type, platform_id, max_seq], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Records acks for `ids` in one transaction.
+    pub fn ack(&mut self, ids: &[&str], status: AckStatus) -> Result<()> {
+        let tx = self
+            .outbound
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        insert_acks(&tx, ids.iter().map(|id| (*id, status)))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops this container's `processing` claims on `ids` (a turn abandoned at shutdown), so
+    /// the messages are simply pending again.
+    pub fn release(&mut self, ids: &[&str]) -> Result<()> {
+        let tx = self
+            .outbound
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare(
+                "DELETE FROM processing_ack WHERE message_id = ?1 AND status = 'processing'",
+            )?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends a turn: writes `rows` to `messages_out` and the acks in ONE transaction, so a crash
+    /// leaves either all of it or none. Returns the seqs assigned, in order.
+    pub fn finish_turn(&mut self, rows: &[OutRow], acks: &[(&str, AckStatus)]) -> Result<Vec<i64>> {
+        let tx = self
+            .outbound
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The host only appends even seqs to inbound, so reading its max here is race free
+        // with respect to our odd ones.
+        let max_in: Option<i64> =
+            self.inbound
+                .query_row("SELECT MAX(seq) FROM messages_in", [], |r| r.get(0))?;
+        let mut max_out: Option<i64> =
+            tx.query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))?;
+        let now = time::now();
+        let now_ms = time::now_ms();
+        let mut seqs = Vec::with_capacity(rows.len());
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO messages_out
+                   (id, seq, in_reply_to, timestamp, kind, channel_type, platform_id, thread_id, content)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for row in rows {
+                let seq = next_container_seq(max_in, max_out);
+                stmt.execute(params![
+                    format!("msg-{now_ms}-{seq}"),
+                    seq,
+                    row.in_reply_to,
+                    now,
+                    row.kind.as_str(),
+                    row.channel_type,
+                    row.platform_id,
+                    row.thread_id,
+                    row.content,
+                ])?;
+                max_out = Some(seq);
+                seqs.push(seq);
+            }
+        }
+        insert_acks(&tx, acks.iter().copied())?;
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    pub fn state(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .outbound
+            .query_row(
+                "SELECT value FROM session_state WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_state(&self, key: &str, value: &str) -> Result<()> {
+        self.outbound.execute(
+            "INSERT INTO session_state (key, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![key, value, time::now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_state(&self, key: &str) -> Result<()> {
+        self.outbound
+            .execute("DELETE FROM session_state WHERE key = ?1", [key])?;
+        Ok(())
+    }
+}
+
+fn open_rw(path: &Path) -> Result<Connection> {
+    // No SQLITE_OPEN_CREATE: the host creates both files; a missing one is an error here.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    Ok(conn)
+}
+
+fn check_version(conn: &Connection, path: &Path) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match found.cmp(&SCHEMA_VERSION) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(DbError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+        }),
+        std::cmp::Ordering::Less => Err(DbError::OlderSchema {
+            path: path.to_path_buf(),
+            found,
+        }),
+    }
+}
+
+fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+fn in_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InRow> {
+    Ok(InRow {
+        id: r.get(0)?,
+        seq: r.get(1)?,
+        kind: r.get(2)?,
+        timestamp: r.get(3)?,
+        trigger: r.get::<_, i64>(4)? != 0,
+        channel_type: r.get(5)?,
+        platform_id: r.get(6)?,
+        thread_id: r.get(7)?,
+        content: r.get(8)?,
+    })
+}
+
+fn insert_acks<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    acks: impl IntoIterator<Item = (&'a str, AckStatus)>,
+) -> Result<()> {
+    let now = time::now();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO processing_ack (message_id, status, status_changed) VALUES (?1, ?2, ?3)
+         ON CONFLICT(message_id) DO UPDATE SET status = excluded.status, status_changed = excluded.status_changed",
+    )?;
+    for (id, status) in acks {
+        stmt.execute(params![id, status.as_str(), now])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanoclaw_schema::session::INBOUND_SCHEMA;
+
+    struct Host {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        inbound: Connection,
+        next_seq: i64,
+    }
+
+    impl Host {
+        fn new() -> Host {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().to_path_buf();
+            for (file, schema) in [(INBOUND_DB, INBOUND_SCHEMA), (OUTBOUND_DB, OUTBOUND_SCHEMA)] {
+                let c = Connection::open(path.join(file)).unwrap();
+                c.pragma_update(None, "journal_mode", "wal").unwrap();
+                c.execute_batch(schema).unwrap();
+                c.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .unwrap();
+            }
+            let inbound = Connection::open(path.join(INBOUND_DB)).unwrap();
+            Host {
+                _dir: dir,
+                path,
+                inbound,
+                next_seq: 2,
+            }
+        }
+
+        fn add(&mut self, id: &str, trigger: bool, extra: &str) -> i64 {
+            let seq = self.next_seq;
+            self.next_seq += 2;
+            self.inbound
+                .execute(
+                    &format!(
+                        "INSERT INTO messages_in (id, seq, kind, timestamp, trigger, channel_type, platform_id, content {})
+                         VALUES (?1, ?2, 'chat', ?3, ?4, 'cli', 'local', '{{\"text\":\"x\"}}' {})",
+                        if extra.is_empty() { "" } else { ", on_wake" },
+                        if extra.is_empty() { "" } else { ", 1" },
+                    ),
+                    params![id, seq, time::now(), trigger],
+                )
+                .unwrap();
+            seq
+        }
+    }
+
+    fn ids(sel: &Selection) -> Vec<&str> {
+        sel.rows.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[test]
+    fn oldest_first_needs_a_trigger_and_skips_claimed() {
+        let mut host = Host::new();
+        let mut db = SessionDb::open(&host.path).unwrap();
+        host.add("a", false, "");
+        assert!(
+            db.next_batch(Timestamp::now(), 10).unwrap().is_none(),
+            "context only: wait"
+        );
+        host.add("b", true, "");
+        host.add("c", false, "");
+        let sel = db.next_batch(Timestamp::now(), 10).unwrap().unwrap();
+        assert_eq!(ids(&sel), ["a", "b", "c"]);
+        assert!(sel.overflow.is_empty());
+        db.ack(&["a", "b"], AckStatus::Processing).unwrap();
+        assert!(
+            db.next_batch(Timestamp::now(), 10).unwrap().is_none(),
+            "c alone has no trigger"
+        );
+        assert_eq!(db.clear_stale_claims().unwrap(), 2);
+        assert_eq!(
+            ids(&db.next_batch(Timestamp::now(), 10).unwrap().unwrap()),
+            ["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn window_ends_at_first_trigger_and_overflow_is_reported() {
+        let mut host = Host::new();
+        let mut db = SessionDb::open(&host.path).unwrap();
+        for id in ["c1", "c2", "c3", "c4"] {
+            host.add(id, false, "");
+        }
+        host.add("t", true, "");
+        host.add("after", true, "");
+        let sel = db.next_batch(Timestamp::now(), 3).unwrap().unwrap();
+        assert_eq!(ids(&sel), ["c3", "c4", "t"]);
+        assert_eq!(sel.overflow, ["c1", "c2"]);
+        let sel = db.next_batch(Timestamp::now(), 1).unwrap().unwrap();
+        assert_eq!(ids(&sel), ["t"]);
+        assert_eq!(sel.overflow.len(), 4);
+    }
+
+    #[test]
+    fn on_wake_rows_are_seen_only_by_the_container_that_started_after_them() {
+        let mut host = Host::new();
+        host.add("early", true, "on_wake");
+        let mut db = SessionDb::open(&host.path).unwrap();
+        host.add("late", true, "on_wake");
+        host.add("normal", true, "");
+        let sel = db.next_batch(Timestamp::now(), 10).unwrap().unwrap();
+        assert_eq!(ids(&sel), ["early", "normal"]);
+    }
+
+    #[test]
+    fn data_version_sees_other_connections_only() {
+        let mut host = Host::new();
+        let mut db = SessionDb::open(&host.path).unwrap();
+        assert!(!db.inbound_changed().unwrap());
+        db.ack(&["x"], AckStatus::Processing).unwrap();
+        assert!(
+            !db.inbound_changed().unwrap(),
+            "our own outbound writes are not inbound commits"
+        );
+        host.add("a", true, "");
+        assert!(db.inbound_changed().unwrap());
+        assert!(!db.inbound_changed().unwrap());
+    }
+
+    #[test]
+    fn finish_turn_assigns_odd_seqs_above_both_sides() {
+        let mut host = Host::new();
+        let mut db = SessionDb::open(&host.path).unwrap();
+        host.add("a", true, "");
+        host.add("b", true, "");
+        let row = OutRow {
+            kind: OutKind::Chat,
+            in_reply_to: Some("b".into()),
+            channel_type: "cli".into(),
+            platform_id: "local".into(),
+            thread_id: None,
+            content: "{}".into(),
+        };
+        let seqs = db
+            .finish_turn(&[row.clone(), row], &[("a", AckStatus::Completed)])
+            .unwrap();
+        assert_eq!(seqs, [5, 7]);
+        assert!(
+            db.next_batch(Timestamp::now(), 10).unwrap().is_some(),
+            "b is not acked"
+        );
+        let status: String = db
+            .outbound
+            .query_row(
+                "SELECT status FROM processing_ack WHERE message_id = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(status, "completed");
+    }
+
+    #[test]
+    fn refuses_other_schema_versions() {
+        let host = Host::new();
+        let c = Connection::open(host.path.join(INBOUND_DB)).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = SessionDb::open(&host.path).err().unwrap();
+        assert!(err.is_incompatible());
+        assert!(err.to_string().contains("newer"), "{err}");
+        c.pragma_update(None, "user_version", 0).unwrap();
+        assert!(matches!(
+            SessionDb::open(&host.path),
+            Err(DbError::OlderSchema { found: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn missing_files_are_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            SessionDb::open(dir.path()),
+            Err(DbError::Open { .. })
+        ));
+        assert!(!dir.path().join(OUTBOUND_DB).exists());
+    }
+}

@@ -1,0 +1,170 @@
+//! `nanoclaw-agent`: the program inside each NanoClaw agent container.
+//!
+//! It waits for the host to write messages into the session's `inbound.db`, runs the model
+//! provider on each batch, and writes the replies and acknowledgements into `outbound.db`.
+//! Configuration comes from the environment (see `config.rs`); logs go to stderr.
+//!
+//! Exit codes: 0 after SIGTERM/SIGINT, 1 on a runtime failure, 2 on bad configuration, 3 when
+//! the session databases have a schema this binary does not support.
+
+mod config;
+mod db;
+mod format;
+mod output;
+mod provider;
+mod runner;
+mod script;
+mod wait;
+
+use std::process::ExitCode;
+
+use config::{Config, ProviderKind};
+use provider::Provider;
+use provider::claude::{ClaudeOptions, ClaudeProvider};
+use provider::mock::MockProvider;
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "\
+nanoclaw-agent: runs a NanoClaw agent for one session (normally inside its container).
+
+Usage: nanoclaw-agent [--help | --version]
+
+Configuration is read from the environment:
+  NANOCLAW_SESSION_DIR       session directory with inbound.db/outbound.db (default /workspace)
+  NANOCLAW_AGENT_DIR         the agent's working directory (default /workspace/agent)
+  NANOCLAW_GLOBAL_DIR        shared read-only memory (default /workspace/global)
+  NANOCLAW_AGENT_GROUP_ID    agent group id (for logs)
+  NANOCLAW_SESSION_ID        session id (for logs)
+  NANOCLAW_PROVIDER          mock | claude (default claude)
+  NANOCLAW_ASSISTANT_NAME    the agent's name
+  NANOCLAW_ADMIN_USER_IDS    comma-separated user ids allowed to run admin slash commands
+  NANOCLAW_MAX_BATCH         messages per turn, 1-1000 (default 10)
+  NANOCLAW_FALLBACK_POLL_MS  poll interval when file events are missing (default 2000)
+  NANOCLAW_MODEL             model for the claude provider
+  NANOCLAW_CLAUDE_BIN        Claude Code CLI (default claude)
+  NANOCLAW_MOCK_SCRIPT       mock provider rules (default <agent dir>/mock.toml if present)
+  NANOCLAW_MOCK_RECORD       file the mock provider appends every request to
+  NANOCLAW_LOG               log filter (default info)
+  TZ                         time zone for message times (default UTC)
+
+Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime failure, 2 bad configuration,
+3 session schema not supported.";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => {}
+        (Some("-h" | "--help"), None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        (Some("-V" | "--version"), None) => {
+            println!("nanoclaw-agent {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!(
+                "nanoclaw-agent: takes no arguments (configuration is by environment); see --help"
+            );
+            return ExitCode::from(2);
+        }
+    }
+
+    // Before any thread exists, so all of them inherit the mask.
+    if let Err(e) = wait::block_signals() {
+        eprintln!("nanoclaw-agent: cannot block signals: {e}");
+        return ExitCode::from(1);
+    }
+
+    let filter = std::env::var("NANOCLAW_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let filter = match EnvFilter::try_new(filter.as_deref().unwrap_or("info")) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("nanoclaw-agent: invalid NANOCLAW_LOG: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+
+    let cfg = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("nanoclaw-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let span = tracing::info_span!(
+        "agent",
+        group = cfg.agent_group_id.as_deref().unwrap_or("-"),
+        session = cfg.session_id.as_deref().unwrap_or("-"),
+    );
+    let _enter = span.enter();
+    run(cfg)
+}
+
+fn run(cfg: Config) -> ExitCode {
+    let shutdown = wait::Shutdown::default();
+    let provider: Box<dyn Provider> = match cfg.provider {
+        ProviderKind::Mock => {
+            match MockProvider::new(
+                cfg.mock_script.as_deref(),
+                cfg.mock_record.clone(),
+                shutdown.clone(),
+            ) {
+                Ok(p) => Box::new(p),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        ProviderKind::Claude => Box::new(ClaudeProvider::new(
+            ClaudeOptions {
+                bin: cfg.claude_bin.clone(),
+                model: cfg.model.clone(),
+                cwd: cfg.agent_dir.clone(),
+                add_dirs: Some(cfg.global_dir.clone())
+                    .filter(|d| d.is_dir())
+                    .into_iter()
+                    .collect(),
+            },
+            shutdown.clone(),
+        )),
+    };
+
+    let db = match db::SessionDb::open(&cfg.session_dir) {
+        Ok(db) => db,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(if e.is_incompatible() { 3 } else { 1 });
+        }
+    };
+
+    let wakeups = wait::Wakeups::watch(&cfg.session_dir);
+    if let Err(e) = wait::spawn_signal_thread(shutdown.clone(), wakeups.sender()) {
+        tracing::error!(error = %e, "cannot start the signal thread");
+        return ExitCode::from(1);
+    }
+    tracing::info!(
+        provider = cfg.provider.as_str(),
+        session_dir = %cfg.session_dir.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "nanoclaw-agent starting"
+    );
+
+    let mut runner = runner::Runner::new(cfg, db, provider, shutdown);
+    match runner.run(&wakeups) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
