@@ -96,9 +96,11 @@ impl ChatIdSetting {
     }
 }
 
-/// Checks `api_base_url` and returns it without a trailing slash.
-fn validate_base_url(raw: &str) -> Result<(String, bool), PluginError> {
-    let bad = |why: &str| PluginError::config(format!("api_base_url `{raw}`: {why}"));
+/// Checks `api_base_url` and returns it without a trailing slash, and whether it is plain
+/// http to another machine. Errors quote the URL with the token redacted.
+fn validate_base_url(raw: &str, token: &Secret) -> Result<(String, bool), PluginError> {
+    let bad =
+        |why: &str| PluginError::config(format!("api_base_url `{}`: {why}", token.redact(raw)));
     let url = reqwest::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("must be an http:// or https:// URL"));
@@ -108,6 +110,12 @@ fn validate_base_url(raw: &str) -> Result<(String, bool), PluginError> {
     };
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err(bad("must not have a query, a fragment or credentials"));
+    }
+    if url.path().contains("/bot") && url.path().contains(':') {
+        return Err(bad(
+            "must be the API root such as https://api.telegram.org, without /bot<token> \
+             (the token goes in bot_token only)",
+        ));
     }
     let loopback = host == "localhost"
         || host
@@ -265,7 +273,7 @@ impl Channel for TelegramChannel {
         let settings: Settings = ctx.settings()?;
         api::validate_token(&settings.bot_token).map_err(PluginError::config)?;
         let token = Secret::new(&settings.bot_token);
-        let (base_url, plain_remote) = validate_base_url(&settings.api_base_url)?;
+        let (base_url, plain_remote) = validate_base_url(&settings.api_base_url, &token)?;
         if !(1..=300).contains(&settings.poll_timeout_secs) {
             return Err(PluginError::config(format!(
                 "poll_timeout_secs must be between 1 and 300, not {}",
@@ -514,16 +522,25 @@ mod tests {
 
     #[test]
     fn base_urls() {
+        let token = Secret::new(TOKEN);
+        let check = |url: &str| validate_base_url(url, &token);
         assert_eq!(
-            validate_base_url("https://api.telegram.org/").expect("ok"),
+            check("https://api.telegram.org/").expect("ok"),
             ("https://api.telegram.org".to_owned(), false)
         );
         assert_eq!(
-            validate_base_url("http://127.0.0.1:8081").expect("ok"),
+            check("http://127.0.0.1:8081").expect("ok"),
             ("http://127.0.0.1:8081".to_owned(), false)
         );
-        assert!(validate_base_url("http://10.0.0.5:8081").expect("ok").1);
-        assert!(validate_base_url("https://x/?a=1").is_err());
+        assert_eq!(
+            check("http://[::1]:8081/proxy/").expect("ok"),
+            ("http://[::1]:8081/proxy".to_owned(), false)
+        );
+        assert!(check("http://10.0.0.5:8081").expect("ok").1);
+        assert!(check("https://x/?a=1").is_err());
+        let err = check(&format!("https://api.telegram.org/bot{TOKEN}")).expect_err("token");
+        assert!(err.message.contains("without /bot<token>"), "{err}");
+        assert!(!err.message.contains(TOKEN), "{err}");
     }
 
     #[test]
