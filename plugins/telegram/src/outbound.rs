@@ -249,40 +249,41 @@ async fn send_document(
     reply_to: Option<i64>,
     keyboard: Option<Value>,
 ) -> Result<i64, PluginError> {
-    let form =
-        |caption_text: Option<(&str, bool)>| -> Result<reqwest::multipart::Form, PluginError> {
-            let name = file_name(file.name.as_str());
-            let mut part = reqwest::multipart::Part::bytes(file.data.to_vec()).file_name(name);
-            if !file.mime_type.is_empty() {
-                part = match part.mime_str(file.mime_type.as_str()) {
-                    Ok(part) => part,
-                    // An unparseable MIME type: let Telegram sniff it.
-                    Err(_) => reqwest::multipart::Part::bytes(file.data.to_vec())
-                        .file_name(file_name(file.name.as_str())),
-                };
-            }
-            let chat_text = match chat {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let mut form = reqwest::multipart::Form::new()
-                .text("chat_id", chat_text)
-                .part("document", part);
-            if let Some((text, html)) = caption_text {
-                form = form.text("caption", text.to_owned());
-                if html {
-                    form = form.text("parse_mode", "HTML");
-                }
-            }
-            if let Some(id) = reply_to {
-                form = form.text("reply_parameters", reply_parameters(id).to_string());
-            }
-            if let Some(keyboard) = &keyboard {
-                form = form.text("reply_markup", keyboard.to_string());
-            }
-            Ok(form)
+    // Built twice at most (the plain-caption retry), so a closure rather than a clone:
+    // multipart forms are not `Clone`.
+    let form = |caption_text: Option<(&str, bool)>| {
+        let bytes = || reqwest::multipart::Part::bytes(file.data.to_vec());
+        let name = file_name(file.name.as_str());
+        let part = match file.mime_type.as_str() {
+            "" => bytes().file_name(name),
+            // An unparseable MIME type: let Telegram sniff the content.
+            mime => bytes()
+                .file_name(name.clone())
+                .mime_str(mime)
+                .unwrap_or_else(|_| bytes().file_name(name)),
         };
-    let first = form(caption.map(|c| (c.html.as_str(), true)))?;
+        let chat_text = match chat {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut form = reqwest::multipart::Form::new()
+            .text("chat_id", chat_text)
+            .part("document", part);
+        if let Some((text, html)) = caption_text {
+            form = form.text("caption", text.to_owned());
+            if html {
+                form = form.text("parse_mode", "HTML");
+            }
+        }
+        if let Some(id) = reply_to {
+            form = form.text("reply_parameters", reply_parameters(id).to_string());
+        }
+        if let Some(keyboard) = &keyboard {
+            form = form.text("reply_markup", keyboard.to_string());
+        }
+        form
+    };
+    let first = form(caption.map(|c| (c.html.as_str(), true)));
     match api
         .call_multipart::<SentMessage>("sendDocument", first, UPLOAD_TIMEOUT)
         .await
@@ -292,7 +293,7 @@ async fn send_document(
             log.warn(format!(
                 "Telegram refused the HTML caption ({e}); sending it as plain text"
             ));
-            let plain = form(caption.map(|c| (c.markdown.as_str(), false)))?;
+            let plain = form(caption.map(|c| (c.markdown.as_str(), false)));
             api.call_multipart::<SentMessage>("sendDocument", plain, UPLOAD_TIMEOUT)
                 .await
                 .map(|sent| sent.message_id)
