@@ -1,0 +1,418 @@
+//! The long-poll loop: `getUpdates` → host, with the offset in the host's state store.
+//!
+//! Delivery guarantee: an update's offset is stored (`kv_set("offset")`) only after the host
+//! accepted it (`on_inbound` / `on_action` returned `Ok`), and Telegram is only told to drop
+//! it (the next `getUpdates` with a higher `offset`) after that. So a crash or a stop at any
+//! point loses nothing and re-reads at most the one update that was handed over but not yet
+//! recorded; the host dedupes that by message id. A refused update is retried, with backoff,
+//! until the host takes it or the plugin stops: it is never skipped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nanoclaw_plugin_api::kit::prelude::*;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::Shared;
+use crate::api::{ApiError, File, Update};
+use crate::inbound::{FileRef, Inbound, classify};
+use crate::outbound::CALL_TIMEOUT;
+
+/// Host state-store key of the next `getUpdates` offset.
+pub(crate) const OFFSET_KEY: &str = "offset";
+/// The Bot API serves files up to 20 MB through `getFile`.
+pub(crate) const MAX_DOWNLOAD_BYTES: u64 = 20 * 1024 * 1024;
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+const DOWNLOAD_ATTEMPTS: u32 = 3;
+
+/// The updates we ask for (see the crate docs for why not `edited_message`).
+pub(crate) const ALLOWED_UPDATES: [&str; 2] = ["message", "callback_query"];
+
+/// Exponential backoff, 1 s doubling to 30 s.
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) const FIRST: Duration = Duration::from_secs(1);
+    pub(crate) const CAP: Duration = Duration::from_secs(30);
+
+    pub(crate) fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    /// The delay to wait now; the following one doubles.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        delay
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// Reads the stored offset (`None` = start from whatever Telegram has pending).
+pub(crate) fn load_offset(host: &Host) -> Result<Option<i64>, PluginError> {
+    match host.kv_get(OFFSET_KEY)? {
+        None => Ok(None),
+        Some(text) => text.trim().parse::<i64>().map(Some).map_err(|_| {
+            PluginError::other(format!(
+                "stored getUpdates offset `{text}` is not a number; delete the key `{OFFSET_KEY}` \
+                 of this plugin instance to start over"
+            ))
+        }),
+    }
+}
+
+/// The plugin is stopping: unwind the loop without recording anything more.
+struct Stopped;
+
+/// Runs until `stop` turns true, or the token is refused.
+pub(crate) async fn run(shared: Arc<Shared>, offset: Option<i64>, mut stop: watch::Receiver<bool>) {
+    let mut poller = Poller {
+        shared,
+        offset,
+        backoff: Backoff::new(),
+        failures: 0,
+    };
+    let _ = poller.run(&mut stop).await;
+    poller.shared.log.debug("poll loop ended");
+}
+
+struct Poller {
+    shared: Arc<Shared>,
+    offset: Option<i64>,
+    backoff: Backoff,
+    /// Consecutive failed `getUpdates` calls.
+    failures: u32,
+}
+
+impl Poller {
+    async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
+        loop {
+            let batch = until_stopped(stop, self.get_updates()).await?;
+            match batch {
+                Ok(updates) => {
+                    self.shared.health.ingested();
+                    if self.failures > 0 {
+                        self.shared.log.info(format!(
+                            "getUpdates works again after {} failed attempt(s)",
+                            self.failures
+                        ));
+                    }
+                    self.failures = 0;
+                    self.backoff.reset();
+                    self.shared.health.ok();
+                    for raw in updates {
+                        self.handle(raw, stop).await?;
+                    }
+                }
+                Err(error) => self.poll_failed(error, stop).await?,
+            }
+        }
+    }
+
+    async fn get_updates(&self) -> Result<Vec<Value>, ApiError> {
+        let timeout = self.shared.poll_timeout_secs;
+        let mut params = json!({
+            "timeout": timeout,
+            "limit": 100,
+            "allowed_updates": ALLOWED_UPDATES,
+        });
+        if let Some(offset) = self.offset {
+            params["offset"] = json!(offset);
+        }
+        // Telegram holds the request up to `timeout`; allow for the network on top.
+        let request_timeout = Duration::from_secs(timeout + 15);
+        self.shared
+            .api
+            .call::<Vec<Value>>("getUpdates", &params, request_timeout)
+            .await
+    }
+
+    async fn poll_failed(
+        &mut self,
+        error: ApiError,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        self.failures += 1;
+        let log = &self.shared.log;
+        let health = &self.shared.health;
+        if error.is_unauthorized() {
+            let reason = format!(
+                "Telegram rejected the bot token ({error}); polling stopped. Check \
+                 TELEGRAM_BOT_TOKEN (or the bot_token setting) and restart"
+            );
+            log.error(&reason);
+            health.down(reason);
+            // Nothing will work until an operator fixes the token: wait for the stop.
+            let _ = stop.wait_for(|stopped| *stopped).await;
+            return Err(Stopped);
+        }
+        let delay = match &error {
+            ApiError::Api {
+                code: 429,
+                retry_after_secs,
+                ..
+            } => retry_after_secs
+                .map(|s| Duration::from_secs(s.max(1)))
+                .unwrap_or_else(|| self.backoff.next_delay()),
+            _ => self.backoff.next_delay(),
+        };
+        let what = match error.code() {
+            Some(409) => format!(
+                "409 Conflict: another program is polling this bot, or a webhook is set ({error}). \
+                 Stop the other instance; retrying in {}s",
+                delay.as_secs()
+            ),
+            Some(429) => format!("rate limited by Telegram; retrying in {}s", delay.as_secs()),
+            _ => format!(
+                "getUpdates failed: {error}; retrying in {}s",
+                delay.as_secs()
+            ),
+        };
+        // The first failure and every tenth are warnings; the rest would only repeat them.
+        if self.failures == 1 || self.failures.is_multiple_of(10) {
+            log.warn(&what);
+        } else {
+            log.debug(&what);
+        }
+        health.degraded(what);
+        sleep_or_stop(stop, delay).await
+    }
+
+    /// Hands one update to the host, retrying until it is accepted, then records the offset.
+    async fn handle(
+        &mut self,
+        raw: Value,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let Some(update_id) = raw.get("update_id").and_then(Value::as_i64) else {
+            self.shared.log.warn("skipping an update without update_id");
+            return Ok(());
+        };
+        if self.offset.is_some_and(|offset| update_id < offset) {
+            return Ok(()); // already handled (Telegram re-sent it)
+        }
+        let bot = self.shared.bot_identity();
+        let allowed = self.shared.allowed_chats.as_deref();
+        let inbound = match serde_json::from_value::<Update>(raw) {
+            Ok(update) => classify(update, &bot, allowed),
+            Err(e) => Inbound::Skip(format!("update {update_id} is not understood: {e}")),
+        };
+        match inbound {
+            Inbound::Skip(reason) => self.shared.log.debug(format!("skipped {reason}")),
+            Inbound::Message { mut event, files } => {
+                for file in files {
+                    let attachment = self.fetch(file, stop).await?;
+                    event.attachments.push(attachment);
+                }
+                let host = self.shared.host.clone();
+                let what = format!("message {} of chat {}", event.message_id, event.chat_id);
+                self.hand_over(&what, stop, move || host.on_inbound((*event).clone()))
+                    .await?;
+            }
+            Inbound::Click { query_id, event } => {
+                if let Some(event) = event {
+                    let host = self.shared.host.clone();
+                    let what = format!("button click on message {}", event.message_id);
+                    self.hand_over(&what, stop, move || host.on_action((*event).clone()))
+                        .await?;
+                }
+                // Stops the spinner on the user's button. Best effort: a late answer only
+                // fails with "query is too old".
+                let params = json!({"callback_query_id": query_id});
+                if let Err(e) = self
+                    .shared
+                    .api
+                    .call::<Value>("answerCallbackQuery", &params, CALL_TIMEOUT)
+                    .await
+                {
+                    self.shared
+                        .log
+                        .debug(format!("answerCallbackQuery failed: {e}"));
+                }
+            }
+        }
+        self.offset = Some(update_id + 1);
+        self.save_offset(update_id + 1).await;
+        Ok(())
+    }
+
+    /// Calls the host (a blocking call, so off the runtime's workers) until it accepts.
+    async fn hand_over<F>(
+        &self,
+        what: &str,
+        stop: &mut watch::Receiver<bool>,
+        call: F,
+    ) -> Result<(), Stopped>
+    where
+        F: Fn() -> Result<(), PluginError> + Clone + Send + 'static,
+    {
+        let mut backoff = Backoff::new();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = until_stopped(stop, tokio::task::spawn_blocking(call.clone())).await?;
+            let error = match result {
+                Ok(Ok(())) => {
+                    if attempt > 1 {
+                        self.shared
+                            .log
+                            .info(format!("the host accepted {what} after {attempt} attempts"));
+                        self.shared.health.ok();
+                    }
+                    return Ok(());
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(join) => format!("host call failed: {join}"),
+            };
+            let delay = backoff.next_delay();
+            let detail = format!(
+                "the host did not accept {what} ({error}); retrying in {}s",
+                delay.as_secs()
+            );
+            if attempt == 1 || attempt.is_multiple_of(10) {
+                self.shared.log.warn(&detail);
+            }
+            self.shared.health.degraded(detail);
+            sleep_or_stop(stop, delay).await?;
+        }
+    }
+
+    async fn save_offset(&self, offset: i64) {
+        let host = self.shared.host.clone();
+        let value = offset.to_string();
+        let saved =
+            tokio::task::spawn_blocking(move || host.kv_set(OFFSET_KEY, &value, None)).await;
+        let error = match saved {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(join) => join.to_string(),
+        };
+        // The in-memory offset still moves on; after a restart the host dedupes what is
+        // re-read.
+        self.shared.log.warn(format!(
+            "could not store the getUpdates offset {offset}: {error}"
+        ));
+    }
+
+    /// Downloads one inbound file into an attachment. Failures keep the metadata (the
+    /// message is worth more than the file) after a few attempts.
+    async fn fetch(
+        &self,
+        file: FileRef,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Attachment, Stopped> {
+        let mut attachment = Attachment {
+            kind: file.kind.into(),
+            name: file.name.as_str().into(),
+            mime_type: file.mime_type.as_str().into(),
+            size: file.size.unwrap_or(0),
+            ..Attachment::default()
+        };
+        if file.size.is_some_and(|size| size > MAX_DOWNLOAD_BYTES) {
+            self.shared.log.info(format!(
+                "not downloading {} `{}` ({} bytes): the Bot API serves files up to 20 MB",
+                file.kind,
+                file.name,
+                file.size.unwrap_or(0)
+            ));
+            return Ok(attachment);
+        }
+        let mut backoff = Backoff::new();
+        for attempt in 1..=DOWNLOAD_ATTEMPTS {
+            match until_stopped(stop, self.download(&file.file_id)).await? {
+                Ok(Some(data)) => {
+                    attachment.size = data.len() as u64;
+                    attachment.data = data.into();
+                    return Ok(attachment);
+                }
+                Ok(None) => return Ok(attachment),
+                Err(e) => {
+                    let permanent = matches!(
+                        e,
+                        ApiError::Api {
+                            code: 400 | 404,
+                            ..
+                        }
+                    ) || matches!(e, ApiError::Decode(_));
+                    if permanent || attempt == DOWNLOAD_ATTEMPTS {
+                        self.shared.log.warn(format!(
+                            "could not download {} `{}`: {e}; passing it on without content",
+                            file.kind, file.name
+                        ));
+                        return Ok(attachment);
+                    }
+                    sleep_or_stop(stop, backoff.next_delay()).await?;
+                }
+            }
+        }
+        Ok(attachment)
+    }
+
+    /// `getFile` then the download. `Ok(None)` when Telegram gives no path (too big).
+    async fn download(&self, file_id: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        let api = &self.shared.api;
+        let file: File = api
+            .call("getFile", &json!({"file_id": file_id}), CALL_TIMEOUT)
+            .await?;
+        if file.file_size.is_some_and(|size| size > MAX_DOWNLOAD_BYTES) {
+            return Ok(None);
+        }
+        let Some(path) = file.file_path else {
+            return Ok(None);
+        };
+        api.download(&path, MAX_DOWNLOAD_BYTES, DOWNLOAD_TIMEOUT)
+            .await
+            .map(Some)
+    }
+}
+
+/// Runs `future` unless `stop` turns true first (then the future is dropped: an in-flight
+/// request is cancelled).
+async fn until_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    future: impl Future<Output = T>,
+) -> Result<T, Stopped> {
+    if *stop.borrow() {
+        return Err(Stopped);
+    }
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopped| *stopped) => Err(Stopped),
+        value = future => Ok(value),
+    }
+}
+
+async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> Result<(), Stopped> {
+    until_stopped(stop, tokio::time::sleep(delay)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new();
+        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn stored_offset_must_be_a_number() {
+        let mem = nanoclaw_plugin_api::kit::testing::MemoryHost::new();
+        let host = mem.host();
+        assert_eq!(load_offset(&host).expect("empty"), None);
+        host.kv_set(OFFSET_KEY, "42", None).expect("set");
+        assert_eq!(load_offset(&host).expect("42"), Some(42));
+        host.kv_set(OFFSET_KEY, "x", None).expect("set");
+        assert!(load_offset(&host).is_err());
+    }
+}
