@@ -99,8 +99,6 @@ enum Outcome {
 struct Progress {
     /// Every row at or below this seq is finished.
     cursor: i64,
-    /// Acks already copied into inbound.db (by their rowid in outbound.db).
-    ack_rowid: i64,
     /// Outbound `data_version` at the last drain, to skip no-op drains.
     data_version: Option<i64>,
     /// Rows that failed transiently: attempts so far and when to try again.
@@ -167,7 +165,7 @@ impl<P: Platforms> Delivery<P> {
         if p.data_version == Some(version) && p.retries.is_empty() && p.cursor > 0 {
             return Ok(out);
         }
-        self.sync_acks(session, &mut p)?;
+        self.sync_acks(session)?;
         let rows = self
             .sessions
             .with_outbound(session, |c| outbound::rows_after(c, p.cursor))?;
@@ -208,20 +206,18 @@ impl<P: Platforms> Delivery<P> {
     }
 
     /// Copies finished acks into inbound.db so the host knows what is done.
-    fn sync_acks(&self, session: &Session, p: &mut Progress) -> Result<()> {
-        let acks = self
+    fn sync_acks(&self, session: &Session) -> Result<()> {
+        let pending = self
             .sessions
-            .with_outbound(session, |c| outbound::acks_after(c, p.ack_rowid))?;
-        if let Some((last, _, _)) = acks.last() {
-            let done: Vec<String> = acks
-                .iter()
-                .filter(|(_, _, status)| status == "completed" || status == "failed")
-                .map(|(_, id, _)| id.clone())
-                .collect();
-            self.sessions
-                .with_inbound(session, |c| inbound::mark_completed(c, &done))?;
-            p.ack_rowid = *last;
+            .with_inbound(session, |c| inbound::pending_ids(c))?;
+        if pending.is_empty() {
+            return Ok(());
         }
+        let done = self
+            .sessions
+            .with_outbound(session, |c| outbound::finished_among(c, &pending))?;
+        self.sessions
+            .with_inbound(session, |c| inbound::mark_completed(c, &done))?;
         Ok(())
     }
 

@@ -183,6 +183,16 @@ pub fn mark_completed(conn: &mut Connection, ids: &[String]) -> Result<usize> {
     Ok(n)
 }
 
+/// Ids of messages not yet completed or failed (normally a handful).
+pub fn pending_ids(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id FROM messages_in WHERE status = 'pending' ORDER BY seq")?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// Pending messages that should wake the agent now.
 pub fn due_triggers(conn: &Connection, now: &str) -> Result<i64> {
     Ok(conn

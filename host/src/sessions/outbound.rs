@@ -52,16 +52,18 @@ pub fn rows_after(conn: &Connection, after: i64) -> Result<Vec<OutRow>> {
     Ok(rows)
 }
 
-/// Acks written or changed after `after_rowid` (an ack's rowid grows each time the container
-/// rewrites it): `(rowid, message id, status)`.
-pub fn acks_after(conn: &Connection, after_rowid: i64) -> Result<Vec<(i64, String, String)>> {
+/// Which of `ids` the container has finished (acked `completed` or `failed`).
+pub fn finished_among(conn: &Connection, ids: &[String]) -> Result<Vec<String>> {
+    let mut done = Vec::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT rowid, message_id, status FROM processing_ack WHERE rowid > ?1 ORDER BY rowid",
+        "SELECT 1 FROM processing_ack WHERE message_id = ?1 AND status IN ('completed', 'failed')",
     )?;
-    let rows = stmt
-        .query_map([after_rowid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    for id in ids {
+        if stmt.exists([id])? {
+            done.push(id.clone());
+        }
+    }
+    Ok(done)
 }
 
 /// Messages the container claimed and has not finished: `(message id, claimed at)`.

@@ -1,0 +1,454 @@
+//! End to end, with a real Docker engine: the daemon, a real plugin cdylib, the agent-runner
+//! in a locally built image, and back. Skipped (with a message) without an engine.
+
+mod common;
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use harness::{Daemon, built, cli, cli_ok, containers, free_port, require_engine, wait_until};
+use serde_json::{Value, json};
+
+/// A data dir with the test plugin configured to record deliveries.
+struct Setup {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    record: PathBuf,
+    port: u16,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let record = dir.path().join("delivered.jsonl");
+        Setup {
+            data,
+            record,
+            port: free_port(),
+            _dir: dir,
+        }
+    }
+
+    fn plugins_toml(&self) -> String {
+        format!(
+            "[plugins.test]\nlibrary = {:?}\n[plugins.test.settings]\nrecord_path = {:?}\n",
+            built().join("libnanoclaw_test_plugin.so"),
+            self.record
+        )
+    }
+
+    fn start(&self) -> Daemon {
+        let port = self.port.to_string();
+        Daemon::start(
+            &self.data,
+            &self.plugins_toml(),
+            &["--webhook-listen", &format!("127.0.0.1:{port}")],
+        )
+    }
+
+    /// An agent group wired to a public test chat, with mock rules.
+    fn agent(&self, folder: &str, chat: &str, mock: &str) {
+        cli_ok(
+            &self.data,
+            &[
+                "groups",
+                "create",
+                folder,
+                "--folder",
+                folder,
+                "--provider",
+                "mock",
+            ],
+        );
+        cli_ok(
+            &self.data,
+            &[
+                "chats",
+                "add",
+                &format!("test:{chat}"),
+                "--name",
+                chat,
+                "--policy",
+                "public",
+            ],
+        );
+        cli_ok(
+            &self.data,
+            &["wire", "add", &format!("test:{chat}"), folder],
+        );
+        let config = self.data.join("config").join(folder);
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("mock.toml"), mock).unwrap();
+    }
+
+    /// A message from a user, through the plugin's webhook (the real plugin boundary).
+    fn say(&self, chat: &str, from: &str, id: &str, text: &str) {
+        let body = json!({"chat_id": chat, "message_id": id, "sender_handle": from, "sender_name": from, "text": text});
+        let (status, answer) = post(self.port, "/webhook/test", &body.to_string());
+        assert_eq!(status, 200, "inject failed: {answer}");
+    }
+
+    /// Everything the plugin was asked to deliver.
+    fn delivered(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["call"] == "deliver")
+            .collect()
+    }
+
+    fn delivered_to(&self, chat: &str) -> Vec<String> {
+        self.delivered()
+            .into_iter()
+            .filter(|v| v["chat_id"] == chat)
+            .map(|v| v["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn session_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        for agent in std::fs::read_dir(self.data.join("sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for s in std::fs::read_dir(agent.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                dirs.push(s.path());
+            }
+        }
+        dirs
+    }
+}
+
+fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the webhook server");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, resp)
+}
+
+const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
+
+#[test]
+fn a_message_gets_the_mock_agents_reply_through_the_plugin() {
+    if !require_engine("a_message_gets_the_mock_agents_reply_through_the_plugin") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    let daemon = s.start();
+    s.say("room", "alice", "m1", "hello there");
+    let ok = wait_until(Duration::from_secs(60), || {
+        s.delivered_to("room") == ["echo: hello there"]
+    });
+    assert!(
+        ok,
+        "no reply; delivered: {:?}\n{}",
+        s.delivered(),
+        daemon.log()
+    );
+    // The outcome is recorded in the session, and the inbound message is done.
+    let dir = &s.session_dirs()[0];
+    let inbound = rusqlite::Connection::open(dir.join("inbound.db")).unwrap();
+    let ok = wait_until(Duration::from_secs(10), || {
+        inbound
+            .query_row(
+                "SELECT status FROM messages_in WHERE id LIKE 'm1:%'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .is_ok_and(|st| st == "completed")
+    });
+    assert!(ok, "the inbound message was not marked completed");
+    let delivered: String = inbound
+        .query_row("SELECT status FROM delivered", [], |r| r.get(0))
+        .expect("a delivered row");
+    assert_eq!(delivered, "delivered");
+}
+
+#[test]
+fn a_killed_container_is_recovered_and_the_message_answered_once() {
+    if !require_engine("a_killed_container_is_recovered_and_the_message_answered_once") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent(
+        "slow",
+        "room",
+        "[[rule]]\nmatch = \"^slow\"\ndelay_ms = 4000\nreply = \"done: {text}\"\n",
+    );
+    let daemon = s.start();
+    s.say("room", "alice", "m1", "slow job");
+    // Wait until the agent has claimed the message, then kill its container mid-turn.
+    let claimed = wait_until(Duration::from_secs(60), || {
+        s.session_dirs().first().is_some_and(|d| {
+            rusqlite::Connection::open(d.join("outbound.db"))
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT COUNT(*) FROM processing_ack WHERE status = 'processing'",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .is_ok_and(|n| n > 0)
+        })
+    });
+    assert!(
+        claimed,
+        "the agent never claimed the message:\n{}",
+        daemon.log()
+    );
+    let running = containers(&s.data);
+    assert_eq!(running.len(), 1);
+    let kill = std::process::Command::new("docker")
+        .args(["kill", &running[0]])
+        .output()
+        .unwrap();
+    assert!(kill.status.success());
+    // Recovered after a backoff, answered by a fresh container, exactly once.
+    let answered = wait_until(Duration::from_secs(60), || {
+        !s.delivered_to("room").is_empty()
+    });
+    assert!(answered, "no answer after the crash:\n{}", daemon.log());
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        s.delivered_to("room"),
+        ["done: slow job"],
+        "answered exactly once"
+    );
+    let inbound = rusqlite::Connection::open(s.session_dirs()[0].join("inbound.db")).unwrap();
+    let tries: i64 = inbound
+        .query_row(
+            "SELECT tries FROM messages_in WHERE id LIKE 'm1:%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tries, 1, "one retry after the crash");
+}
+
+#[test]
+fn a_reply_to_a_chat_without_destination_is_refused() {
+    if !require_engine("a_reply_to_a_chat_without_destination_is_refused") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    cli_ok(
+        &s.data,
+        &["chats", "add", "test:victim", "--name", "victim"],
+    );
+    let daemon = s.start();
+    s.say("room", "alice", "m1", "hi");
+    assert!(
+        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
+            == 1),
+        "{}",
+        daemon.log()
+    );
+    // A misbehaving agent writes straight to a chat it was never given.
+    let dir = s.session_dirs()[0].clone();
+    let out = rusqlite::Connection::open(dir.join("outbound.db")).unwrap();
+    out.execute(
+        "INSERT INTO messages_out (id, seq, timestamp, kind, channel_type, platform_id, content)
+         VALUES ('rogue-1', 1001, '2026-01-01T00:00:00.000Z', 'chat', 'test', 'victim', '{\"op\":\"send\",\"text\":\"leak\"}')",
+        [],
+    )
+    .unwrap();
+    let inbound = rusqlite::Connection::open(dir.join("inbound.db")).unwrap();
+    let recorded = wait_until(Duration::from_secs(30), || {
+        inbound
+            .query_row(
+                "SELECT status FROM delivered WHERE message_out_id = 'rogue-1'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .is_ok_and(|st| st == "rejected")
+    });
+    assert!(recorded, "the refusal was not recorded:\n{}", daemon.log());
+    assert!(
+        s.delivered_to("victim").is_empty(),
+        "nothing reached the victim chat"
+    );
+    assert!(daemon.log().contains("delivery refused"));
+}
+
+#[test]
+fn two_sessions_run_side_by_side_without_crossing() {
+    if !require_engine("two_sessions_run_side_by_side_without_crossing") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent(
+        "alpha",
+        "room-a",
+        "[[rule]]\nreply = \"alpha heard: {text}\"\n",
+    );
+    s.agent(
+        "beta",
+        "room-b",
+        "[[rule]]\ndelay_ms = 300\nreply = \"beta heard: {text}\"\n",
+    );
+    let daemon = s.start();
+    // Both agents work at once, round after round; each answer lands in its own chat.
+    for i in 0..3 {
+        s.say("room-a", "ann", &format!("a{i}"), &format!("to alpha {i}"));
+        s.say("room-b", "bob", &format!("b{i}"), &format!("to beta {i}"));
+        let both = wait_until(Duration::from_secs(60), || {
+            s.delivered_to("room-a")
+                .iter()
+                .any(|t| t.contains(&format!("to alpha {i}")))
+                && s.delivered_to("room-b")
+                    .iter()
+                    .any(|t| t.contains(&format!("to beta {i}")))
+        });
+        assert!(
+            both,
+            "round {i}: a: {:?}\nb: {:?}\n{}",
+            s.delivered_to("room-a"),
+            s.delivered_to("room-b"),
+            daemon.log()
+        );
+    }
+    assert_eq!(
+        containers(&s.data).len(),
+        2,
+        "one container per session, side by side"
+    );
+    assert!(
+        s.delivered_to("room-a")
+            .iter()
+            .all(|t| t.starts_with("alpha heard") && !t.contains("beta"))
+    );
+    assert!(
+        s.delivered_to("room-b")
+            .iter()
+            .all(|t| t.starts_with("beta heard") && !t.contains("alpha"))
+    );
+    assert_eq!(s.session_dirs().len(), 2);
+}
+
+#[test]
+fn the_local_chat_reaches_the_agent_and_back() {
+    if !require_engine("the_local_chat_reaches_the_agent_and_back") {
+        return;
+    }
+    let s = Setup::new();
+    let toml = format!(
+        "[plugins.cli]\nlibrary = {:?}\nrequired = true\n",
+        built().join("libnanoclaw_plugin_cli.so")
+    );
+    let daemon = Daemon::start(&s.data, &toml, &[]);
+    let user = harness_user();
+    let out = cli_ok(
+        &s.data,
+        &[
+            "init-first-agent",
+            "--user",
+            &format!("cli:{user}"),
+            "--name",
+            "Tester",
+        ],
+    );
+    assert!(out.contains("now the owner"), "{out}");
+    // The greeting is delivered into the channel's backlog before the user connects.
+    let greeted = wait_until(Duration::from_secs(60), || {
+        s.session_dirs().first().is_some_and(|d| {
+            rusqlite::Connection::open(d.join("inbound.db"))
+                .and_then(|c| {
+                    c.query_row("SELECT COUNT(*) FROM delivered", [], |r| r.get::<_, i64>(0))
+                })
+                .is_ok_and(|n| n == 1)
+        })
+    });
+    assert!(greeted, "no greeting delivered:\n{}", daemon.log());
+    let first = cli(
+        &s.data,
+        &["chat", "-m", "hello from the terminal", "--timeout", "60"],
+    );
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&first.stderr),
+        daemon.log()
+    );
+    assert!(
+        stdout.contains("your NanoClaw agent"),
+        "no greeting: {stdout}"
+    );
+    assert!(
+        stdout.contains("Mock agent: you said \"hello from the terminal\""),
+        "{stdout}"
+    );
+    // The message went through the plugin boundary and the router into inbound.db.
+    let dir = s.session_dirs()[0].clone();
+    let inbound = rusqlite::Connection::open(dir.join("inbound.db")).unwrap();
+    let rows: i64 = inbound
+        .query_row(
+            "SELECT COUNT(*) FROM messages_in WHERE content LIKE '%hello from the terminal%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn a_clean_restart_loses_nothing() {
+    if !require_engine("a_clean_restart_loses_nothing") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent(
+        "helper",
+        "room",
+        "[[rule]]\ndelay_ms = 1500\nreply = \"echo: {text}\"\n",
+    );
+    let mut daemon = s.start();
+    s.say("room", "alice", "m1", "before the restart");
+    // Stop while the agent is still working on it; start again.
+    std::thread::sleep(Duration::from_millis(700));
+    daemon.restart();
+    assert!(containers(&s.data).len() <= 1);
+    let ok = wait_until(Duration::from_secs(90), || {
+        s.delivered_to("room") == ["echo: before the restart"]
+    });
+    assert!(ok, "delivered: {:?}\n{}", s.delivered(), daemon.log());
+}
+
+fn harness_user() -> String {
+    // The cli plugin names the peer after its unix account.
+    let uid = unsafe { libc::geteuid() };
+    let out = std::process::Command::new("id")
+        .args(["-un", &uid.to_string()])
+        .output()
+        .unwrap();
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if name.is_empty() {
+        uid.to_string()
+    } else {
+        name
+    }
+}

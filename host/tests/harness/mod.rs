@@ -1,0 +1,263 @@
+//! End-to-end harness: builds the plugins, the agent-runner and its image once per test
+//! process, runs the real `nanoclaw` daemon as a subprocess on a temp data dir, and cleans
+//! up the containers it started.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::common::{target_dir, workspace_root};
+
+/// The image end-to-end tests run agents in.
+pub const IMAGE: &str = "nanoclaw-agent:e2e";
+
+/// Whether a Docker engine answers. End-to-end tests need one; `scripts/test.sh` starts it.
+pub fn engine() -> bool {
+    static UP: OnceLock<bool> = OnceLock::new();
+    *UP.get_or_init(|| {
+        Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Skips the calling test (returns false) when there is no engine, saying so.
+pub fn require_engine(test: &str) -> bool {
+    if engine() {
+        return true;
+    }
+    if std::env::var_os("NANOCLAW_REQUIRE_DOCKER").is_some() {
+        panic!("{test}: no Docker engine, and NANOCLAW_REQUIRE_DOCKER is set");
+    }
+    eprintln!(
+        "SKIP {test}: no Docker engine (start one: dockerd --iptables=false --bridge=none &)"
+    );
+    false
+}
+
+/// Builds every plugin and the agent-runner (debug), once. Returns the debug dir.
+pub fn built() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let out = Command::new(cargo)
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(workspace_root().join("Cargo.toml"))
+            .args([
+                "-p",
+                "nanoclaw-test-plugin",
+                "-p",
+                "nanoclaw-plugin-cli",
+                "-p",
+                "nanoclaw-plugin-telegram",
+                "-p",
+                "nanoclaw-agent-runner",
+            ])
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target_dir().join("debug")
+    })
+}
+
+/// Builds the agent image from the freshly built runner, once per process.
+pub fn image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let agent = built().join("nanoclaw-agent");
+        let out = Command::new("bash")
+            .arg(workspace_root().join("container/build.sh"))
+            .arg("--binary")
+            .arg(&agent)
+            .args(["--tag", IMAGE])
+            .output()
+            .expect("run container/build.sh");
+        assert!(
+            out.status.success(),
+            "image build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    IMAGE
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Runs an operator command against `data`.
+pub fn cli(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nanoclaw"))
+        .env("NANOCLAW_HOME", data)
+        .env_remove("NANOCLAW_LOG")
+        .args(args)
+        .output()
+        .expect("run nanoclaw")
+}
+
+/// Like [`cli`], asserting success; returns stdout.
+pub fn cli_ok(data: &Path, args: &[&str]) -> String {
+    let out = cli(data, args);
+    assert!(
+        out.status.success(),
+        "nanoclaw {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running `nanoclaw run`.
+pub struct Daemon {
+    child: Option<Child>,
+    pub data: PathBuf,
+    plugins: PathBuf,
+    log: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts the daemon with this plugins.toml and waits until it answers.
+    pub fn start(data: &Path, plugins_toml: &str, extra: &[&str]) -> Daemon {
+        std::fs::create_dir_all(data).unwrap();
+        let plugins = data.parent().unwrap().join("plugins.toml");
+        std::fs::write(&plugins, plugins_toml).unwrap();
+        let mut d = Daemon {
+            child: None,
+            data: data.to_owned(),
+            plugins,
+            log: data.parent().unwrap().join("daemon.log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nanoclaw"))
+            .env("NANOCLAW_HOME", &self.data)
+            .env("NANOCLAW_LOG", "info,nanoclaw=debug")
+            .arg("run")
+            .arg("--plugins")
+            .arg(&self.plugins)
+            .args(["--image", image(), "--sweep-secs", "1"])
+            .args(&self.extra)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start nanoclaw run");
+        self.child = Some(child);
+        let socket = self.data.join("control.sock");
+        let up = wait_until(Duration::from_secs(30), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        assert!(up, "daemon did not come up:\n{}", self.log());
+    }
+
+    /// Stops with SIGTERM (a clean shutdown) and waits for the process.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < end {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("daemon did not stop within 30 s:\n{}", self.log());
+        }
+    }
+
+    /// Stops and starts again with the same configuration.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < end && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever the daemon left running (after a failed test) goes too.
+        if let Ok(install) = nanoclaw::container::InstallId::from_data_dir(&self.data) {
+            let filter = format!("label=nanoclaw.install={}", install.as_str());
+            if let Ok(out) = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                }
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log());
+        }
+    }
+}
+
+/// The ids of running containers of the install at `data`.
+pub fn containers(data: &Path) -> Vec<String> {
+    let install = nanoclaw::container::InstallId::from_data_dir(data).expect("install id");
+    let filter = format!("label=nanoclaw.install={}", install.as_str());
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--filter", &filter])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
