@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, and every test (unit, integration, plugin
+# loading, end to end with a real Docker engine and fake platform servers on 127.0.0.1).
+# Installs and starts what the tests need first, idempotently.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export NANOCLAW_HOME=${NANOCLAW_HOME:-$root/data}
+
+scripts/deps.sh
+# shellcheck disable=SC1091
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+scripts/engine.sh
+# End-to-end tests fail, rather than skip, when the engine is missing.
+export NANOCLAW_REQUIRE_DOCKER=1
+
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace
