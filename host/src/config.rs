@@ -67,7 +67,7 @@ impl Paths {
 
     /// Operator allowlist for extra container mounts.
     pub fn mount_allowlist(&self) -> PathBuf {
-        self.home.join("mount-allowlist.toml")
+        self.home.join(crate::container::mounts::ALLOWLIST_FILE)
     }
 
     /// The daemon's log file when started in the background by the quickstart script.

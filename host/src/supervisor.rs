@@ -14,8 +14,8 @@ use nanoclaw_schema::time;
 
 use crate::config::Paths;
 use crate::container::{
-    ContainerExit, ContainerName, ContainerSpec, DockerRunner, InstallId, NetworkMode,
-    ResourceLimits, RunnerConfig, RunnerError, UserIds,
+    ContainerExit, ContainerName, ContainerSpec, DockerRunner, InstallId, MountAllowlist,
+    MountRequest, NetworkMode, ResourceLimits, RunnerConfig, RunnerError, UserIds,
 };
 use crate::db::Db;
 use crate::error::{Error, IoContext, Result};
@@ -323,6 +323,7 @@ impl Supervisor {
         spec.config_dir = Some(dirs.config.clone());
         spec.network = self.cfg.network.clone();
         spec.limits = self.cfg.limits;
+        spec.extra_mounts = self.extra_mounts(group);
         if let Some(mem) = group
             .container_config
             .get("memory_mb")
@@ -364,6 +365,41 @@ impl Supervisor {
             spec.env.insert("NANOCLAW_LOG".into(), level);
         }
         spec
+    }
+
+    /// The group's requested extra mounts that pass the operator's allowlist
+    /// (`<data>/mount-allowlist.toml`; without it, none do). Refusals are logged.
+    fn extra_mounts(&self, group: &AgentGroup) -> Vec<crate::container::AllowedMount> {
+        let requests: Vec<MountRequest> = group
+            .container_config
+            .get("mounts")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                Some(MountRequest {
+                    host_path: PathBuf::from(m.get("host_path")?.as_str()?),
+                    container_name: m.get("name").and_then(|n| n.as_str()).map(str::to_string),
+                    read_write: m
+                        .get("read_write")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(false),
+                })
+            })
+            .collect();
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        let allowlist = MountAllowlist::load(&self.paths.mount_allowlist()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "mount allowlist unreadable; no extra mounts");
+            MountAllowlist::deny_all()
+        });
+        let check = allowlist.check(&requests);
+        for r in &check.rejected {
+            tracing::warn!(agent = %group.folder, path = %r.request.host_path.display(), reason = %r.reason,
+                "extra mount refused");
+        }
+        check.accepted
     }
 
     fn watch(&self, dir: &Path, on: bool) {

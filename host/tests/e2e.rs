@@ -452,3 +452,204 @@ fn harness_user() -> String {
         name
     }
 }
+
+#[test]
+fn extra_mounts_follow_the_operators_allowlist() {
+    if !require_engine("extra_mounts_follow_the_operators_allowlist") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    let shared = s.data.parent().unwrap().join("shared-docs");
+    let secret = s.data.parent().unwrap().join("elsewhere");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(
+        s.data.join("mount-allowlist.toml"),
+        format!(
+            "[[allow]]\npath = {:?}\nread_write = false\n",
+            shared.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    cli_ok(
+        &s.data,
+        &[
+            "groups",
+            "mount",
+            "helper",
+            shared.to_str().unwrap(),
+            "--name",
+            "docs",
+            "--read-write",
+        ],
+    );
+    cli_ok(
+        &s.data,
+        &[
+            "groups",
+            "mount",
+            "helper",
+            secret.to_str().unwrap(),
+            "--name",
+            "secret",
+        ],
+    );
+    let daemon = s.start();
+    s.say("room", "alice", "m1", "hi");
+    assert!(
+        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
+            == 1),
+        "{}",
+        daemon.log()
+    );
+    let id = containers(&s.data).pop().expect("a running container");
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{json .Mounts}}", &id])
+        .output()
+        .unwrap();
+    let mounts: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let docs = mounts
+        .iter()
+        .find(|m| m["Destination"] == "/workspace/extra/docs")
+        .expect("the allowed mount");
+    assert_eq!(
+        docs["RW"], false,
+        "read-only: the allowlist does not grant read-write"
+    );
+    assert!(
+        mounts
+            .iter()
+            .all(|m| m["Destination"] != "/workspace/extra/secret"),
+        "not allowlisted: not mounted"
+    );
+    let config = mounts
+        .iter()
+        .find(|m| m["Destination"] == "/workspace/config")
+        .expect("the config mount");
+    assert_eq!(config["RW"], false);
+    assert!(daemon.log().contains("extra mount refused"));
+}
+
+#[test]
+fn idle_containers_are_stopped() {
+    if !require_engine("idle_containers_are_stopped") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    let port = s.port.to_string();
+    let daemon = Daemon::start(
+        &s.data,
+        &s.plugins_toml(),
+        &[
+            "--webhook-listen",
+            &format!("127.0.0.1:{port}"),
+            "--idle-timeout-secs",
+            "2",
+        ],
+    );
+    s.say("room", "alice", "m1", "hi");
+    assert!(
+        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
+            == 1),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || containers(&s.data).is_empty()),
+        "not stopped:\n{}",
+        daemon.log()
+    );
+    // The next message starts a fresh one.
+    s.say("room", "alice", "m2", "again");
+    assert!(
+        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
+            == 2),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_required_plugin_that_fails_stops_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let toml = dir.path().join("plugins.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[plugins.test]\nlibrary = {:?}\nrequired = true\n[plugins.test.settings]\ncreate = \"error\"\n",
+            built().join("libnanoclaw_test_plugin.so")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nanoclaw"))
+        .env("NANOCLAW_HOME", &data)
+        .args(["run", "--plugins"])
+        .arg(&toml)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("required plugin(s) failed: test"), "{err}");
+    // Not required: the daemon runs on without it.
+    std::fs::write(
+        &toml,
+        format!(
+            "[plugins.test]\nlibrary = {:?}\n[plugins.test.settings]\ncreate = \"panic\"\n\n[plugins.missing]\nlibrary = \"/nonexistent/libnothing.so\"\n",
+            built().join("libnanoclaw_test_plugin.so")
+        ),
+    )
+    .unwrap();
+    if require_engine("a_required_plugin_that_fails_stops_the_daemon (second half)") {
+        let mut daemon = Daemon::start(&data, &std::fs::read_to_string(&toml).unwrap(), &[]);
+        let log = daemon.log();
+        assert!(log.contains("FAILED"), "{log}");
+        daemon.stop();
+    }
+}
+
+#[test]
+fn plugins_list_shows_the_shipped_configuration_loaded() {
+    // The shipped plugins.toml finds plugins next to the binary (target/debug).
+    built();
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = common::workspace_root().join("plugins.toml");
+    let out = cli(
+        &dir.path().join("data"),
+        &[
+            "--json",
+            "plugins",
+            "list",
+            "--plugins",
+            shipped.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let enabled: Vec<&Value> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["enabled"] == true)
+        .collect();
+    assert!(!enabled.is_empty());
+    for p in enabled {
+        assert_eq!(p["loaded"], true, "{p}");
+        assert!(p["error"].is_null(), "{p}");
+    }
+    let check = cli(
+        &dir.path().join("data"),
+        &["plugins", "check", "--plugins", shipped.to_str().unwrap()],
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

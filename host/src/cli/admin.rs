@@ -292,6 +292,56 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
             println!("updated {}", group.folder);
             Ok(())
         }
+        GroupsCmd::Mount {
+            agent: a,
+            host_path,
+            name,
+            read_write,
+        } => {
+            let group = agent(db, &a)?;
+            let host_path = std::path::absolute(&host_path)
+                .with_context(|| format!("resolve {}", host_path.display()))?;
+            let name = match name {
+                Some(n) => n,
+                None => host_path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "give --name: {} has no usable last component",
+                            host_path.display()
+                        )
+                    })?,
+            };
+            let mut config = mount_free(&group.container_config, &name);
+            let mut mounts = config["mounts"].as_array().cloned().unwrap_or_default();
+            mounts.push(serde_json::json!({ "host_path": host_path, "name": name, "read_write": read_write }));
+            config["mounts"] = serde_json::Value::Array(mounts);
+            db.write(|c| agent_groups::set_container_config(c, &group.id, &config))?;
+            let allow = paths.mount_allowlist();
+            let note = if allow.exists() {
+                String::new()
+            } else {
+                format!(" (once {} allows it)", allow.display())
+            };
+            println!(
+                "{} will see {} at /workspace/extra/{name} from its next container start{note}",
+                group.folder,
+                host_path.display()
+            );
+            Ok(())
+        }
+        GroupsCmd::Unmount { agent: a, name } => {
+            let group = agent(db, &a)?;
+            let config = mount_free(&group.container_config, &name);
+            if config == group.container_config {
+                bail!("{} has no extra mount named {name:?}", group.folder);
+            }
+            db.write(|c| agent_groups::set_container_config(c, &group.id, &config))?;
+            println!("removed mount {name:?} from {}", group.folder);
+            Ok(())
+        }
         GroupsCmd::Delete { agent: a } => {
             let group = agent(db, &a)?;
             db.write(|c| agent_groups::delete(c, &group.id))?;
@@ -700,4 +750,24 @@ fn decide_cmd(paths: &Paths, db: &Db, approval: &str, allow: bool) -> anyhow::Re
         println!("{who} was denied; their held messages are dropped {released}");
     }
     Ok(())
+}
+
+/// The container settings without the extra mount called `name`.
+fn mount_free(config: &serde_json::Value, name: &str) -> serde_json::Value {
+    let mut config = if config.is_object() {
+        config.clone()
+    } else {
+        serde_json::json!({})
+    };
+    if let Some(mounts) = config["mounts"].as_array() {
+        let kept: Vec<_> = mounts
+            .iter()
+            .filter(|m| m["name"] != name)
+            .cloned()
+            .collect();
+        if kept.len() != mounts.len() {
+            config["mounts"] = serde_json::Value::Array(kept);
+        }
+    }
+    config
 }

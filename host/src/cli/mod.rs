@@ -242,6 +242,22 @@ pub enum GroupsCmd {
     Delete {
         agent: String,
     },
+    /// Ask for a host directory inside the agent's containers (at /workspace/extra/<name>).
+    /// Only paths under a root of data/mount-allowlist.toml are mounted; read-only unless
+    /// both this and the allowlist say read-write.
+    Mount {
+        agent: String,
+        host_path: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        read_write: bool,
+    },
+    /// Remove an extra mount by name.
+    Unmount {
+        agent: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

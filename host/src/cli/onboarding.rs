@@ -136,6 +136,9 @@ pub struct InitFirstAgentArgs {
     /// Provider for the new agent (default: the daemon's).
     #[arg(long)]
     pub provider: Option<AgentProvider>,
+    /// The name the agent calls itself.
+    #[arg(long, default_value = "NanoClaw")]
+    pub assistant_name: String,
     /// The welcome instruction given to the agent.
     #[arg(long)]
     pub welcome: Option<String>,
@@ -181,7 +184,7 @@ pub fn init_first_agent(paths: &Paths, args: InitFirstAgentArgs) -> anyhow::Resu
                     name: format!("DM with {display}"),
                     folder: Some(folder.clone()),
                     provider: args.provider,
-                    assistant_name: None,
+                    assistant_name: Some(args.assistant_name.clone()),
                 },
             )?,
             Err(e) => return Err(e),

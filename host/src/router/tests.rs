@@ -718,3 +718,51 @@ fn command_words() {
     assert_eq!(command_of("hello /clear"), None);
     assert_eq!(command_of("/"), Some("/".into()));
 }
+
+/// Every unknown-sender policy against every kind of sender.
+#[test]
+fn policy_by_sender_matrix() {
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Delivered,
+        Dropped,
+        Held,
+    }
+    for policy in [Strict, RequestApproval, Public] {
+        let f = Fixture::new();
+        let a = agent(&f.db, "A");
+        let c = chat_with_policy(&f.db, "telegram:-1", None, true, policy);
+        f.wire(&c, &a.id, WiringRules::default());
+        f.user("telegram:20");
+        let member = f.user("telegram:30");
+        f.db.write(|t| members::add(t, &member, &a.id, None))
+            .unwrap();
+        let admin = f.user("telegram:40");
+        f.db.write(|t| roles::grant(t, &admin, Role::Admin, &Scope::Group(a.id.clone()), None))
+            .unwrap();
+        for (who, handle) in [
+            ("unknown", "10"),
+            ("known", "20"),
+            ("member", "30"),
+            ("admin", "40"),
+        ] {
+            let out = f
+                .router()
+                .route(&group_msg(&tg(), "-1", handle, "hello", false))
+                .unwrap();
+            let got = if !out.routed.is_empty() {
+                Got::Delivered
+            } else if !out.held.is_empty() {
+                Got::Held
+            } else {
+                Got::Dropped
+            };
+            let expected = match (policy, who) {
+                (Public, _) | (_, "member") | (_, "admin") => Got::Delivered,
+                (Strict, _) => Got::Dropped,
+                (RequestApproval, _) => Got::Held,
+            };
+            assert_eq!(got, expected, "{policy} / {who}");
+        }
+    }
+}

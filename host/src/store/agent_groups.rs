@@ -228,6 +228,25 @@ pub fn set_assistant_name(conn: &Connection, id: &AgentGroupId, name: Option<&st
     )
 }
 
+/// Replaces the group's container settings (a JSON object: `image`, `memory_mb`, `model`,
+/// `mounts`).
+pub fn set_container_config(
+    conn: &Connection,
+    id: &AgentGroupId,
+    config: &serde_json::Value,
+) -> Result<()> {
+    if !config.is_object() {
+        return Err(Error::invalid("container settings must be a JSON object"));
+    }
+    expect_one(
+        conn.execute(
+            "UPDATE agent_groups SET container_config = ?2 WHERE id = ?1",
+            params![id, config.to_string()],
+        )?,
+        id,
+    )
+}
+
 /// Deletes the group and, by cascade, its wirings, roles scoped to it, members,
 /// destinations and sessions. Its folder on disk is left alone.
 pub fn delete(conn: &Connection, id: &AgentGroupId) -> Result<()> {

@@ -204,6 +204,7 @@ impl Channel for TestChannel {
         let id = format!("msg-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         self.record(json!({
             "call": "deliver",
+            "at_us": now_us(),
             "id": id,
             "op": m.op.to_string(),
             "chat_id": m.chat_id.as_str(),
@@ -263,3 +264,10 @@ impl Channel for TestChannel {
 }
 
 nanoclaw_plugin_api::export_plugin!(TestChannel);
+
+/// Wall-clock microseconds, so benchmarks can time a round trip from outside.
+fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
