@@ -362,6 +362,7 @@ fn main() {
         );
     }
     let _ = fake.kill();
+    let _ = fake.wait();
 }
 
 /// Creates `n` active sessions with their files, through the library, as past traffic would.
