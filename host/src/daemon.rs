@@ -44,9 +44,21 @@ pub struct RunOptions {
     pub sweep_interval: Duration,
 }
 
-/// How long "typing…" is kept up for a message without an answer.
+/// "typing…" is shown unconditionally this long after a message (the container may be
+/// starting), then only while the agent's heartbeat is this fresh, and never longer than
+/// [`TYPING_MAX`] without an answer.
+const TYPING_GRACE: Duration = Duration::from_secs(15);
+const TYPING_FRESH: Duration = Duration::from_secs(10);
 const TYPING_MAX: Duration = Duration::from_secs(120);
 const TYPING_EVERY: Duration = Duration::from_secs(4);
+
+/// A chat waiting for an agent's answer.
+#[derive(Debug, Clone)]
+struct Typing {
+    session: Session,
+    thread: Option<String>,
+    since: Instant,
+}
 
 /// Things the plugin threads hand to the daemon's async side.
 enum Event {
@@ -64,7 +76,14 @@ struct Core {
 
 impl Ingress for Core {
     fn inbound(&self, message: Inbound) -> crate::Result<()> {
-        match self.db.write(|c| pairing::intercept(c, &message))? {
+        // Only a message shaped like a pairing code costs a pairing check.
+        let check = pairing::normalize(&message.text).is_some();
+        let pairing = if check {
+            self.db.write(|c| pairing::intercept(c, &message))?
+        } else {
+            Intercept::NotACode
+        };
+        match pairing {
             Intercept::Paired {
                 user,
                 chat,
@@ -123,7 +142,7 @@ struct Daemon {
     supervisor: Arc<Supervisor>,
     tz: TimeZone,
     failed_wakes: Mutex<HashSet<SessionId>>,
-    typing: Mutex<HashMap<ChatAddress, (Option<String>, Instant)>>,
+    typing: Mutex<HashMap<ChatAddress, Typing>>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -337,7 +356,7 @@ impl Daemon {
                     .db
                     .read(|c| crate::store::messaging_groups::get(c, chat))
             {
-                self.start_typing(mg.address(), r.session.thread_id.clone());
+                self.start_typing(mg.address(), &r.session);
             }
         }
         for held in outcome.held.into_iter().filter(|h| h.new_request) {
@@ -481,13 +500,19 @@ impl Daemon {
         Some((chat, addr.thread_id))
     }
 
-    fn start_typing(&self, chat: ChatAddress, thread: Option<String>) {
-        let fresh = {
-            let mut typing = self.typing.lock().unwrap_or_else(|p| p.into_inner());
-            typing
-                .insert(chat.clone(), (thread.clone(), Instant::now() + TYPING_MAX))
-                .is_none()
+    fn start_typing(&self, chat: ChatAddress, session: &Session) {
+        let thread = session.thread_id.clone();
+        let entry = Typing {
+            session: session.clone(),
+            thread: thread.clone(),
+            since: Instant::now(),
         };
+        let fresh = self
+            .typing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(chat.clone(), entry)
+            .is_none();
         if fresh {
             let channels = self.channels.clone();
             tokio::spawn(async move {
@@ -498,25 +523,36 @@ impl Daemon {
         }
     }
 
-    /// Keeps "typing…" up in chats still waiting for an answer.
+    /// Keeps "typing…" up in chats still waiting for an answer while the agent works.
     fn refresh_typing(&self) {
-        let now = Instant::now();
-        let active: Vec<(ChatAddress, Option<String>)> = {
+        let waiting: Vec<(ChatAddress, Typing)> = {
             let mut typing = self.typing.lock().unwrap_or_else(|p| p.into_inner());
-            typing.retain(|_, (_, until)| *until > now);
-            typing
-                .iter()
-                .map(|(c, (t, _))| (c.clone(), t.clone()))
-                .collect()
+            typing.retain(|_, t| t.since.elapsed() < TYPING_MAX);
+            typing.iter().map(|(c, t)| (c.clone(), t.clone())).collect()
         };
-        for (chat, thread) in active {
+        for (chat, t) in waiting {
+            if t.since.elapsed() > TYPING_GRACE && !self.agent_alive(&t.session) {
+                continue;
+            }
             let channels = self.channels.clone();
             tokio::spawn(async move {
                 channels
-                    .set_typing(&chat.channel, &chat.platform_id, thread.as_deref())
+                    .set_typing(&chat.channel, &chat.platform_id, t.thread.as_deref())
                     .await
             });
         }
+    }
+
+    /// The agent touched its heartbeat recently.
+    fn agent_alive(&self, session: &Session) -> bool {
+        let beat = self
+            .sessions
+            .session_dir(session)
+            .ok()
+            .and_then(|d| std::fs::metadata(d.join(nanoclaw_schema::session::HEARTBEAT_FILE)).ok())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok());
+        beat.is_some_and(|age| age < TYPING_FRESH)
     }
 
     fn sweep(self: &Arc<Self>) {
