@@ -592,18 +592,10 @@ impl<P: Platforms> Delivery<P> {
             inbound::insert_message(
                 c,
                 &NewMessage {
-                    id: &id,
-                    kind: InKind::Chat,
-                    timestamp: &now,
-                    trigger: true,
                     channel_type: Some(AGENT_CHANNEL),
                     platform_id: Some(source_agent.as_str()),
-                    thread_id: None,
-                    platform_message_id: None,
-                    content: &content,
-                    process_after: None,
                     source_session_id: Some(session.id.as_str()),
-                    on_wake: false,
+                    ..NewMessage::new(&id, InKind::Chat, &now, &content)
                 },
             )
         })?;

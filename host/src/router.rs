@@ -616,18 +616,17 @@ impl Router {
         })?;
         let now = nanoclaw_schema::time::now();
         let row = NewMessage {
-            id: &id,
-            kind: InKind::Chat,
-            timestamp: msg.timestamp.as_deref().unwrap_or(&now),
             trigger: p.trigger,
             channel_type: Some(msg.channel.as_str()),
             platform_id: Some(msg.chat_id.as_str()),
             thread_id: msg.thread_id.as_deref(),
             platform_message_id: msg.message_id.as_deref(),
-            content: &content,
-            process_after: None,
-            source_session_id: None,
-            on_wake: false,
+            ..NewMessage::new(
+                &id,
+                InKind::Chat,
+                msg.timestamp.as_deref().unwrap_or(&now),
+                &content,
+            )
         };
         match self
             .sessions

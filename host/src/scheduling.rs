@@ -156,18 +156,8 @@ pub fn apply(
         inbound::insert_message(
             c,
             &NewMessage {
-                id: &id,
-                kind: InKind::System,
-                timestamp: &now,
                 trigger: !applied.ok,
-                channel_type: None,
-                platform_id: None,
-                thread_id: None,
-                platform_message_id: None,
-                content: &content,
-                process_after: None,
-                source_session_id: None,
-                on_wake: false,
+                ..NewMessage::new(&id, InKind::System, &now, &content)
             },
         )
     })?;
@@ -433,18 +423,10 @@ pub fn fire_due(
             inbound::insert_message(
                 c,
                 &NewMessage {
-                    id: &message_id,
-                    kind: InKind::Task,
-                    timestamp: &now_s,
-                    trigger: true,
                     channel_type: channel_type.as_deref(),
                     platform_id: platform_id.as_deref(),
                     thread_id: thread_id.as_deref(),
-                    platform_message_id: None,
-                    content: &content,
-                    process_after: None,
-                    source_session_id: None,
-                    on_wake: false,
+                    ..NewMessage::new(&message_id, InKind::Task, &now_s, &content)
                 },
             )
         })?;

@@ -417,14 +417,16 @@ impl Supervisor {
     }
 
     /// Stops a session's container (it may finish nothing; claims are recovered on exit).
-    pub async fn stop(&self, id: &SessionId, reason: &str) {
-        let Some(name) = self
-            .running
+    fn container_of(&self, id: &SessionId) -> Option<ContainerName> {
+        self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .map(|r| r.name.clone())
-        else {
+    }
+
+    pub async fn stop(&self, id: &SessionId, reason: &str) {
+        let Some(name) = self.container_of(id) else {
             return;
         };
         tracing::info!(session = %id, reason, "stopping agent container");
@@ -438,13 +440,7 @@ impl Supervisor {
 
     /// Kills a session's container at once.
     pub async fn kill(&self, id: &SessionId, reason: &str) {
-        let Some(name) = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .map(|r| r.name.clone())
-        else {
+        let Some(name) = self.container_of(id) else {
             return;
         };
         tracing::warn!(session = %id, reason, "killing agent container");

@@ -264,18 +264,9 @@ pub fn init_first_agent(paths: &Paths, args: InitFirstAgentArgs) -> anyhow::Resu
         inbound::insert_message(
             c,
             &NewMessage {
-                id: &id,
-                kind: InKind::Chat,
-                timestamp: &now,
-                trigger: true,
                 channel_type: Some(channel.as_str()),
                 platform_id: Some(platform_id.as_str()),
-                thread_id: None,
-                platform_message_id: None,
-                content: &content,
-                process_after: None,
-                source_session_id: None,
-                on_wake: false,
+                ..NewMessage::new(&id, InKind::Chat, &now, &content)
             },
         )
     })?;

@@ -441,18 +441,14 @@ async fn scheduling_actions_are_applied() {
 async fn container_acks_mark_inbound_messages_completed() {
     let f = fx();
     let row = NewMessage {
-        id: "m1",
-        kind: InKind::Chat,
-        timestamp: "2026-01-01T00:00:00.000Z",
-        trigger: true,
         channel_type: Some("telegram"),
         platform_id: Some("1"),
-        thread_id: None,
-        platform_message_id: None,
-        content: "{\"text\":\"hi\"}",
-        process_after: None,
-        source_session_id: None,
-        on_wake: false,
+        ..NewMessage::new(
+            "m1",
+            InKind::Chat,
+            "2026-01-01T00:00:00.000Z",
+            "{\"text\":\"hi\"}",
+        )
     };
     f.sessions
         .with_inbound(&f.session, |c| inbound::insert_message(c, &row))

@@ -28,6 +28,26 @@ pub struct NewMessage<'a> {
     pub on_wake: bool,
 }
 
+impl<'a> NewMessage<'a> {
+    /// A triggering message with no reply address; set the other fields with struct update.
+    pub fn new(id: &'a str, kind: InKind, timestamp: &'a str, content: &'a str) -> Self {
+        NewMessage {
+            id,
+            kind,
+            timestamp,
+            trigger: true,
+            channel_type: None,
+            platform_id: None,
+            thread_id: None,
+            platform_message_id: None,
+            content,
+            process_after: None,
+            source_session_id: None,
+            on_wake: false,
+        }
+    }
+}
+
 /// What [`insert_message`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Insert {

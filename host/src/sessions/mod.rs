@@ -321,18 +321,14 @@ mod tests {
 
     fn msg(id: &str) -> inbound::NewMessage<'_> {
         inbound::NewMessage {
-            id,
-            kind: InKind::Chat,
-            timestamp: "2026-01-01T00:00:00.000Z",
-            trigger: true,
             channel_type: Some("telegram"),
             platform_id: Some("1"),
-            thread_id: None,
-            platform_message_id: None,
-            content: "{\"text\":\"hi\"}",
-            process_after: None,
-            source_session_id: None,
-            on_wake: false,
+            ..inbound::NewMessage::new(
+                id,
+                InKind::Chat,
+                "2026-01-01T00:00:00.000Z",
+                "{\"text\":\"hi\"}",
+            )
         }
     }
 
