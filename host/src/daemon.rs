@@ -51,6 +51,10 @@ const TYPING_GRACE: Duration = Duration::from_secs(15);
 const TYPING_FRESH: Duration = Duration::from_secs(10);
 const TYPING_MAX: Duration = Duration::from_secs(120);
 const TYPING_EVERY: Duration = Duration::from_secs(4);
+/// How long after a file event the daemon keeps looking for the commit behind it.
+const RECHECK_MAX: Duration = Duration::from_millis(256);
+/// Session DB connections unused this long are closed.
+const IDLE_CONNECTION: Duration = Duration::from_secs(120);
 
 /// A chat waiting for an agent's answer.
 #[derive(Debug, Clone)]
@@ -143,6 +147,8 @@ struct Daemon {
     tz: TimeZone,
     failed_wakes: Mutex<HashSet<SessionId>>,
     typing: Mutex<HashMap<ChatAddress, Typing>>,
+    /// File events per session not yet looked at (see [`Daemon::outbound_event`]).
+    outbound_events: Mutex<HashMap<SessionId, u64>>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -243,15 +249,18 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         tz,
         failed_wakes: Mutex::new(HashSet::new()),
         typing: Mutex::new(HashMap::new()),
+        outbound_events: Mutex::new(HashMap::new()),
     });
 
     // Catch up on what the previous run left: claims to recover, work to wake, replies to send.
-    for (session, at) in supervisor.startup_scan()? {
+    let scan = supervisor.startup_scan()?;
+    for (session, at) in scan.work {
         daemon.wake_at(session, at);
     }
-    for s in db.read(|c| sessions_registry::list(c, None, true))? {
+    for s in scan.undelivered {
         daemon.drain(s.id);
     }
+    release_freed_memory();
     daemon.settle_approvals();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -421,7 +430,7 @@ impl Daemon {
 
     fn on_notice(self: &Arc<Self>, notice: Notice) {
         match notice {
-            Notice::Outbound(id) => self.drain(id),
+            Notice::Outbound(id) => self.outbound_event(id),
             Notice::GaveUp {
                 session,
                 message_id,
@@ -436,32 +445,84 @@ impl Daemon {
     fn drain(self: &Arc<Self>, id: SessionId) {
         let d = self.clone();
         tokio::spawn(async move {
-            let session = match d.db.read(|c| sessions_registry::get(c, &id)) {
-                Ok(Some(s)) => s,
-                _ => return,
-            };
-            match d.delivery.drain(&session).await {
-                Ok(out) => {
-                    for target in out.wake {
-                        d.wake(target);
-                    }
-                    for chat in out.posted_to {
-                        d.typing
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&chat);
-                    }
-                    if let Some(at) = out.again_at {
-                        let d2 = d.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep_until(at.into()).await;
-                            d2.drain(id);
-                        });
-                    }
+            d.drain_now(&id).await;
+        });
+    }
+
+    /// A file event on a session's outbound.db. The commit that caused it may become
+    /// visible a moment after the event, so the session is looked at again, sooner then
+    /// later, until a change shows up; events during a look trigger another look at once.
+    fn outbound_event(self: &Arc<Self>, id: SessionId) {
+        let first = {
+            let mut events = self
+                .outbound_events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = events.entry(id.clone()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        if !first {
+            return;
+        }
+        let d = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::ZERO;
+            loop {
+                tokio::time::sleep(delay).await;
+                let seen = d
+                    .outbound_events
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .copied();
+                let changed = d.drain_now(&id).await;
+                let mut events = d.outbound_events.lock().unwrap_or_else(|p| p.into_inner());
+                if events.get(&id).copied() != seen {
+                    delay = Duration::ZERO;
+                    continue;
                 }
-                Err(e) => tracing::warn!(session = %session.id, error = %e, "delivery pass failed"),
+                if changed || delay >= RECHECK_MAX {
+                    events.remove(&id);
+                    return;
+                }
+                delay = (delay * 2).max(Duration::from_millis(1));
             }
         });
+    }
+
+    /// One delivery pass; true if the container had committed something new.
+    async fn drain_now(self: &Arc<Self>, id: &SessionId) -> bool {
+        let session = match self.db.read(|c| sessions_registry::get(c, id)) {
+            Ok(Some(s)) => s,
+            _ => return false,
+        };
+        match self.delivery.drain(&session).await {
+            Ok(out) => {
+                for target in out.wake {
+                    self.wake(target);
+                }
+                for chat in out.posted_to {
+                    self.typing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&chat);
+                }
+                if let Some(at) = out.again_at {
+                    let d = self.clone();
+                    let id = id.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at.into()).await;
+                        d.drain(id);
+                    });
+                }
+                out.changed
+            }
+            Err(e) => {
+                tracing::warn!(session = %session.id, error = %e, "delivery pass failed");
+                false
+            }
+        }
     }
 
     async fn tell_gave_up(&self, session: &SessionId, message_id: &str) {
@@ -559,6 +620,9 @@ impl Daemon {
         let d = self.clone();
         tokio::spawn(async move {
             d.supervisor.check_running().await;
+            if d.sessions.evict_idle(IDLE_CONNECTION) > 0 {
+                release_freed_memory();
+            }
             // Fallback for missed file events: look at every running session's outbound.
             for s in d.supervisor.running_sessions() {
                 d.drain(s.id);
@@ -664,5 +728,15 @@ fn restrict_dir(dir: &std::path::Path) {
         if mode & 0o077 != 0 {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700));
         }
+    }
+}
+
+/// Gives memory freed after start-up (plugin loading, the recovery scan) back to the system,
+/// so the idle daemon's footprint is what it really uses.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -119,6 +119,8 @@ pub struct Drained {
     pub again_at: Option<Instant>,
     /// Chats that just received something from the agent (pause their typing indicator).
     pub posted_to: Vec<ChatAddress>,
+    /// The container committed something since the last drain.
+    pub changed: bool,
 }
 
 pub struct Delivery<P: Platforms> {
@@ -162,6 +164,7 @@ impl<P: Platforms> Delivery<P> {
         let version = self
             .sessions
             .with_outbound(session, outbound::data_version)?;
+        out.changed = p.data_version != Some(version);
         if p.data_version == Some(version) && p.retries.is_empty() && p.cursor > 0 {
             return Ok(out);
         }

@@ -633,10 +633,10 @@ impl Supervisor {
 
     /// At start-up: recover sessions whose container died with the previous host, and
     /// return those with work waiting.
-    pub fn startup_scan(&self) -> Result<Vec<(Session, Option<Instant>)>> {
+    pub fn startup_scan(&self) -> Result<StartupScan> {
         let active = self.db.read(|c| registry::list(c, None, true))?;
         self.db.write(|c| registry::reset_container_status(c))?;
-        let mut work = Vec::new();
+        let mut scan = StartupScan::default();
         for s in active {
             if !self.sessions.session_dir(&s)?.exists() {
                 continue;
@@ -646,11 +646,33 @@ impl Supervisor {
                 continue;
             }
             if let Some(w) = self.next_work(&s)? {
-                work.push(w);
+                scan.work.push(w);
             }
+            let written = self.sessions.with_outbound(&s, |c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM messages_out", [], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+            })?;
+            let handled = self.sessions.with_inbound(&s, |c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM delivered", [], |r| r.get::<_, i64>(0))?)
+            })?;
+            if written > handled {
+                scan.undelivered.push(s.clone());
+            }
+            // Idle sessions keep no connection open.
+            self.sessions.forget(&s.id);
         }
-        Ok(work)
+        Ok(scan)
     }
+}
+
+/// What the previous run left behind.
+#[derive(Debug, Default)]
+pub struct StartupScan {
+    /// Sessions with messages to work on: now (`None`) or at an instant.
+    pub work: Vec<(Session, Option<Instant>)>,
+    /// Sessions whose agents wrote something not yet delivered.
+    pub undelivered: Vec<Session>,
 }
 
 struct AgentDirs {

@@ -158,7 +158,8 @@ pub fn host_abi_version() -> &'static Version {
 
 /// Reads a library's ABI version from its marker section, without loading it.
 pub fn inspect(path: &Path) -> Result<Version, LoadError> {
-    let data = std::fs::read(path).map_err(|source| match source.kind() {
+    // Read only the headers and the marker section, not the whole (often tens of MB) file.
+    let handle = std::fs::File::open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => LoadError::Missing {
             path: path.to_owned(),
         },
@@ -171,7 +172,8 @@ pub fn inspect(path: &Path) -> Result<Version, LoadError> {
         path: path.to_owned(),
         reason,
     };
-    let file = object::File::parse(&*data)
+    let data = object::read::ReadCache::new(handle);
+    let file = object::File::parse(&data)
         .map_err(|e| not_a_plugin(format!("not a shared library ({e})")))?;
     if file.kind() != object::ObjectKind::Dynamic {
         return Err(not_a_plugin(format!(

@@ -11,7 +11,7 @@ pub mod registry;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use rusqlite::Connection;
@@ -183,6 +183,11 @@ impl SessionStore {
     }
 
     /// Drops the cached connections of a session (e.g. after it was closed).
+    /// Closes the connections of sessions unused for `idle`, so idle sessions cost no memory.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        evict(&self.inbound, idle) + evict(&self.outbound, idle)
+    }
+
     pub fn forget(&self, s: &SessionId) {
         self.inbound
             .lock()
@@ -232,7 +237,8 @@ impl SessionStore {
     }
 }
 
-type ConnCache = Mutex<LruCache<SessionId, Arc<Mutex<Connection>>>>;
+/// Open connections by session, least recently used first out, with when each was last used.
+type ConnCache = Mutex<LruCache<SessionId, (Arc<Mutex<Connection>>, Instant)>>;
 
 fn conn_cache() -> ConnCache {
     Mutex::new(LruCache::new(
@@ -246,12 +252,26 @@ fn cached(
     open: impl FnOnce() -> Result<Connection>,
 ) -> Result<Arc<Mutex<Connection>>> {
     let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(conn) = cache.get(id) {
+    if let Some((conn, used)) = cache.get_mut(id) {
+        *used = Instant::now();
         return Ok(conn.clone());
     }
     let conn = Arc::new(Mutex::new(open()?));
-    cache.put(id.clone(), conn.clone());
+    cache.put(id.clone(), (conn.clone(), Instant::now()));
     Ok(conn)
+}
+
+fn evict(cache: &ConnCache, idle: Duration) -> usize {
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    let stale: Vec<SessionId> = cache
+        .iter()
+        .filter(|(_, (_, used))| used.elapsed() >= idle)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in &stale {
+        cache.pop(id);
+    }
+    stale.len()
 }
 
 /// Creates (or checks) a session DB file: WAL, schema applied, version recorded.
