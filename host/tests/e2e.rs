@@ -653,3 +653,69 @@ fn plugins_list_shows_the_shipped_configuration_loaded() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+#[test]
+fn doctor_says_what_to_fix() {
+    if !require_engine("doctor_says_what_to_fix") {
+        return;
+    }
+    let image = harness::image();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let shipped = common::workspace_root().join("plugins.toml");
+    built();
+    cli_ok(&data, &["migrate"]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(data.join(".env"), "TELEGRAM_BOT_TOKEN=x\n").unwrap();
+    std::fs::set_permissions(data.join(".env"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cli(
+        &data,
+        &[
+            "--json",
+            "doctor",
+            "--plugins",
+            shipped.to_str().unwrap(),
+            "--image",
+            image,
+        ],
+    );
+    assert!(!out.status.success(), "a world-readable .env is a failure");
+    let findings: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |check: &str| {
+        findings
+            .iter()
+            .find(|f| f["check"] == check)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(find("docker engine")["level"], "ok");
+    assert_eq!(find("agent image")["level"], "ok");
+    assert_eq!(find("secrets")["level"], "fail");
+    assert!(
+        find("secrets")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("chmod 600")
+    );
+    assert_eq!(find("plugin cli")["level"], "ok");
+    assert_eq!(find("owner")["level"], "warn");
+    assert_eq!(find("daemon")["level"], "warn");
+    std::fs::set_permissions(data.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = cli(
+        &data,
+        &[
+            "doctor",
+            "--plugins",
+            shipped.to_str().unwrap(),
+            "--image",
+            "nanoclaw-agent:missing",
+        ],
+    );
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[FAIL] agent image") && text.contains("container/build.sh"),
+        "{text}"
+    );
+}
