@@ -625,7 +625,7 @@ fn destinations_cmd(
 
 fn dropped_cmd(db: &Db, format: Format, args: DroppedArgs) -> anyhow::Result<()> {
     if args.clear {
-        let n = db.write(|c| dropped::clear(c))?;
+        let n = db.write(dropped::clear)?;
         println!("forgot {n} dropped-message records");
         return Ok(());
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub use migrate::{MigrationError, MigrationReport, binary_version, migrate};
 
@@ -73,18 +73,43 @@ impl Db {
     }
 
     /// Runs `f` inside one IMMEDIATE transaction, committed if `f` succeeds.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+    pub fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        immediate(&self.lock(), f)
     }
 }
+
+/// Runs `f` in an IMMEDIATE transaction on `conn`: committed if `f` succeeds, rolled back if
+/// it fails or panics. The BEGIN and COMMIT statements are prepared once per connection
+/// (rusqlite's `Transaction` parses them on every use, a measurable cost on the hot path).
+pub(crate) fn immediate<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    struct Rollback<'a>(Option<&'a Connection>);
+    impl Drop for Rollback<'_> {
+        fn drop(&mut self) {
+            if let Some(conn) = self.0 {
+                let _ = conn
+                    .prepare_cached("ROLLBACK")
+                    .and_then(|mut s| s.execute([]));
+            }
+        }
+    }
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let mut guard = Rollback(Some(conn));
+    let value = f(conn)?;
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    guard.0 = None;
+    Ok(value)
+}
+
+/// Statements each connection keeps prepared: the router alone uses a few dozen.
+pub(crate) const STATEMENT_CACHE: usize = 64;
 
 /// Pragmas for every central DB connection.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // Reading the journal mode is also the first real read of the file: a file that is not a
     // database fails here.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;

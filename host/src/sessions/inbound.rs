@@ -61,18 +61,18 @@ pub enum Insert {
 /// Appends a message with the next even seq, in one IMMEDIATE transaction so concurrent
 /// writers (the daemon and an operator command) can never take the same seq.
 pub fn insert_message(conn: &mut Connection, m: &NewMessage<'_>) -> Result<Insert> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let exists: bool = tx
-        .prepare_cached("SELECT EXISTS(SELECT 1 FROM messages_in WHERE id = ?1)")?
-        .query_row([m.id], |r| r.get(0))?;
-    if exists {
-        return Ok(Insert::Duplicate);
-    }
-    let max: Option<i64> = tx
-        .prepare_cached("SELECT MAX(seq) FROM messages_in")?
-        .query_row([], |r| r.get(0))?;
-    let seq = session::next_host_seq(max);
-    tx.prepare_cached(
+    crate::db::immediate(conn, |tx| {
+        let exists: bool = tx
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM messages_in WHERE id = ?1)")?
+            .query_row([m.id], |r| r.get(0))?;
+        if exists {
+            return Ok(Insert::Duplicate);
+        }
+        let max: Option<i64> = tx
+            .prepare_cached("SELECT MAX(seq) FROM messages_in")?
+            .query_row([], |r| r.get(0))?;
+        let seq = session::next_host_seq(max);
+        tx.prepare_cached(
         "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, trigger, channel_type,
                                   platform_id, thread_id, platform_message_id, content, source_session_id, on_wake)
          VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -92,8 +92,8 @@ pub fn insert_message(conn: &mut Connection, m: &NewMessage<'_>) -> Result<Inser
         m.source_session_id,
         m.on_wake
     ])?;
-    tx.commit()?;
-    Ok(Insert::Inserted { seq })
+        Ok(Insert::Inserted { seq })
+    })
 }
 
 /// Replaces the session's destinations projection whole, in one transaction.

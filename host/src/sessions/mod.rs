@@ -286,6 +286,7 @@ fn init_db(path: &Path, schema: &str) -> Result<()> {
 pub fn open_session_db(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(|e| crate::db::corrupt_or(path, e))?;
     conn.busy_timeout(Duration::from_millis(session::BUSY_TIMEOUT_MS))?;
+    conn.set_prepared_statement_cache_capacity(crate::db::STATEMENT_CACHE);
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(|e| crate::db::corrupt_or(path, e))?;

@@ -70,8 +70,11 @@ pub fn find_active(
 ) -> Result<Option<Session>> {
     Ok(conn
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM sessions WHERE agent_group_id = ?1 AND messaging_group_id IS ?2
-             AND thread_id IS ?3 AND status = 'active'"
+            // Written to match the `sessions_one_active` index: one lookup, however many
+            // sessions the agent has.
+            "SELECT {COLUMNS} FROM sessions WHERE agent_group_id = ?1
+             AND IFNULL(messaging_group_id, '') = IFNULL(?2, '') AND IFNULL(thread_id, '') = IFNULL(?3, '')
+             AND status = 'active'"
         ))?
         .query_row(params![agent, chat, thread], from_row)
         .optional()?)
