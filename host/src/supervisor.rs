@@ -635,7 +635,7 @@ impl Supervisor {
     /// return those with work waiting.
     pub fn startup_scan(&self) -> Result<StartupScan> {
         let active = self.db.read(|c| registry::list(c, None, true))?;
-        self.db.write(|c| registry::reset_container_status(c))?;
+        self.db.write(registry::reset_container_status)?;
         let mut scan = StartupScan::default();
         for s in active {
             if !self.sessions.session_dir(&s)?.exists() {
