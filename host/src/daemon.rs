@@ -28,7 +28,7 @@ use crate::ids::{ChannelType, ChatAddress, PlatformId, SessionId};
 use crate::pairing::{self, Intercept};
 use crate::plugins::channels::PluginChannels;
 use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
-use crate::plugins::{LoadOptions, PluginManifest, PluginsConfig, registry};
+use crate::plugins::{LoadOptions, PluginsConfig, registry};
 use crate::router::{ChannelCaps, DirectReply, Inbound, RouteOutcome, Router};
 use crate::sessions::{Session, SessionStore, registry as sessions_registry};
 use crate::supervisor::{Notice, Supervisor, SupervisorConfig};
@@ -170,22 +170,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
     })?;
     let load_opts = LoadOptions::new(paths.home());
     let slot: IngressSlot = Arc::new(OnceLock::new());
-    let factory = {
-        let db = db.clone();
-        let slot = slot.clone();
-        move |instance: &str, m: &PluginManifest| {
-            // The loader validated the channel type; "agent" is reserved by ChannelType.
-            let channel = ChannelType::parse(&m.channel_type).unwrap_or_else(|_| {
-                tracing::error!(
-                    plugin = instance,
-                    channel = m.channel_type,
-                    "plugin uses a reserved channel type"
-                );
-                ChannelType::parse("invalid-channel").expect("valid literal")
-            });
-            Services::new(instance, channel, db.clone(), slot.clone()).into_box()
-        }
-    };
+    let factory = Services::factory(db.clone(), slot.clone());
     let mut plugins = registry::load(&plugins_config, &load_opts, &factory).await;
     let caps: HashMap<ChannelType, ChannelCaps> = plugins
         .handles()

@@ -12,9 +12,8 @@ use crate::config::Paths;
 use crate::container::{DockerRunner, InstallId, RunnerConfig};
 use crate::control::{self, Request};
 use crate::db::Db;
-use crate::ids::ChannelType;
 use crate::plugins::services::Services;
-use crate::plugins::{LoadOptions, PluginManifest, PluginsConfig, registry};
+use crate::plugins::{LoadOptions, PluginsConfig, registry};
 use crate::store::{dropped, roles};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -232,11 +231,7 @@ async fn check_plugins(paths: &Paths, config_path: &Path, db: Arc<Db>, r: &mut R
     );
     let opts = LoadOptions::new(paths.home());
     let slot = Arc::new(OnceLock::new());
-    let factory = move |instance: &str, m: &PluginManifest| {
-        let channel = ChannelType::parse(&m.channel_type)
-            .unwrap_or_else(|_| ChannelType::parse("invalid").expect("literal"));
-        Services::new(instance, channel, db.clone(), slot.clone()).into_box()
-    };
+    let factory = Services::factory(db.clone(), slot.clone());
     for row in registry::check(&config, &opts, &factory).await {
         let name = format!("plugin {}", row.instance);
         match row.error() {

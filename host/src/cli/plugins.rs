@@ -10,11 +10,8 @@ use super::output::Format;
 use crate::config::Paths;
 use crate::control::{self, Request};
 use crate::db::Db;
-use crate::ids::ChannelType;
 use crate::plugins::services::Services;
-use crate::plugins::{
-    LoadOptions, PluginManifest, PluginReport, PluginStatus, PluginsConfig, registry,
-};
+use crate::plugins::{LoadOptions, PluginReport, PluginStatus, PluginsConfig, registry};
 
 /// Preflights every configured plugin (load and create, never start) and, for `list`, adds
 /// the live health a running daemon reports. Returns whether every enabled plugin loaded.
@@ -31,11 +28,7 @@ pub fn run(paths: &Paths, config_path: &Path, format: Format, live: bool) -> any
         let opts = LoadOptions::new(paths.home());
         // Input is refused during a check: the ingress is never set.
         let slot = Arc::new(OnceLock::new());
-        let factory = move |instance: &str, m: &PluginManifest| {
-            let channel = ChannelType::parse(&m.channel_type)
-                .unwrap_or_else(|_| ChannelType::parse("invalid").expect("literal"));
-            Services::new(instance, channel, db.clone(), slot.clone()).into_box()
-        };
+        let factory = Services::factory(db.clone(), slot.clone());
         registry::check(&config, &opts, &factory).await
     });
     let health = if live {

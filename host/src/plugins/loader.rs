@@ -290,15 +290,9 @@ impl PluginManifest {
             reason,
         };
         let channel_type = m.channel_type.into_string();
-        let valid_type = !channel_type.is_empty()
-            && channel_type.len() <= 32
-            && channel_type
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !valid_type {
-            return Err(invalid(format!(
-                "channel type `{channel_type}` must be 1-32 of [a-z0-9_-]"
-            )));
+        // The same rule as everywhere else in the host (lower-case, `agent` reserved).
+        if let Err(e) = crate::ids::ChannelType::parse(&channel_type) {
+            return Err(invalid(e.to_string()));
         }
         let name = m.name.into_string();
         if name.trim().is_empty() {

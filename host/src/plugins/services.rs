@@ -60,6 +60,18 @@ impl Services {
         }
     }
 
+    /// The factory the plugin registry calls for each instance it creates.
+    pub fn factory(
+        db: Arc<Db>,
+        ingress: IngressSlot,
+    ) -> impl Fn(&str, &super::PluginManifest) -> HostServicesBox {
+        move |instance, manifest| {
+            let channel = ChannelType::parse(&manifest.channel_type)
+                .expect("the loader only creates plugins whose channel type is valid");
+            Services::new(instance, channel, db.clone(), ingress.clone()).into_box()
+        }
+    }
+
     /// The ABI object handed to the plugin's `create`.
     pub fn into_box(self) -> HostServicesBox {
         HostServices_TO::from_ptr(RArc::new(self), TD_Opaque)
