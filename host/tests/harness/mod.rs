@@ -210,6 +210,20 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Kills with SIGKILL (a crash: no shutdown at all; containers keep running).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again after [`Daemon::stop`] or [`Daemon::kill`]; waits until it answers.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+
     pub fn log(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
