@@ -501,6 +501,63 @@ fn updates_during_a_restart_or_a_crash_reach_the_agent_exactly_once() {
     assert_eq!(tg.fake.pending_updates(), 0, "every update was confirmed");
 }
 
+#[test]
+fn an_agent_shared_by_a_dm_and_a_group_hears_every_message_of_both() {
+    if !require_engine("an_agent_shared_by_a_dm_and_a_group_hears_every_message_of_both") {
+        return;
+    }
+    let tg = Tg::new();
+    let daemon = tg.start();
+    first_agent(&tg, &daemon);
+    // The family group joins Ann's conversation (the isolation choice "same session").
+    tg.group(-1006, "Family", "strict");
+    tg.ok(&[
+        "wire",
+        "add",
+        "telegram:-1006",
+        "dm-with-ann",
+        "--engage",
+        "pattern",
+        "--session-mode",
+        "agent-shared",
+    ]);
+    // Telegram numbers messages per chat, so the two chats reuse each other's ids.
+    let in_dm = tg.dm(&ann(), "dm one");
+    let in_group: Vec<i64> = (1..=5)
+        .map(|i| tg.say(-1006, "Family", &ann(), &format!("family {i}")))
+        .collect();
+    assert!(
+        in_group.contains(&in_dm),
+        "ids {in_dm} and {in_group:?} do not overlap"
+    );
+    // Updates are handled in order: once this one is in, all of the above were routed.
+    tg.dm(&ann(), "dm last");
+    let routed = wait_until(AGENT, || {
+        tg.inbound_texts("dm-with-ann")
+            .iter()
+            .any(|t| t == "dm last")
+    });
+    assert!(
+        routed,
+        "{:?}\n{}",
+        tg.inbound_texts("dm-with-ann"),
+        daemon.log()
+    );
+    assert_eq!(
+        tg.session_dirs("dm-with-ann").len(),
+        1,
+        "one shared session"
+    );
+    let texts = tg.inbound_texts("dm-with-ann");
+    let mut expected = vec!["dm one".to_string()];
+    expected.extend((1..=5).map(|i| format!("family {i}")));
+    expected.push("dm last".into());
+    for e in &expected {
+        let n = texts.iter().filter(|t| *t == e).count();
+        assert_eq!(n, 1, "{e:?} reached the agent {n} times: {texts:?}");
+    }
+}
+
 /// Pairing codes look like `ABCD-EFGH`.
 fn find_code(text: &str) -> Option<String> {
     text.split_whitespace()
