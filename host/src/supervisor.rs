@@ -111,19 +111,7 @@ impl Supervisor {
             .io_context(|| format!("create {}", paths.home().display()))?;
         let install = InstallId::from_data_dir(paths.home())
             .io_context(|| format!("resolve the data dir {}", paths.home().display()))?;
-        let watcher = {
-            let notices = notices.clone();
-            let root = sessions.root().to_path_buf();
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                for path in &event.paths {
-                    if let Some(id) = outbound_session(&root, path) {
-                        let _ = notices.send(Notice::Outbound(id));
-                    }
-                }
-            })
-            .map_err(|e| Error::invalid(format!("cannot watch session directories: {e}")))?
-        };
+        let watcher = outbound_watcher(sessions.root(), notices.clone())?;
         let sup = Arc::new(Supervisor {
             cfg,
             paths,
@@ -634,6 +622,28 @@ enum Verdict {
 }
 
 /// The session of an `outbound.db*` path under `root/<agent>/<session>/`.
+/// Watches session directories (added with `watch`) and reports writes to their
+/// `outbound.db` as [`Notice::Outbound`].
+fn outbound_watcher(
+    sessions_root: &Path,
+    notices: mpsc::UnboundedSender<Notice>,
+) -> Result<notify::RecommendedWatcher> {
+    // notify reports events under the absolute form of a watched path (it joins a relative
+    // one to the current directory), and the data dir is usually relative (`data`): compare
+    // against the absolute root, or no event ever matches and replies wait for the sweep.
+    let root = std::path::absolute(sessions_root)
+        .io_context(|| format!("resolve {}", sessions_root.display()))?;
+    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        for path in &event.paths {
+            if let Some(id) = outbound_session(&root, path) {
+                let _ = notices.send(Notice::Outbound(id));
+            }
+        }
+    })
+    .map_err(|e| Error::invalid(format!("cannot watch session directories: {e}")))
+}
+
 fn outbound_session(root: &Path, path: &Path) -> Option<SessionId> {
     let name = path.file_name()?.to_str()?;
     if !name.starts_with(OUTBOUND_DB) {
@@ -663,5 +673,41 @@ mod tests {
                 .is_none()
         );
         assert!(outbound_session(root, Path::new("/elsewhere/ag-1/sess-2/outbound.db")).is_none());
+    }
+
+    /// The same path, relative to the current directory (which the test leaves alone).
+    fn relative_to_cwd(path: &Path) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap();
+        let mut rel = PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            rel.push("..");
+        }
+        rel.join(path.strip_prefix("/").unwrap())
+    }
+
+    #[test]
+    fn replies_are_noticed_with_a_relative_data_dir() {
+        use notify::Watcher as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = relative_to_cwd(&tmp.path().join("sessions"));
+        assert!(root.is_relative());
+        let session = root.join("ag-1").join("sess-2");
+        std::fs::create_dir_all(&session).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut watcher = outbound_watcher(&root, tx).unwrap();
+        watcher
+            .watch(&session, notify::RecursiveMode::NonRecursive)
+            .unwrap();
+        std::fs::write(session.join(OUTBOUND_DB), b"reply").unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let noticed = loop {
+            match rx.try_recv() {
+                Ok(Notice::Outbound(id)) => break Some(id),
+                Ok(_) => {}
+                Err(_) if Instant::now() > end => break None,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        assert_eq!(noticed.map(|id| id.to_string()).as_deref(), Some("sess-2"));
     }
 }
