@@ -917,3 +917,32 @@ fn a_strict_chat_drops_unknown_senders_and_records_it() {
             .is_empty()
     );
 }
+
+#[test]
+fn the_walkthrough_script_reaches_the_welcome_dm() {
+    if !require_engine("the_walkthrough_script_reaches_the_welcome_dm") {
+        return;
+    }
+    let image = harness::image();
+    let script = common::workspace_root().join("scripts/walkthrough-telegram.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("CARGO_TARGET_DIR", common::target_dir())
+        .env("NANOCLAW_IMAGE", image)
+        // Without the periodic sweep a reply can only arrive because the daemon noticed
+        // it: the script runs with a relative data dir, as an operator does.
+        .env("NANOCLAW_SWEEP_SECS", "3600")
+        .env_remove("NANOCLAW_HOME")
+        .env_remove("NANOCLAW_PLUGINS")
+        .env_remove("NANOCLAW_LOG")
+        .output()
+        .expect("run the walkthrough");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "walkthrough failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("WALKTHROUGH OK"), "{stdout}\n{stderr}");
+}
