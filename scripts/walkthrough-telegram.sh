@@ -118,6 +118,7 @@ cp "$root/plugins.toml" plugins.toml
 echo "working in $work"
 
 step "fake-telegram serve"
+: > fake.log
 fake-telegram serve --port "${FAKE_TELEGRAM_PORT:-0}" > fake.log 2>&1 &
 fake_pid=$!
 wait_for 30 grep -q '^  token: ' fake.log || fail "fake-telegram did not start"
@@ -145,14 +146,18 @@ nanoclaw plugins check || fail "nanoclaw plugins check failed"
 step "nanoclaw run"
 nanoclaw run --image "$image" > daemon.log 2>&1 &
 daemon_pid=$!
+# Output is captured before grep reads it: `grep -q` in a pipe may close it early, and
+# the writer's failure would then fail the pipeline (pipefail).
 telegram_ok() {
   kill -0 "$daemon_pid" 2>/dev/null || fail "nanoclaw run exited"
-  nanoclaw plugins list 2>/dev/null | grep -Eq '^  telegram +ok'
+  local listed
+  listed=$(nanoclaw plugins list 2>/dev/null) && grep -Eq '^  telegram +ok' <<<"$listed"
 }
 wait_for 60 telegram_ok || fail "the telegram plugin did not report ok"
 nanoclaw plugins list
 
 step "nanoclaw pair telegram (the user sends the code with fake-telegram send)"
+: > pair.out
 nanoclaw pair telegram > pair.out 2>&1 &
 pair_pid=$!
 wait_for 30 grep -Eq '^    [A-Z0-9]{4}-[A-Z0-9]{4}$' pair.out || fail "nanoclaw pair printed no code"
@@ -171,7 +176,10 @@ step "nanoclaw init-first-agent"
 nanoclaw init-first-agent --user "$user" --name "Ann"
 
 step "fake-telegram sent: the welcome"
-sent_has() { fake-telegram sent --port "$port" | grep -qF -- "$1"; }
+sent_has() {
+  local sent
+  sent=$(fake-telegram sent --port "$port") && grep -qF -- "$1" <<<"$sent"
+}
 wait_for 120 sent_has "your NanoClaw agent" || fail "no welcome DM arrived"
 fake-telegram sent --port "$port"
 sent_has "Paired! telegram:42 is now the owner" || fail "no pairing confirmation"

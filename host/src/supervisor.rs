@@ -622,8 +622,16 @@ enum Verdict {
 }
 
 /// The session of an `outbound.db*` path under `root/<agent>/<session>/`.
-/// Watches session directories (added with `watch`) and reports writes to their
-/// `outbound.db` as [`Notice::Outbound`].
+/// Watches session directories (added with `watch`) and reports what may mean new replies
+/// as [`Notice::Outbound`]: writes to `outbound.db` and its `-wal`, and touches of the
+/// heartbeat file.
+///
+/// The heartbeat matters: inotify reports a commit's writes to the `-wal` file, but the
+/// commit becomes visible to readers only when the WAL index (shared memory, written through
+/// mmap, so no event) is updated after the last write. A drain woken by the last `-wal` event
+/// can look before that and find nothing new; if no further event came, the reply would wait
+/// for the sweep. The agent runner touches the heartbeat after every turn's commit, which
+/// gives an event when the replies are surely visible.
 fn outbound_watcher(
     sessions_root: &Path,
     notices: mpsc::UnboundedSender<Notice>,
@@ -646,7 +654,7 @@ fn outbound_watcher(
 
 fn outbound_session(root: &Path, path: &Path) -> Option<SessionId> {
     let name = path.file_name()?.to_str()?;
-    if !name.starts_with(OUTBOUND_DB) {
+    if !name.starts_with(OUTBOUND_DB) && name != HEARTBEAT_FILE {
         return None;
     }
     let session_dir = path.parent()?;
@@ -673,6 +681,8 @@ mod tests {
                 .is_none()
         );
         assert!(outbound_session(root, Path::new("/elsewhere/ag-1/sess-2/outbound.db")).is_none());
+        let beat = Path::new("/data/sessions/ag-1/sess-2").join(HEARTBEAT_FILE);
+        assert_eq!(outbound_session(root, &beat).unwrap().as_str(), "sess-2");
     }
 
     /// The same path, relative to the current directory (which the test leaves alone).
@@ -683,6 +693,44 @@ mod tests {
             rel.push("..");
         }
         rel.join(path.strip_prefix("/").unwrap())
+    }
+
+    /// Waits up to 10 s for an outbound notice.
+    fn next_notice(rx: &mut mpsc::UnboundedReceiver<Notice>) -> Option<SessionId> {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            match rx.try_recv() {
+                Ok(Notice::Outbound(id)) => return Some(id),
+                Ok(_) => {}
+                Err(_) if Instant::now() > end => return None,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_touch_after_a_commit_is_noticed() {
+        use notify::Watcher as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("sessions");
+        let session = root.join("ag-1").join("sess-3");
+        std::fs::create_dir_all(&session).unwrap();
+        // The agent runner's touch: the file exists, only its mtime changes (IN_ATTRIB).
+        let beat = session.join(HEARTBEAT_FILE);
+        std::fs::write(&beat, b"").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut watcher = outbound_watcher(&root, tx).unwrap();
+        watcher
+            .watch(&session, notify::RecursiveMode::NonRecursive)
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&beat)
+            .unwrap()
+            .set_modified(SystemTime::now())
+            .unwrap();
+        let noticed = next_notice(&mut rx);
+        assert_eq!(noticed.map(|id| id.to_string()).as_deref(), Some("sess-3"));
     }
 
     #[test]
@@ -699,15 +747,7 @@ mod tests {
             .watch(&session, notify::RecursiveMode::NonRecursive)
             .unwrap();
         std::fs::write(session.join(OUTBOUND_DB), b"reply").unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        let noticed = loop {
-            match rx.try_recv() {
-                Ok(Notice::Outbound(id)) => break Some(id),
-                Ok(_) => {}
-                Err(_) if Instant::now() > end => break None,
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        };
+        let noticed = next_notice(&mut rx);
         assert_eq!(noticed.map(|id| id.to_string()).as_deref(), Some("sess-2"));
     }
 }
