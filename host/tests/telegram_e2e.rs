@@ -63,9 +63,10 @@ impl Tg {
         )
     }
 
-    /// Starts the daemon and waits until the plugin polls the fake.
+    /// Starts the daemon and waits until the plugin polls the fake. No periodic sweep:
+    /// replies must arrive because the daemon noticed them.
     fn start(&self) -> Daemon {
-        let daemon = Daemon::start(&self.data, &self.plugins_toml(), &[]);
+        let daemon = Daemon::start_event_driven(&self.data, &self.plugins_toml(), &[]);
         self.wait_polling(&daemon, 0);
         daemon
     }
