@@ -597,7 +597,13 @@ impl Router {
         outcome: &mut RouteOutcome,
     ) -> Result<()> {
         let platform_message_id = msg.message_id.as_deref().unwrap_or_default();
-        let id = format!("{platform_message_id}:{}", p.session.agent_group_id);
+        // Platform message ids are only unique within a chat (Telegram numbers every chat's
+        // messages from 1), and an agent-shared session takes several chats: the row id
+        // names the chat, so their messages never pass for redeliveries of each other.
+        let id = format!(
+            "{}:{}:{platform_message_id}:{}",
+            msg.channel, msg.chat_id, p.session.agent_group_id
+        );
         let dir = self.sessions.session_dir(&p.session)?;
         let attachments = save_attachments(&dir, &id, &msg.attachments)?;
         let content = ChatIn {

@@ -111,19 +111,7 @@ impl Supervisor {
             .io_context(|| format!("create {}", paths.home().display()))?;
         let install = InstallId::from_data_dir(paths.home())
             .io_context(|| format!("resolve the data dir {}", paths.home().display()))?;
-        let watcher = {
-            let notices = notices.clone();
-            let root = sessions.root().to_path_buf();
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                for path in &event.paths {
-                    if let Some(id) = outbound_session(&root, path) {
-                        let _ = notices.send(Notice::Outbound(id));
-                    }
-                }
-            })
-            .map_err(|e| Error::invalid(format!("cannot watch session directories: {e}")))?
-        };
+        let watcher = outbound_watcher(sessions.root(), notices.clone())?;
         let sup = Arc::new(Supervisor {
             cfg,
             paths,
@@ -688,9 +676,39 @@ enum Verdict {
 }
 
 /// The session of an `outbound.db*` path under `root/<agent>/<session>/`.
+/// Watches session directories (added with `watch`) and reports what may mean new replies
+/// as [`Notice::Outbound`]: writes to `outbound.db` and its `-wal`, and touches of the
+/// heartbeat file.
+///
+/// The heartbeat matters: inotify reports a commit's writes to the `-wal` file, but the
+/// commit becomes visible to readers only when the WAL index (shared memory, written through
+/// mmap, so no event) is updated after the last write. A drain woken by the last `-wal` event
+/// can look before that and find nothing new; if no further event came, the reply would wait
+/// for the sweep. The agent runner touches the heartbeat after every turn's commit, which
+/// gives an event when the replies are surely visible.
+fn outbound_watcher(
+    sessions_root: &Path,
+    notices: mpsc::UnboundedSender<Notice>,
+) -> Result<notify::RecommendedWatcher> {
+    // notify reports events under the absolute form of a watched path (it joins a relative
+    // one to the current directory), and the data dir is usually relative (`data`): compare
+    // against the absolute root, or no event ever matches and replies wait for the sweep.
+    let root = std::path::absolute(sessions_root)
+        .io_context(|| format!("resolve {}", sessions_root.display()))?;
+    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        for path in &event.paths {
+            if let Some(id) = outbound_session(&root, path) {
+                let _ = notices.send(Notice::Outbound(id));
+            }
+        }
+    })
+    .map_err(|e| Error::invalid(format!("cannot watch session directories: {e}")))
+}
+
 fn outbound_session(root: &Path, path: &Path) -> Option<SessionId> {
     let name = path.file_name()?.to_str()?;
-    if !name.starts_with(OUTBOUND_DB) {
+    if !name.starts_with(OUTBOUND_DB) && name != HEARTBEAT_FILE {
         return None;
     }
     let session_dir = path.parent()?;
@@ -717,5 +735,73 @@ mod tests {
                 .is_none()
         );
         assert!(outbound_session(root, Path::new("/elsewhere/ag-1/sess-2/outbound.db")).is_none());
+        let beat = Path::new("/data/sessions/ag-1/sess-2").join(HEARTBEAT_FILE);
+        assert_eq!(outbound_session(root, &beat).unwrap().as_str(), "sess-2");
+    }
+
+    /// The same path, relative to the current directory (which the test leaves alone).
+    fn relative_to_cwd(path: &Path) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap();
+        let mut rel = PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            rel.push("..");
+        }
+        rel.join(path.strip_prefix("/").unwrap())
+    }
+
+    /// Waits up to 10 s for an outbound notice.
+    fn next_notice(rx: &mut mpsc::UnboundedReceiver<Notice>) -> Option<SessionId> {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            match rx.try_recv() {
+                Ok(Notice::Outbound(id)) => return Some(id),
+                Ok(_) => {}
+                Err(_) if Instant::now() > end => return None,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_touch_after_a_commit_is_noticed() {
+        use notify::Watcher as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("sessions");
+        let session = root.join("ag-1").join("sess-3");
+        std::fs::create_dir_all(&session).unwrap();
+        // The agent runner's touch: the file exists, only its mtime changes (IN_ATTRIB).
+        let beat = session.join(HEARTBEAT_FILE);
+        std::fs::write(&beat, b"").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut watcher = outbound_watcher(&root, tx).unwrap();
+        watcher
+            .watch(&session, notify::RecursiveMode::NonRecursive)
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&beat)
+            .unwrap()
+            .set_modified(SystemTime::now())
+            .unwrap();
+        let noticed = next_notice(&mut rx);
+        assert_eq!(noticed.map(|id| id.to_string()).as_deref(), Some("sess-3"));
+    }
+
+    #[test]
+    fn replies_are_noticed_with_a_relative_data_dir() {
+        use notify::Watcher as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = relative_to_cwd(&tmp.path().join("sessions"));
+        assert!(root.is_relative());
+        let session = root.join("ag-1").join("sess-2");
+        std::fs::create_dir_all(&session).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut watcher = outbound_watcher(&root, tx).unwrap();
+        watcher
+            .watch(&session, notify::RecursiveMode::NonRecursive)
+            .unwrap();
+        std::fs::write(session.join(OUTBOUND_DB), b"reply").unwrap();
+        let noticed = next_notice(&mut rx);
+        assert_eq!(noticed.map(|id| id.to_string()).as_deref(), Some("sess-2"));
     }
 }

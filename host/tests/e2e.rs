@@ -174,7 +174,7 @@ fn a_message_gets_the_mock_agents_reply_through_the_plugin() {
     let ok = wait_until(Duration::from_secs(10), || {
         inbound
             .query_row(
-                "SELECT status FROM messages_in WHERE id LIKE 'm1:%'",
+                "SELECT status FROM messages_in WHERE platform_message_id = 'm1'",
                 [],
                 |r| r.get::<_, String>(0),
             )
@@ -240,7 +240,7 @@ fn a_killed_container_is_recovered_and_the_message_answered_once() {
     let inbound = rusqlite::Connection::open(s.session_dirs()[0].join("inbound.db")).unwrap();
     let tries: i64 = inbound
         .query_row(
-            "SELECT tries FROM messages_in WHERE id LIKE 'm1:%'",
+            "SELECT tries FROM messages_in WHERE platform_message_id = 'm1'",
             [],
             |r| r.get(0),
         )

@@ -229,6 +229,8 @@ impl Runner {
             .map(|id| (id.as_str(), AckStatus::Completed))
             .collect();
         let seqs = self.db.finish_turn(&rows, &acks)?;
+        // After the commit, on purpose: the host takes this touch as "the replies are visible
+        // now" (the -wal writes it also sees can come before the commit is).
         touch(&self.heartbeat);
         tracing::info!(
             messages = acks.len(),

@@ -524,6 +524,44 @@ fn session_modes() {
 }
 
 #[test]
+fn an_agent_shared_session_keeps_equal_message_ids_of_different_chats_apart() {
+    // Telegram numbers each chat's messages from 1: a DM and a group of one agent-shared
+    // session both have a message 4, and neither is a redelivery of the other.
+    let f = Fixture::new();
+    let a = agent(&f.db, "Shared");
+    let dm_chat = chat_with_policy(&f.db, "telegram:42", None, false, Public);
+    let group = chat_with_policy(&f.db, "telegram:-100", None, true, Public);
+    for chat in [&dm_chat, &group] {
+        f.wire(
+            chat,
+            &a.id,
+            WiringRules {
+                session_mode: SessionMode::AgentShared,
+                engage_mode: EngageMode::Pattern,
+                ..WiringRules::default()
+            },
+        );
+    }
+    let mut in_dm = dm("42", "from the dm");
+    in_dm.message_id = Some("4".into());
+    let mut in_group = group_msg(&tg(), "-100", "42", "from the group", false);
+    in_group.message_id = Some("4".into());
+    let first = f.router().route(&in_dm).unwrap();
+    let second = f.router().route(&in_group).unwrap();
+    assert_eq!(second.duplicates, 0);
+    assert_eq!(first.routed[0].session.id, second.routed[0].session.id);
+    let texts: Vec<String> = f
+        .rows(&first.routed[0].session)
+        .into_iter()
+        .map(|(_, _, content)| serde_json::from_str::<ChatIn>(&content).unwrap().text)
+        .collect();
+    assert_eq!(texts, ["from the dm", "from the group"]);
+    // A redelivery is still recognised, per chat.
+    assert_eq!(f.router().route(&in_group).unwrap().duplicates, 1);
+    assert_eq!(f.router().route(&in_dm).unwrap().duplicates, 1);
+}
+
+#[test]
 fn threaded_group_chats_always_get_per_thread_sessions() {
     let f = Fixture::new();
     let a = agent(&f.db, "A");
@@ -561,7 +599,10 @@ fn fan_out_follows_priority_and_redelivery_is_ignored() {
         .map(|r| r.session.agent_group_id.clone())
         .collect();
     assert_eq!(order, vec![high.id.clone(), low.id.clone()]);
-    assert_eq!(out.routed[0].message_id, format!("42:{}", high.id));
+    assert_eq!(
+        out.routed[0].message_id,
+        format!("telegram:-1:42:{}", high.id)
+    );
     let again = f.router().route(&m).unwrap();
     assert!(again.routed.is_empty());
     assert_eq!(again.duplicates, 2);

@@ -32,7 +32,7 @@ impl DropReason {
         let who = sender.map_or("<user id>".to_string(), |u| u.to_string());
         match self {
             DropReason::NoAgentWired => format!(
-                "chat {chat} is not wired to an agent; wire it with `nanoclaw wire {chat} <agent folder>`"
+                "chat {chat} is not wired to an agent; wire it with `nanoclaw wire add {chat} <agent folder>`"
             ),
             DropReason::NoAgentEngaged => format!(
                 "no wiring of {chat} engaged (a group chat may need a mention); see `nanoclaw wire list --chat {chat}`"
@@ -143,6 +143,29 @@ pub fn clear(conn: &Connection) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::store::testing::db;
+
+    /// The commands a hint suggests exist, with those arguments (placeholders filled in).
+    #[test]
+    fn hints_name_real_commands() {
+        use clap::Parser as _;
+        let user = UserId::parse("telegram:7").unwrap();
+        for reason in DropReason::ALL {
+            for sender in [Some(&user), None] {
+                let hint = reason.hint("telegram:-100123", sender);
+                let commands: Vec<&str> = hint.split('`').skip(1).step_by(2).collect();
+                for command in commands {
+                    let filled = command
+                        .replace("<agent folder>", "helper")
+                        .replace("<user id>", "telegram:8");
+                    let args: Vec<&str> = filled.split_whitespace().collect();
+                    assert_eq!(args[0], "nanoclaw", "{reason}: {command}");
+                    if let Err(e) = crate::cli::Cli::try_parse_from(&args) {
+                        panic!("{reason}: `{command}` is not a nanoclaw command: {e}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn repeated_drops_are_counted_per_sender_and_reason() {

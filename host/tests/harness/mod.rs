@@ -142,11 +142,23 @@ pub struct Daemon {
     plugins: PathBuf,
     log: PathBuf,
     extra: Vec<String>,
+    sweep_secs: u64,
 }
 
 impl Daemon {
-    /// Starts the daemon with this plugins.toml and waits until it answers.
+    /// Starts the daemon with this plugins.toml and waits until it answers. It sweeps every
+    /// second (container checks, and delivery of anything a file event missed).
     pub fn start(data: &Path, plugins_toml: &str, extra: &[&str]) -> Daemon {
+        Self::start_sweeping(data, plugins_toml, extra, 1)
+    }
+
+    /// Like [`Daemon::start`], with the periodic sweep practically off (hourly): every reply
+    /// must be delivered because the daemon noticed it, as it should be.
+    pub fn start_event_driven(data: &Path, plugins_toml: &str, extra: &[&str]) -> Daemon {
+        Self::start_sweeping(data, plugins_toml, extra, 3600)
+    }
+
+    fn start_sweeping(data: &Path, plugins_toml: &str, extra: &[&str], sweep_secs: u64) -> Daemon {
         std::fs::create_dir_all(data).unwrap();
         let plugins = data.parent().unwrap().join("plugins.toml");
         std::fs::write(&plugins, plugins_toml).unwrap();
@@ -156,6 +168,7 @@ impl Daemon {
             plugins,
             log: data.parent().unwrap().join("daemon.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            sweep_secs,
         };
         d.spawn();
         d
@@ -173,7 +186,8 @@ impl Daemon {
             .arg("run")
             .arg("--plugins")
             .arg(&self.plugins)
-            .args(["--image", image(), "--sweep-secs", "1"])
+            .args(["--image", image()])
+            .args(["--sweep-secs", &self.sweep_secs.to_string()])
             .args(&self.extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -207,6 +221,20 @@ impl Daemon {
     /// Stops and starts again with the same configuration.
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Kills with SIGKILL (a crash: no shutdown at all; containers keep running).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again after [`Daemon::stop`] or [`Daemon::kill`]; waits until it answers.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
         self.spawn();
     }
 

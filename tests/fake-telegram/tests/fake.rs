@@ -393,3 +393,51 @@ fn the_cli_drives_a_running_fake() {
     assert!(!ok);
     assert!(err.contains("no fake-telegram on port"), "{err}");
 }
+
+/// `serve --port 0` takes a free port and every hint it prints names that port.
+#[test]
+fn serve_on_port_zero_prints_the_port_it_took() {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-telegram"))
+        .args(["serve", "--port", "0", "--token", TOKEN])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run fake-telegram serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    while !printed.contains("Ctrl-C stops.") {
+        let mut line = String::new();
+        if lines.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        printed.push_str(&line);
+    }
+    let port: u16 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("fake Telegram Bot API listening on http://127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {printed:?}"));
+    assert_ne!(port, 0);
+    assert!(printed.contains(&format!("  token: {TOKEN}")), "{printed}");
+    assert!(
+        printed.contains(&format!("api_base_url = \"http://127.0.0.1:{port}\"")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("send --port {port} ")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("sent --port {port}\n")),
+        "{printed}"
+    );
+    assert!(!printed.contains("--port 0"), "{printed}");
+    // It serves there, and Ctrl-C stops it cleanly.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    assert!(child.wait().expect("wait").success());
+}

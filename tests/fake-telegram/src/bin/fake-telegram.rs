@@ -35,6 +35,7 @@ struct Cli {
 enum Command {
     /// Serve the fake Bot API until Ctrl-C.
     Serve {
+        /// Port on 127.0.0.1; 0 picks a free one (the first line printed shows which).
         #[arg(long, default_value_t = DEFAULT_PORT)]
         port: u16,
         /// The bot token the fake accepts (the number before the colon is the bot id).
@@ -252,6 +253,8 @@ fn serve(port: u16, token: &str, bot_username: &str) -> Result<(), String> {
     let fake = FakeTelegram::start_on(port, token, bot_username)
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let bot = fake.bot();
+    // With --port 0 the system picked the port: the hints below must name that one.
+    let port = fake.addr().port();
     println!("fake Telegram Bot API listening on {}", fake.base_url());
     println!(
         "  bot:   @{} (id {})",
