@@ -125,10 +125,18 @@ pub fn list(
     Ok(rows)
 }
 
-/// Records activity now.
+/// How stale `last_active` may get before a message updates it: it serves idle decisions
+/// measured in minutes, and skipping the write keeps most routing transactions read-only.
+const TOUCH_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
+/// Records activity now (at most every [`TOUCH_EVERY`]).
 pub fn touch(conn: &Connection, id: &SessionId) -> Result<()> {
-    conn.prepare_cached("UPDATE sessions SET last_active = ?2 WHERE id = ?1")?
-        .execute(params![id, nanoclaw_schema::time::now()])?;
+    let now = jiff::Timestamp::now();
+    let stale = nanoclaw_schema::time::format(now.checked_sub(TOUCH_EVERY).unwrap_or(now));
+    conn.prepare_cached(
+        "UPDATE sessions SET last_active = ?2 WHERE id = ?1 AND (last_active IS NULL OR last_active < ?3)",
+    )?
+    .execute(params![id, nanoclaw_schema::time::format(now), stale])?;
     Ok(())
 }
 

@@ -182,15 +182,23 @@ pub fn create(
     Ok((wiring, destination))
 }
 
-/// The wirings of a chat, highest priority first.
+/// The wirings of a chat, highest priority first (then oldest first).
 pub fn for_chat(conn: &Connection, chat: &MessagingGroupId) -> Result<Vec<Wiring>> {
+    // Sorted here, not with ORDER BY: SQLite re-prepares a statement with a bound parameter
+    // and a sort on every run, and this runs for every inbound message.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM messaging_group_agents WHERE messaging_group_id = ?1
-         ORDER BY priority DESC, created_at, id"
+        "SELECT {COLUMNS} FROM messaging_group_agents WHERE messaging_group_id = ?1"
     ))?;
-    let rows = stmt
+    let mut rows = stmt
         .query_map([chat], from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.sort_by(|a, b| {
+        b.rules
+            .priority
+            .cmp(&a.rules.priority)
+            .then_with(|| a.created_at.cmp(&b.created_at))
+            .then_with(|| a.id.cmp(&b.id))
+    });
     Ok(rows)
 }
 
