@@ -60,6 +60,17 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
                     path.display()
                 )));
             }
+            // A socket someone answers on belongs to a running daemon: two daemons on one
+            // data dir would both deliver every reply.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "another nanoclaw is already running on this data directory ({})",
+                        path.display()
+                    ),
+                ));
+            }
             std::fs::remove_file(path)?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -174,6 +185,18 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_live_daemon_is_not_displaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let _first = bind(&path).unwrap();
+        let err = bind(&path).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("already running"), "{err}");
+        drop(_first);
+        // A stale socket (nobody listening) is replaced.
+        assert!(bind(&path).is_ok());
     }
 
     #[test]

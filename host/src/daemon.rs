@@ -156,6 +156,9 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(paths.home())
         .with_context(|| format!("create data dir {}", paths.home().display()))?;
     restrict_dir(paths.home());
+    // First: one daemon per data dir (the control socket is the lock).
+    let control = control::bind(&paths.control_socket())
+        .with_context(|| format!("bind {}", paths.control_socket().display()))?;
     let db =
         Arc::new(Db::open(&paths.db()).with_context(|| format!("open {}", paths.db().display()))?);
     db.write(|c| crate::store::plugin_state::purge_expired(c, nanoclaw_schema::time::now_ms()))?;
@@ -266,8 +269,6 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
             }
         });
     }
-    let control = control::bind(&paths.control_socket())
-        .with_context(|| format!("bind {}", paths.control_socket().display()))?;
     tokio::spawn(control::serve(control, {
         let daemon = daemon.clone();
         move |req| {

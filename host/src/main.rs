@@ -3,6 +3,16 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = nanoclaw::cli::Cli::parse();
+    if !matches!(
+        cli.command,
+        nanoclaw::cli::Command::Run(_) | nanoclaw::cli::Command::Chat(_)
+    ) {
+        // Operator commands end quietly when their output is piped into `head` or `grep -q`,
+        // like other Unix tools. The daemon and the chat client keep Rust's default (they
+        // write to sockets and must see the error instead of dying).
+        // SAFETY: resetting a signal disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // The daemon reports what it does; operator commands only warn.
     let default = if matches!(cli.command, nanoclaw::cli::Command::Run(_)) {
         "info"

@@ -534,6 +534,7 @@ impl Supervisor {
             match self.health_of(&r) {
                 Ok(Verdict::Fine) => {}
                 Ok(Verdict::Idle) => self.stop(&r.session.id, "idle").await,
+                Ok(Verdict::Gone) => self.stop(&r.session.id, "session closed").await,
                 Ok(Verdict::Stuck(why)) => self.kill(&r.session.id, &why).await,
                 Err(e) => {
                     tracing::warn!(session = %r.session.id, error = %e, "could not check container")
@@ -543,6 +544,11 @@ impl Supervisor {
     }
 
     fn health_of(&self, r: &Running) -> Result<Verdict> {
+        // A session closed or deleted (with its agent group) by the operator needs no container.
+        let current = self.db.read(|c| registry::get(c, &r.session.id))?;
+        if current.is_none_or(|s| s.status != SessionStatus::Active) {
+            return Ok(Verdict::Gone);
+        }
         let dir = self.sessions.session_dir(&r.session)?;
         let heartbeat = std::fs::metadata(dir.join(HEARTBEAT_FILE))
             .and_then(|m| m.modified())
@@ -672,6 +678,8 @@ struct AgentDirs {
 enum Verdict {
     Fine,
     Idle,
+    /// The session was closed or deleted.
+    Gone,
     Stuck(String),
 }
 

@@ -719,3 +719,67 @@ fn doctor_says_what_to_fix() {
         "{text}"
     );
 }
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused() {
+    if !require_engine("a_second_daemon_on_the_same_data_dir_is_refused") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    let daemon = s.start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nanoclaw"))
+        .env("NANOCLAW_HOME", &s.data)
+        .args(["run", "--plugins"])
+        .arg(s.data.parent().unwrap().join("plugins.toml"))
+        .args(["--webhook-listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already running"), "{err}");
+    // The first one is unharmed.
+    s.say("room", "alice", "m1", "still there?");
+    let answered = wait_until(Duration::from_secs(60), || {
+        s.delivered_to("room").len() == 1
+    });
+    assert!(answered, "{}", daemon.log());
+}
+
+#[test]
+fn closing_a_session_stops_its_container() {
+    if !require_engine("closing_a_session_stops_its_container") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    let daemon = s.start();
+    s.say("room", "alice", "m1", "hi");
+    assert!(
+        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
+            == 1),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(containers(&s.data).len(), 1);
+    let session = s.session_dirs()[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    cli_ok(&s.data, &["sessions", "close", &session]);
+    assert!(
+        wait_until(Duration::from_secs(20), || containers(&s.data).is_empty()),
+        "{}",
+        daemon.log()
+    );
+    // The next message starts a new session.
+    s.say("room", "alice", "m2", "again");
+    assert!(
+        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
+            == 2),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(s.session_dirs().len(), 2);
+}

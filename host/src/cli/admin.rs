@@ -647,7 +647,14 @@ fn dropped_cmd(db: &Db, format: Format, args: DroppedArgs) -> anyhow::Result<()>
             ]);
         }
         t
-    })
+    })?;
+    if format == Format::Table {
+        println!();
+        for d in &list {
+            println!("{}:{}: {}", d.channel_type, d.platform_id, d.hint);
+        }
+    }
+    Ok(())
 }
 
 fn sessions_cmd(db: &Db, format: Format, cmd: SessionsCmd) -> anyhow::Result<()> {

@@ -78,6 +78,8 @@ pub struct DroppedMessage {
     pub message_count: i64,
     pub first_seen: String,
     pub last_seen: String,
+    /// What an operator can do about it.
+    pub hint: String,
 }
 
 pub fn record(conn: &Connection, d: &Drop<'_>) -> Result<()> {
@@ -118,6 +120,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<DroppedMessage> {
         message_count: r.get(7)?,
         first_seen: r.get(8)?,
         last_seen: r.get(9)?,
+        hint: String::new(),
     })
 }
 
@@ -128,9 +131,16 @@ pub fn list(conn: &Connection, limit: u32) -> Result<Vec<DroppedMessage>> {
                 agent_group_id, message_count, first_seen, last_seen
          FROM dropped_messages ORDER BY last_seen DESC, id DESC LIMIT ?1",
     )?;
-    let rows = stmt
+    let mut rows = stmt
         .query_map([limit], from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    for d in &mut rows {
+        let sender = d.user_id.as_deref().and_then(|u| UserId::parse(u).ok());
+        d.hint = d.reason.hint(
+            &format!("{}:{}", d.channel_type, d.platform_id),
+            sender.as_ref(),
+        );
+    }
     Ok(rows)
 }
 

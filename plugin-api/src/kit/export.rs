@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RStr, RString};
-use tracing::level_filters::LevelFilter;
 
 use super::channel::ropt_str;
 use super::guard::{guard, guard_or};
@@ -55,7 +54,11 @@ pub extern "C" fn create<C: Channel>(
 ) -> RResult<ChannelAdapterBox, PluginError> {
     guard(|| {
         let host = Host::new(services);
-        super::install_tracing(&host, LevelFilter::DEBUG);
+        let own_crate = std::any::type_name::<C>()
+            .split("::")
+            .next()
+            .unwrap_or_default();
+        super::log::install_plugin_tracing(&host, own_crate);
         let ctx = Context {
             instance_name: config.instance_name.into_string(),
             settings_json: config.settings_json.into_string(),

@@ -125,10 +125,32 @@ static INSTALLED: OnceLock<bool> = OnceLock::new();
 /// [`export_plugin!`](crate::export_plugin) calls this in `create` with `DEBUG`; the host's
 /// own filter decides what is kept.
 pub fn install_tracing(host: &Host, max_level: LevelFilter) -> bool {
+    install(host, move |meta: &tracing::Metadata<'_>| {
+        max_level >= *meta.level()
+    })
+}
+
+/// [`install_tracing`] as the generated `create` calls it: the plugin's own crate logs at
+/// `DEBUG`, its dependencies (HTTP clients, TLS, runtimes) only at `INFO` and above, so their
+/// chatter does not cross the boundary on every request.
+pub fn install_plugin_tracing(host: &Host, own_crate: &'static str) -> bool {
+    let prefix = format!("{own_crate}::");
+    install(host, move |meta: &tracing::Metadata<'_>| {
+        let own = meta.target() == own_crate || meta.target().starts_with(&prefix);
+        let max = if own { Level::DEBUG } else { Level::INFO };
+        *meta.level() <= max
+    })
+}
+
+fn install(
+    host: &Host,
+    enabled: impl Fn(&tracing::Metadata<'_>) -> bool + Send + Sync + 'static,
+) -> bool {
     let mut installed_now = false;
     INSTALLED.get_or_init(|| {
+        let filter = tracing_subscriber::filter::filter_fn(enabled);
         installed_now = tracing_subscriber::registry()
-            .with(HostLogLayer::new(host.clone()).with_filter(max_level))
+            .with(HostLogLayer::new(host.clone()).with_filter(filter))
             .try_init()
             .is_ok();
         if installed_now {
