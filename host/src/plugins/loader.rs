@@ -159,15 +159,7 @@ pub fn host_abi_version() -> &'static Version {
 /// Reads a library's ABI version from its marker section, without loading it.
 pub fn inspect(path: &Path) -> Result<Version, LoadError> {
     // Read only the headers and the marker section, not the whole (often tens of MB) file.
-    let handle = std::fs::File::open(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => LoadError::Missing {
-            path: path.to_owned(),
-        },
-        _ => LoadError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
+    let handle = std::fs::File::open(path).map_err(|source| io_error(path, source))?;
     let not_a_plugin = |reason: String| LoadError::NotAPlugin {
         path: path.to_owned(),
         reason,
@@ -335,15 +327,7 @@ impl std::fmt::Debug for PluginLibrary {
 
 /// Inspects, checks and loads a library; `plugin` (the instance name) is used in messages.
 pub fn open(plugin: &str, path: &Path) -> Result<PluginLibrary, LoadError> {
-    let path = std::fs::canonicalize(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => LoadError::Missing {
-            path: path.to_owned(),
-        },
-        _ => LoadError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
+    let path = std::fs::canonicalize(path).map_err(|source| io_error(path, source))?;
     let abi = inspect(&path)?;
     check_abi(plugin, &path, &abi, host_abi_version())?;
 
@@ -370,6 +354,19 @@ pub fn open(plugin: &str, path: &Path) -> Result<PluginLibrary, LoadError> {
 
 /// How many trailing lines of an abi_stable report go into the one-line summary.
 const SUMMARY_LINES: usize = 3;
+
+/// A missing file is its own error (the fix differs: build or install the plugin).
+fn io_error(path: &Path, source: std::io::Error) -> LoadError {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => LoadError::Missing {
+            path: path.to_owned(),
+        },
+        _ => LoadError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
 
 fn library_error(path: &Path, error: LibraryError) -> LoadError {
     match error {
