@@ -100,7 +100,11 @@ impl Daemon {
             .unwrap();
         let sock = data.join("control.sock");
         let end = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        // The control socket answers once plugins are loaded and channels started.
+        while !matches!(
+            nanoclaw::control::request_blocking(&sock, &nanoclaw::control::Request::Health),
+            Ok(Some(_))
+        ) {
             assert!(Instant::now() < end, "daemon did not start");
             std::thread::sleep(Duration::from_millis(50));
         }

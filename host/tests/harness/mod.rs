@@ -194,9 +194,14 @@ impl Daemon {
             .spawn()
             .expect("start nanoclaw run");
         self.child = Some(child);
+        // The control socket is bound first (one daemon per data dir) but answers only once
+        // plugins are loaded and channels started: an answer means the daemon is up.
         let socket = self.data.join("control.sock");
         let up = wait_until(Duration::from_secs(30), || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            matches!(
+                nanoclaw::control::request_blocking(&socket, &nanoclaw::control::Request::Health),
+                Ok(Some(_))
+            )
         });
         assert!(up, "daemon did not come up:\n{}", self.log());
     }
