@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, and every test (unit, integration, plugin
-# loading, end to end with a real Docker engine and fake platform servers on 127.0.0.1).
+# loading, end to end with a real Docker engine and fake platform servers on 127.0.0.1),
+# then the operator's Telegram walkthrough (skills/add-telegram) against the fake Bot API.
 # Installs and starts what the tests need first, idempotently.
 set -euo pipefail
 
@@ -18,3 +19,4 @@ export NANOCLAW_REQUIRE_DOCKER=1
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace
+scripts/walkthrough-telegram.sh
