@@ -32,7 +32,7 @@
 //! * [`runtime`]: a small tokio runtime owned by the plugin (the host's runtime is invisible
 //!   inside a cdylib).
 //! * [`HostLogLayer`] / [`install_tracing`]: the plugin's `tracing` events go to the host log.
-//! * [`split_text`], [`encode_button_id`] / [`decode_button_id`], the HMAC verifiers.
+//! * [`split_text`], [`now_ms`], [`encode_button_id`] / [`decode_button_id`], the HMAC verifiers.
 //! * [`testing::MemoryHost`]: an in-memory [`HostServices`](crate::abi::HostServices) for
 //!   unit tests.
 
@@ -46,6 +46,7 @@ mod runtime;
 mod signature;
 pub mod testing;
 mod text;
+mod time;
 
 pub use buttons::{
     BUTTON_ID_MAX_BYTES, BUTTON_ID_PREFIX, ButtonChoice, ButtonId, decode_button_id,
@@ -57,6 +58,7 @@ pub use log::{HostLogLayer, install_tracing, with_current_host};
 pub use runtime::runtime;
 pub use signature::{hmac_sha1_hex, hmac_sha256_hex, verify_hmac_sha1_hex, verify_hmac_sha256_hex};
 pub use text::split_text;
+pub use time::now_ms;
 
 /// Re-exported for authors: `serde_json` is what settings and `extra_json` speak.
 pub use serde_json;

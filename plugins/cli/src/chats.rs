@@ -23,9 +23,9 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::prelude::*;
+use nanoclaw_plugin_api::kit::{now_ms, prelude::*};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::UnixStream;
@@ -69,12 +69,6 @@ const PUMP_EVENTS: usize = 64;
 pub(crate) const SUPERSEDED: &str =
     "superseded: you opened another chat session; this one is closed";
 pub(crate) const SHUTTING_DOWN: &str = "nanoclaw is shutting down; this session is closed";
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Completes once shutdown is signalled (or its sender is gone).
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {

@@ -15,9 +15,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use nanoclaw_plugin_api::kit::{self, prelude::*};
+use nanoclaw_plugin_api::kit::{self, now_ms, prelude::*};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -49,12 +48,6 @@ pub struct ExampleChannel {
     outbox: Mutex<File>,
     next_id: AtomicU64,
     last_ingest_ms: AtomicI64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Channel for ExampleChannel {

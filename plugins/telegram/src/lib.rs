@@ -28,9 +28,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::{self, prelude::*};
+use nanoclaw_plugin_api::kit::{self, now_ms, prelude::*};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::runtime::{Handle, Runtime};
@@ -124,12 +124,6 @@ fn validate_base_url(raw: &str, token: &Secret) -> Result<(String, bool), Plugin
             .is_ok_and(|ip| ip.is_loopback());
     let plain_remote = url.scheme() == "http" && !loopback;
     Ok((url.as_str().trim_end_matches('/').to_owned(), plain_remote))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Writes to this instance's host log, with the token redacted from every line.

@@ -18,9 +18,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::prelude::*;
+use nanoclaw_plugin_api::kit::{now_ms, prelude::*};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -99,12 +99,6 @@ struct TestChannel {
     record: Option<Mutex<File>>,
     next_id: AtomicU64,
     last_ingest_ms: AtomicI64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl TestChannel {
