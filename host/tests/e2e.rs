@@ -111,6 +111,18 @@ impl Setup {
             .collect()
     }
 
+    /// Waits (up to a minute) until `chat` has been sent exactly `n` messages; fails with the
+    /// daemon's log otherwise.
+    fn expect_delivered(&self, daemon: &Daemon, chat: &str, n: usize) {
+        assert!(
+            wait_until(Duration::from_secs(60), || self.delivered_to(chat).len()
+                == n),
+            "{chat} never got {n} message(s); delivered: {:?}\n{}",
+            self.delivered(),
+            daemon.log()
+        );
+    }
+
     fn session_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
         for agent in std::fs::read_dir(self.data.join("sessions"))
@@ -261,12 +273,7 @@ fn a_reply_to_a_chat_without_destination_is_refused() {
     );
     let daemon = s.start();
     s.say("room", "alice", "m1", "hi");
-    assert!(
-        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
-            == 1),
-        "{}",
-        daemon.log()
-    );
+    s.expect_delivered(&daemon, "room", 1);
     // A misbehaving agent writes straight to a chat it was never given.
     let dir = s.session_dirs()[0].clone();
     let out = rusqlite::Connection::open(dir.join("outbound.db")).unwrap();
@@ -497,12 +504,7 @@ fn extra_mounts_follow_the_operators_allowlist() {
     );
     let daemon = s.start();
     s.say("room", "alice", "m1", "hi");
-    assert!(
-        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
-            == 1),
-        "{}",
-        daemon.log()
-    );
+    s.expect_delivered(&daemon, "room", 1);
     let id = containers(&s.data).pop().expect("a running container");
     let out = std::process::Command::new("docker")
         .args(["inspect", "--format", "{{json .Mounts}}", &id])
@@ -550,12 +552,7 @@ fn idle_containers_are_stopped() {
         ],
     );
     s.say("room", "alice", "m1", "hi");
-    assert!(
-        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
-            == 1),
-        "{}",
-        daemon.log()
-    );
+    s.expect_delivered(&daemon, "room", 1);
     assert!(
         wait_until(Duration::from_secs(20), || containers(&s.data).is_empty()),
         "not stopped:\n{}",
@@ -563,12 +560,7 @@ fn idle_containers_are_stopped() {
     );
     // The next message starts a fresh one.
     s.say("room", "alice", "m2", "again");
-    assert!(
-        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
-            == 2),
-        "{}",
-        daemon.log()
-    );
+    s.expect_delivered(&daemon, "room", 2);
 }
 
 #[test]
@@ -740,10 +732,7 @@ fn a_second_daemon_on_the_same_data_dir_is_refused() {
     assert!(err.contains("already running"), "{err}");
     // The first one is unharmed.
     s.say("room", "alice", "m1", "still there?");
-    let answered = wait_until(Duration::from_secs(60), || {
-        s.delivered_to("room").len() == 1
-    });
-    assert!(answered, "{}", daemon.log());
+    s.expect_delivered(&daemon, "room", 1);
 }
 
 #[test]
@@ -755,12 +744,7 @@ fn closing_a_session_stops_its_container() {
     s.agent("helper", "room", ECHO);
     let daemon = s.start();
     s.say("room", "alice", "m1", "hi");
-    assert!(
-        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
-            == 1),
-        "{}",
-        daemon.log()
-    );
+    s.expect_delivered(&daemon, "room", 1);
     assert_eq!(containers(&s.data).len(), 1);
     let session = s.session_dirs()[0]
         .file_name()
@@ -775,11 +759,6 @@ fn closing_a_session_stops_its_container() {
     );
     // The next message starts a new session.
     s.say("room", "alice", "m2", "again");
-    assert!(
-        wait_until(Duration::from_secs(60), || s.delivered_to("room").len()
-            == 2),
-        "{}",
-        daemon.log()
-    );
+    s.expect_delivered(&daemon, "room", 2);
     assert_eq!(s.session_dirs().len(), 2);
 }
