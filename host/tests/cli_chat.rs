@@ -5,11 +5,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{target_dir, workspace_root};
+use common::{Profile, cargo_build};
 use nanoclaw::cli::chat::{self, ChatArgs};
 use nanoclaw::plugins::registry::{self, LoadOptions};
 use nanoclaw::plugins::{LibraryLocator, PluginManifest, PluginsConfig, SecretSource};
@@ -20,21 +20,7 @@ use nanoclaw_plugin_api::kit::testing::MemoryHost;
 fn cli_plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let cargo = option_env!("CARGO").unwrap_or("cargo");
-        let out = Command::new(cargo)
-            .arg("build")
-            .arg("--manifest-path")
-            .arg(workspace_root().join("Cargo.toml"))
-            .args(["-p", "nanoclaw-plugin-cli"])
-            .env("CARGO_TARGET_DIR", target_dir())
-            .output()
-            .expect("run cargo build for the cli plugin");
-        assert!(
-            out.status.success(),
-            "building the cli plugin failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = target_dir().join("debug");
+        let dir = cargo_build(&["nanoclaw-plugin-cli"], Profile::Debug);
         assert!(dir.join("libnanoclaw_plugin_cli.so").is_file());
         dir
     })

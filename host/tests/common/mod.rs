@@ -27,34 +27,40 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-fn build(profile: Profile) -> PathBuf {
+/// Builds `packages` of this workspace with the test process's cargo, into the shared target
+/// dir, and returns the profile's output directory.
+pub fn cargo_build(packages: &[&str], profile: Profile) -> PathBuf {
     let cargo = option_env!("CARGO").unwrap_or("cargo");
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(workspace_root().join("Cargo.toml"))
-        .args([
-            "-p",
-            "nanoclaw-test-plugin",
-            "-p",
-            "nanoclaw-plugin-example",
-        ])
         .env("CARGO_TARGET_DIR", target_dir());
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
     if profile == Profile::Release {
         cmd.arg("--release");
     }
     let out = cmd
         .output()
-        .expect("run cargo build for the plugin fixtures");
+        .unwrap_or_else(|e| panic!("run cargo build for {packages:?}: {e}"));
     assert!(
         out.status.success(),
-        "building plugin fixtures failed:\n{}",
+        "building {packages:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = target_dir().join(match profile {
+    target_dir().join(match profile {
         Profile::Debug => "debug",
         Profile::Release => "release",
-    });
+    })
+}
+
+fn build(profile: Profile) -> PathBuf {
+    let dir = cargo_build(
+        &["nanoclaw-test-plugin", "nanoclaw-plugin-example"],
+        profile,
+    );
     for lib in [
         "libnanoclaw_test_plugin.so",
         "libnanoclaw_plugin_example.so",

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::common::{target_dir, workspace_root};
+use super::common::{Profile, cargo_build, workspace_root};
 
 /// The image end-to-end tests run agents in.
 pub const IMAGE: &str = "nanoclaw-agent:e2e";
@@ -45,30 +45,15 @@ pub fn require_engine(test: &str) -> bool {
 pub fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let cargo = option_env!("CARGO").unwrap_or("cargo");
-        let out = Command::new(cargo)
-            .arg("build")
-            .arg("--manifest-path")
-            .arg(workspace_root().join("Cargo.toml"))
-            .args([
-                "-p",
+        cargo_build(
+            &[
                 "nanoclaw-test-plugin",
-                "-p",
                 "nanoclaw-plugin-cli",
-                "-p",
                 "nanoclaw-plugin-telegram",
-                "-p",
                 "nanoclaw-agent-runner",
-            ])
-            .env("CARGO_TARGET_DIR", target_dir())
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "build failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target_dir().join("debug")
+            ],
+            Profile::Debug,
+        )
     })
 }
 
