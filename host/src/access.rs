@@ -1,9 +1,11 @@
-//! The privilege model: who may talk to which agent, who approves, and how to reach an
-//! approver by DM.
+//! The privilege model, in both directions: who may talk to which agent ([`inbound_gate`]),
+//! where an agent may send ([`may_post_to_chat`], [`may_message_agent`]), who approves, and
+//! how to reach an approver by DM.
 //!
 //! - **owner**: global; full control. The first paired user becomes one.
 //! - **admin**: global, or scoped to one agent group. Implicitly a member of what it administers.
 //! - **member**: an explicit `agent_group_members` row; talks to that agent.
+//! - **approved sender**: let in by an approver; talks to that agent in that chat only.
 //! - anyone else is an unknown sender, handled by the chat's unknown-sender policy.
 
 use std::future::Future;
@@ -13,12 +15,16 @@ use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::ids::{AgentGroupId, ChannelType, PlatformId, UserId};
+use crate::ids::{AgentGroupId, ChannelType, ChatAddress, PlatformId, UserId};
+use crate::sessions::Session;
+use crate::store::destinations::{self, Target};
+use crate::store::dropped::DropReason;
 use crate::store::messaging_groups::{
     self, MessagingGroup, NewMessagingGroup, UnknownSenderPolicy,
 };
 use crate::store::roles::{self, Role, Scope};
-use crate::store::{members, user_dms, users};
+use crate::store::wirings::SenderScope;
+use crate::store::{agent_groups, members, user_dms, users};
 
 /// Why a user may access an agent group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +81,97 @@ pub fn can_access_agent_group(
         AccessDecision::Denied(Denial::NotMember)
     };
     Ok(decision)
+}
+
+/// The inbound gate's decision about one message for one wired agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// The message goes to the agent.
+    Pass,
+    /// The sender is unknown here and the chat asks an approver: hold the message.
+    Hold(UserId),
+    /// The message does not go to the agent (and why, for the record).
+    Refuse(DropReason),
+}
+
+/// The inbound gate: may this message from `sender` in `chat` reach `agent`?
+///
+/// A `public` chat lets anyone in, unless the wiring takes only known senders. Otherwise the
+/// sender must be the owner, a global admin, an admin of the agent, a member of it, or let
+/// into this chat for this agent by an approver. An unknown sender is held for an approver
+/// under `request_approval` and refused under `strict`. A message without a sender identity
+/// passes only a public chat.
+pub fn inbound_gate(
+    conn: &Connection,
+    chat: &MessagingGroup,
+    agent: &AgentGroupId,
+    sender: Option<&UserId>,
+    scope: SenderScope,
+) -> Result<Gate> {
+    let public = chat.unknown_sender_policy == UnknownSenderPolicy::Public;
+    if public && scope == SenderScope::All {
+        return Ok(Gate::Pass);
+    }
+    let known = match sender {
+        Some(u) => {
+            can_access_agent_group(conn, u, agent)?.is_allowed()
+                || members::is_allowed_in_chat(conn, &chat.id, agent, u)?
+        }
+        None => false,
+    };
+    Ok(match (known, chat.unknown_sender_policy, sender) {
+        (true, _, _) => Gate::Pass,
+        (false, UnknownSenderPolicy::Public, _) => Gate::Refuse(DropReason::SenderScope),
+        (false, UnknownSenderPolicy::RequestApproval, Some(u)) => Gate::Hold(u.clone()),
+        (false, _, _) => Gate::Refuse(DropReason::UnknownSenderStrict),
+    })
+}
+
+/// Why an agent may not send somewhere; the text says what the operator can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied(pub String);
+
+/// The outbound ACL for chats: may `session`'s agent post to `chat`? Its session's own
+/// origin chat always; any other chat only through a row in the agent's destinations.
+pub fn may_post_to_chat(
+    conn: &Connection,
+    session: &Session,
+    chat: &ChatAddress,
+) -> Result<std::result::Result<MessagingGroup, Denied>> {
+    let Some(mg) = messaging_groups::find(conn, &chat.channel, &chat.platform_id)? else {
+        return Ok(Err(Denied(format!("no known chat {chat}"))));
+    };
+    if session.messaging_group_id.as_ref() == Some(&mg.id)
+        || destinations::allows(
+            conn,
+            &session.agent_group_id,
+            &Target::Channel(mg.id.clone()),
+        )?
+    {
+        return Ok(Ok(mg));
+    }
+    Ok(Err(Denied(format!(
+        "agent {} has no destination for chat {chat}; add one with `nanoclaw destinations add`",
+        session.agent_group_id
+    ))))
+}
+
+/// The outbound ACL for agents: may agent `from` message agent `to`? Itself always; another
+/// agent only through a row in `from`'s destinations.
+pub fn may_message_agent(
+    conn: &Connection,
+    from: &AgentGroupId,
+    to: &AgentGroupId,
+) -> Result<std::result::Result<(), Denied>> {
+    if agent_groups::get(conn, to)?.is_none() {
+        return Ok(Err(Denied(format!("agent {to} does not exist"))));
+    }
+    if from == to || destinations::allows(conn, from, &Target::Agent(to.clone()))? {
+        return Ok(Ok(()));
+    }
+    Ok(Err(Denied(format!(
+        "agent {from} has no destination for agent {to}; add one with `nanoclaw destinations add`"
+    ))))
 }
 
 /// Owner, global admin, or admin of `group`: may decide approvals and run admin commands for it.

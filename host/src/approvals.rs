@@ -2,10 +2,11 @@
 //!
 //! The router holds the message and opens a request. The card goes to an approver picked by
 //! [`access::pick_approver`] (scoped admins, then global admins, then owners) in that
-//! approver's own DM, preferring one on the same kind of channel. Only the approver the card
-//! went to, or anyone with admin privilege over the agent, can decide by clicking; other
-//! clicks are ignored and recorded. Approve makes the sender a member and replays the held
-//! messages; deny drops them. The operator can decide from the CLI too.
+//! approver's own DM, preferring one on the same kind of channel. A click counts only if it
+//! comes from that card (the chat and message it was posted as) and from the approver the
+//! card went to, or someone with admin privilege over the agent; other clicks are ignored and
+//! recorded. Approve lets the sender talk to that agent in that chat (nothing more) and
+//! replays the held messages; deny drops them. The operator can decide from the CLI too.
 
 use nanoclaw_plugin_api::kit::{ButtonChoice, decode_button_id, encode_button_id};
 use rusqlite::Connection;
@@ -18,7 +19,7 @@ use crate::ids::{ApprovalId, UserId};
 use crate::plugins::services::Click;
 use crate::router::{HeldForApproval, Inbound, RouteOutcome, Router};
 use crate::store::approvals::{self, Approval, ApprovalStatus};
-use crate::store::{agent_groups, members, users};
+use crate::store::{agent_groups, members, messaging_groups, users};
 
 /// Button index of "Allow".
 pub const ALLOW: u32 = 0;
@@ -103,8 +104,8 @@ pub async fn ask<P: Platforms + DmChannels>(
     }
 }
 
-/// Decides a pending request: approve adds the sender as a member of the agent group. The
-/// held messages are replayed (or dropped) by [`settle`].
+/// Decides a pending request: approve lets the sender talk to the agent in the chat the
+/// request came from. The held messages are replayed (or dropped) by [`settle`].
 pub fn decide(
     conn: &Connection,
     id: &ApprovalId,
@@ -117,8 +118,11 @@ pub fn decide(
         ApprovalStatus::Denied
     };
     let approval = approvals::decide(conn, id, status, by)?;
-    if allow && let Some(sender) = &approval.subject_user_id {
-        members::add(conn, sender, &approval.agent_group_id, by)?;
+    if allow
+        && let (Some(sender), Some(chat)) =
+            (&approval.subject_user_id, &approval.messaging_group_id)
+    {
+        members::allow_in_chat(conn, chat, &approval.agent_group_id, sender, Some(id), by)?;
     }
     tracing::info!(approval = %id, decision = %status, by = ?by.map(|u| u.as_str()), "sender approval decided");
     Ok(approval)
@@ -155,6 +159,11 @@ pub fn on_click(db: &Db, click: &Click) -> Result<ClickResult> {
         if approval.status != ApprovalStatus::Pending {
             return Ok(ClickResult::Ignored(format!("already {}", approval.status)));
         }
+        if let Err(why) = from_the_card(c, &approval, click)? {
+            tracing::warn!(approval = %id, clicker = %clicker, reason = why, "approval click not from its card; ignored");
+            record_ignored_click(c, &approval, &clicker)?;
+            return Ok(ClickResult::Ignored(why));
+        }
         let eligible = approval.approver_user_id.as_ref() == Some(&clicker)
             || access::has_admin_privilege(c, &clicker, &approval.agent_group_id)?;
         if !eligible {
@@ -164,6 +173,35 @@ pub fn on_click(db: &Db, click: &Click) -> Result<ClickResult> {
         }
         decide(c, &id, allow, Some(&clicker)).map(|a| ClickResult::Decided(Box::new(a)))
     })
+}
+
+/// Whether a click came from the card the request was posted as: its chat, and its message
+/// when the platform gave an id. A button id alone proves nothing (anyone can copy one).
+fn from_the_card(
+    c: &Connection,
+    approval: &Approval,
+    click: &Click,
+) -> Result<std::result::Result<(), String>> {
+    let Some(card_chat) = &approval.card_messaging_group_id else {
+        return Ok(Err("no card was posted for this request".into()));
+    };
+    let same_chat = messaging_groups::get(c, card_chat)?
+        .is_some_and(|mg| mg.channel_type == click.channel && mg.platform_id == click.chat_id);
+    if !same_chat {
+        return Ok(Err(
+            "the click came from another chat than the card's".into()
+        ));
+    }
+    if approval
+        .card_message_id
+        .as_deref()
+        .is_some_and(|m| m != click.message_id)
+    {
+        return Ok(Err(
+            "the click came from another message than the card".into()
+        ));
+    }
+    Ok(Ok(()))
 }
 
 fn record_ignored_click(c: &Connection, approval: &Approval, clicker: &UserId) -> Result<()> {
@@ -286,7 +324,9 @@ mod tests {
         };
         let out = router.route(&msg).unwrap();
         let held = out.held[0].clone();
-        db.write(|c| approvals::set_card(c, &held.approval, &owner.id, &chat.id, Some("card-1")))
+        // The card went to the owner's DM.
+        let dm = crate::store::testing::chat(&db, "telegram:1", Some("Owner"), false);
+        db.write(|c| approvals::set_card(c, &held.approval, &owner.id, &dm.id, Some("card-1")))
             .unwrap();
         Fx {
             _tmp: tmp,
@@ -324,8 +364,20 @@ mod tests {
             Some("telegram:1")
         );
         assert!(
-            f.db.read(|c| members::is_member(c, &f.held.sender, &f.held.agent))
-                .unwrap()
+            f.db.read(|c| members::is_allowed_in_chat(
+                c,
+                &f.held.chat.id,
+                &f.held.agent,
+                &f.held.sender
+            ))
+            .unwrap(),
+            "let in, in that chat"
+        );
+        assert!(
+            !f.db
+                .read(|c| members::is_member(c, &f.held.sender, &f.held.agent))
+                .unwrap(),
+            "finding 9: an approval grants no membership of the agent everywhere"
         );
         let outcomes = settle(&f.db, &f.router).unwrap();
         assert_eq!(outcomes.len(), 1);
@@ -370,23 +422,44 @@ mod tests {
                 .unwrap();
         assert_eq!(a.status, ApprovalStatus::Pending);
         assert_eq!(a.payload["ignored_clicks"][0]["user"], "telegram:9");
-        assert!(
-            !f.db
-                .read(|c| members::is_member(c, &f.held.sender, &f.held.agent))
-                .unwrap()
-        );
-        // A global admin who was not sent the card may still decide.
+        // A global admin may decide, from the CLI (the card is in the owner's DM).
         let admin = user(&f.db, "telegram:2");
         f.db.write(|c| roles::grant(c, &admin.id, Role::Admin, &Scope::Global, None))
             .unwrap();
-        assert!(matches!(
-            on_click(&f.db, &click("2", DENY, &f.held.approval)).unwrap(),
-            ClickResult::Decided(_)
-        ));
+        f.db.write(|c| decide(c, &f.held.approval, false, Some(&admin.id)))
+            .unwrap();
         // A second decision is not possible.
         assert!(matches!(
             on_click(&f.db, &click("1", ALLOW, &f.held.approval)).unwrap(),
             ClickResult::Ignored(_)
+        ));
+    }
+
+    /// Finding 9: a click counts only from the card itself. An agent that posts a look-alike
+    /// card (the same button ids) in a chat the approver reads cannot get a sender approved.
+    #[test]
+    fn a_click_from_another_message_or_chat_is_ignored() {
+        let f = fx();
+        let mut forged = click("1", ALLOW, &f.held.approval);
+        forged.message_id = "agent-card-7".into();
+        assert!(matches!(
+            on_click(&f.db, &forged).unwrap(),
+            ClickResult::Ignored(ref why) if why.contains("another message")
+        ));
+        let mut elsewhere = click("1", ALLOW, &f.held.approval);
+        elsewhere.chat_id = PlatformId::parse("-1").unwrap();
+        assert!(matches!(
+            on_click(&f.db, &elsewhere).unwrap(),
+            ClickResult::Ignored(ref why) if why.contains("another chat")
+        ));
+        let a =
+            f.db.read(|c| approvals::get(c, &f.held.approval))
+                .unwrap()
+                .unwrap();
+        assert_eq!(a.status, ApprovalStatus::Pending);
+        assert!(matches!(
+            on_click(&f.db, &click("1", ALLOW, &f.held.approval)).unwrap(),
+            ClickResult::Decided(_)
         ));
     }
 

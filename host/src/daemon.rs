@@ -29,7 +29,9 @@ use crate::pairing::{self, Intercept};
 use crate::plugins::channels::PluginChannels;
 use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
 use crate::plugins::{LoadOptions, PluginsConfig, registry};
+use crate::questions::{self, Answer};
 use crate::router::{ChannelCaps, DirectReply, Inbound, RouteOutcome, Router};
+use crate::sessions::writer::{Writer, WriterNotice};
 use crate::sessions::{Session, SessionStore, registry as sessions_registry};
 use crate::supervisor::{Notice, Supervisor, SupervisorConfig};
 
@@ -53,6 +55,9 @@ const TYPING_MAX: Duration = Duration::from_secs(120);
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 /// How long after a file event the daemon keeps looking for the commit behind it.
 const RECHECK_MAX: Duration = Duration::from_millis(256);
+/// Looks at one session that found nothing new are at least this far apart, however many
+/// file events its agent makes.
+const RECHECK_MIN_GAP: Duration = Duration::from_millis(5);
 /// Session DB connections unused this long are closed.
 const IDLE_CONNECTION: Duration = Duration::from_secs(120);
 
@@ -68,7 +73,12 @@ struct Typing {
 enum Event {
     Routed(RouteOutcome),
     Replies(Vec<DirectReply>),
-    Decided { click: Click, text: String },
+    Decided {
+        click: Click,
+        text: String,
+    },
+    /// A question card was answered: the answer is queued for this session.
+    Answered(Session),
 }
 
 /// The synchronous entry for plugin input (called on plugin threads).
@@ -105,7 +115,24 @@ impl Ingress for Core {
                 }]));
                 return Ok(());
             }
-            Intercept::NotACode | Intercept::Wrong { .. } => {}
+            Intercept::Wrong { locked_out } => {
+                // A guess at a code never reaches an agent: it may be a near miss of one.
+                let text = if locked_out {
+                    "Too many wrong pairing codes from you; try again in an hour."
+                } else {
+                    "That pairing code is not valid (or has expired)."
+                };
+                let _ = self.events.send(Event::Replies(vec![DirectReply {
+                    chat: ChatAddress {
+                        channel: message.channel.clone(),
+                        platform_id: message.chat_id.clone(),
+                    },
+                    thread_id: message.thread_id.clone(),
+                    text: text.to_string(),
+                }]));
+                return Ok(());
+            }
+            Intercept::NotACode => {}
         }
         let outcome = self.router.route(&message)?;
         let _ = self.events.send(Event::Routed(outcome));
@@ -113,6 +140,17 @@ impl Ingress for Core {
     }
 
     fn action(&self, click: Click) -> crate::Result<()> {
+        match questions::on_click(&self.db, &click)? {
+            Answer::NotOurs => {}
+            Answer::Answered(session) => {
+                let _ = self.events.send(Event::Answered(*session));
+                return Ok(());
+            }
+            Answer::Ignored(why) => {
+                tracing::info!(reason = why, "question card click ignored");
+                return Ok(());
+            }
+        }
         match approvals::on_click(&self.db, &click)? {
             ClickResult::Decided(a) => {
                 let verb = if a.status == crate::store::approvals::ApprovalStatus::Approved {
@@ -144,6 +182,7 @@ struct Daemon {
     channels: PluginChannels,
     delivery: Delivery<PluginChannels>,
     supervisor: Arc<Supervisor>,
+    writer: Arc<Writer>,
     tz: TimeZone,
     failed_wakes: Mutex<HashSet<SessionId>>,
     typing: Mutex<HashMap<ChatAddress, Typing>>,
@@ -222,6 +261,8 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         notices_tx,
     )
     .await?;
+    let (writer_tx, mut writer_rx) = mpsc::unbounded_channel();
+    let writer = Writer::new(db.clone(), sessions.clone(), writer_tx);
     let daemon = Arc::new(Daemon {
         db: db.clone(),
         sessions: sessions.clone(),
@@ -234,6 +275,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
             tz.clone(),
         ),
         supervisor: supervisor.clone(),
+        writer,
         tz,
         failed_wakes: Mutex::new(HashSet::new()),
         typing: Mutex::new(HashMap::new()),
@@ -242,6 +284,12 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
 
     // Catch up on what the previous run left: claims to recover, work to wake, replies to send.
     let scan = supervisor.startup_scan()?;
+    for id in &scan.queued {
+        if let Ok(Some(s)) = db.read(|c| sessions_registry::get(c, id)) {
+            daemon.writer.schedule(s.clone());
+            daemon.wake(s);
+        }
+    }
     for (session, at) in scan.work {
         daemon.wake_at(session, at);
     }
@@ -291,12 +339,16 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             Some(event) = events_rx.recv() => daemon.on_event(event),
             Some(notice) = notices_rx.recv() => daemon.on_notice(notice),
+            Some(notice) = writer_rx.recv() => daemon.on_writer_notice(notice),
             Some(exit) = exits_rx.recv() => {
                 let d = daemon.clone();
                 tokio::spawn(async move {
                     match d.supervisor.on_exit(&exit).await {
-                        Ok(Some((session, at))) => d.wake_at(session, at),
-                        Ok(None) => {}
+                        Ok(wake) => {
+                            for (session, at) in wake {
+                                d.wake_at(session, at);
+                            }
+                        }
                         Err(e) => tracing::error!(session = exit.session_id, error = %e, "after container exit"),
                     }
                 });
@@ -339,11 +391,19 @@ impl Daemon {
                 }]);
                 self.settle_approvals();
             }
+            Event::Answered(session) => {
+                self.writer.schedule(session.clone());
+                self.wake(session);
+            }
         }
     }
 
-    /// Acts on what routing asked for: wake agents, ask approvers, answer the sender.
+    /// Acts on what routing asked for: write the queued messages into their sessions, wake
+    /// agents, ask approvers, answer the sender.
     fn after_route(self: &Arc<Self>, outcome: RouteOutcome) {
+        for r in &outcome.routed {
+            self.writer.schedule(r.session.clone());
+        }
         for r in outcome.routed.iter().filter(|r| r.trigger) {
             self.wake(r.session.clone());
             if let Some(chat) = &r.session.messaging_group_id
@@ -414,9 +474,32 @@ impl Daemon {
         }
     }
 
+    fn on_writer_notice(self: &Arc<Self>, notice: WriterNotice) {
+        match notice {
+            WriterNotice::Stuck {
+                session,
+                locked_for,
+            } => {
+                let d = self.clone();
+                tokio::spawn(async move {
+                    let why = format!(
+                        "its inbound.db stayed locked for {locked_for:?}: the container holds it"
+                    );
+                    d.supervisor.kill(&session, &why).await;
+                });
+            }
+        }
+    }
+
     fn on_notice(self: &Arc<Self>, notice: Notice) {
         match notice {
             Notice::Outbound(id) => self.outbound_event(id),
+            Notice::Rescan => {
+                tracing::warn!("file events were lost; looking at every running session");
+                for s in self.supervisor.running_sessions() {
+                    self.drain(s.id);
+                }
+            }
             Notice::GaveUp {
                 session,
                 message_id,
@@ -465,7 +548,14 @@ impl Daemon {
                 let changed = d.drain_now(&id).await;
                 let mut events = d.outbound_events.lock().unwrap_or_else(|p| p.into_inner());
                 if events.get(&id).copied() != seen {
-                    delay = Duration::ZERO;
+                    // More events came during the look. Look again at once if that look found
+                    // something, else after a short gap (an agent touching files in a loop
+                    // must not keep a worker busy).
+                    delay = if changed {
+                        Duration::ZERO
+                    } else {
+                        RECHECK_MIN_GAP
+                    };
                     continue;
                 }
                 if changed || delay >= RECHECK_MAX {
@@ -479,12 +569,16 @@ impl Daemon {
 
     /// One delivery pass; true if the container had committed something new.
     async fn drain_now(self: &Arc<Self>, id: &SessionId) -> bool {
+        self.supervisor.take_notice(id);
         let session = match self.db.read(|c| sessions_registry::get(c, id)) {
             Ok(Some(s)) => s,
             _ => return false,
         };
         match self.delivery.drain(&session).await {
             Ok(out) => {
+                for s in out.flush {
+                    self.writer.schedule(s);
+                }
                 for target in out.wake {
                     self.wake(target);
                 }
@@ -511,40 +605,54 @@ impl Daemon {
         }
     }
 
+    /// Tells a chat its message could not be handled. The address is the message's own
+    /// (from the host's inbound.db), and only used if the session's agent may post there.
     async fn tell_gave_up(&self, session: &SessionId, message_id: &str) {
         let Ok(Some(s)) = self.db.read(|c| sessions_registry::get(c, session)) else {
             return;
         };
-        let address = self.reply_address(&s, message_id);
-        if let Some((chat, thread)) = address {
-            let text = "Sorry, I could not handle your message: the agent failed several times. Please try again later.";
-            if let Err(e) = self
-                .delivery
-                .send_direct(&chat, thread.as_deref(), text, &[])
-                .await
-            {
-                tracing::warn!(chat = %chat, error = %e, "could not tell the sender");
+        let (sessions, s2, id) = (self.sessions.clone(), s.clone(), message_id.to_string());
+        let address = tokio::task::spawn_blocking(move || {
+            sessions.with_inbound(&s2, |c| crate::sessions::inbound::reply_address(c, &id))
+        })
+        .await;
+        let Ok(Ok(Some(addr))) = address else { return };
+        let (Some(channel), Some(platform_id)) = (
+            addr.channel_type
+                .as_deref()
+                .and_then(|c| ChannelType::parse(c).ok()),
+            addr.platform_id
+                .as_deref()
+                .and_then(|p| PlatformId::parse(p).ok()),
+        ) else {
+            return;
+        };
+        let chat = ChatAddress {
+            channel,
+            platform_id,
+        };
+        match self
+            .db
+            .read(|c| crate::access::may_post_to_chat(c, &s, &chat))
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(denied)) => {
+                tracing::warn!(session = %s.id, chat = %chat, reason = denied.0, "failure notice not sent");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(session = %s.id, error = %e, "failure notice not sent");
+                return;
             }
         }
-    }
-
-    /// Where a session's inbound message came from.
-    fn reply_address(
-        &self,
-        s: &Session,
-        message_id: &str,
-    ) -> Option<(ChatAddress, Option<String>)> {
-        let addr = self
-            .sessions
-            .with_inbound(s, |c| {
-                crate::sessions::inbound::reply_address(c, message_id)
-            })
-            .ok()??;
-        let chat = ChatAddress {
-            channel: ChannelType::parse(addr.channel_type.as_deref()?).ok()?,
-            platform_id: PlatformId::parse(addr.platform_id.as_deref()?).ok()?,
-        };
-        Some((chat, addr.thread_id))
+        let text = "Sorry, I could not handle your message: the agent failed several times. Please try again later.";
+        if let Err(e) = self
+            .delivery
+            .send_direct(&chat, addr.thread_id.as_deref(), text, &[])
+            .await
+        {
+            tracing::warn!(chat = %chat, error = %e, "could not tell the sender");
+        }
     }
 
     fn start_typing(&self, chat: ChatAddress, session: &Session) {
@@ -596,8 +704,7 @@ impl Daemon {
             .sessions
             .session_dir(session)
             .ok()
-            .and_then(|d| std::fs::metadata(d.join(nanoclaw_schema::session::HEARTBEAT_FILE)).ok())
-            .and_then(|m| m.modified().ok())
+            .and_then(|d| d.heartbeat())
             .and_then(|t| t.elapsed().ok());
         beat.is_some_and(|age| age < TYPING_FRESH)
     }
@@ -606,6 +713,9 @@ impl Daemon {
         let d = self.clone();
         tokio::spawn(async move {
             d.supervisor.check_running().await;
+            if let Err(e) = d.db.write(crate::sessions::queue::purge_written) {
+                tracing::warn!(error = %e, "could not purge written queue rows");
+            }
             if d.sessions.evict_idle(IDLE_CONNECTION) > 0 {
                 release_freed_memory();
             }
@@ -653,15 +763,19 @@ impl Daemon {
         }
     }
 
+    /// Fires due tasks (central DB only), then writes them into their sessions, refreshes
+    /// their task lists and wakes them, each session on its own.
     fn fire_tasks(self: &Arc<Self>) {
-        match crate::scheduling::fire_due(
-            &self.db,
-            &self.sessions,
-            jiff::Timestamp::now(),
-            &self.tz,
-        ) {
+        match crate::scheduling::fire_due(&self.db, jiff::Timestamp::now(), &self.tz) {
             Ok(sessions) => {
                 for s in sessions {
+                    self.writer.schedule(s.clone());
+                    let (db, store, s2) = (self.db.clone(), self.sessions.clone(), s.clone());
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = crate::scheduling::project(&db, &store, &s2) {
+                            tracing::warn!(session = %s2.id, error = %e, "task list not refreshed now");
+                        }
+                    });
                     self.wake(s);
                 }
             }
@@ -674,6 +788,8 @@ impl Daemon {
             Request::Wake { session } => {
                 match self.db.read(|c| sessions_registry::get(c, &session)) {
                     Ok(Some(s)) => {
+                        // Messages an operator command queued go in first.
+                        self.writer.schedule(s.clone());
                         self.wake(s);
                         Response::ok(None)
                     }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod ids;
 pub mod pairing;
 pub mod plugins;
+pub mod questions;
 pub mod router;
 pub mod scheduling;
 pub mod sessions;

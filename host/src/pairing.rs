@@ -3,9 +3,11 @@
 //!
 //! Codes are 8 characters from a 31-symbol alphabet without look-alikes (about 8.5e11
 //! possibilities), expire after minutes, at most [`MAX_PENDING`] wait per channel, and only a
-//! hash is stored. Wrong codes sent while codes are pending are counted; after
-//! [`MAX_FAILED_ATTEMPTS`] the pending codes are revoked. A code message never reaches an
-//! agent.
+//! hash is stored. While codes wait, every code-shaped message is a guess: it never reaches
+//! an agent (a right or near-miss code is the operator's secret), and wrong guesses are
+//! counted per sender: after [`MAX_WRONG_PER_SENDER`] in [`GUESS_WINDOW`] that sender's
+//! guesses are no longer checked. A stranger guessing locks out only themselves; the
+//! operator's codes stay valid.
 
 use std::time::Duration;
 
@@ -31,8 +33,10 @@ pub const CODE_LEN: usize = 8;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
 /// Codes that may wait at once per channel.
 pub const MAX_PENDING: i64 = 3;
-/// Wrong codes tolerated while codes are pending, before they are revoked.
-pub const MAX_FAILED_ATTEMPTS: i64 = 10;
+/// Wrong codes one sender may send within [`GUESS_WINDOW`].
+pub const MAX_WRONG_PER_SENDER: i64 = 5;
+/// How long wrong guesses count against a sender.
+pub const GUESS_WINDOW: Duration = Duration::from_secs(60 * 60);
 
 /// A freshly made code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -167,8 +171,9 @@ pub enum Intercept {
         chat: MessagingGroup,
         made_owner: bool,
     },
-    /// A wrong code while codes are waiting: counted; the message is routed normally.
-    Wrong { revoked: bool },
+    /// A wrong code while codes are waiting: counted against the sender, not routed.
+    /// `locked_out`: the sender has used up their guesses for now (this one was not checked).
+    Wrong { locked_out: bool },
 }
 
 /// Checks an inbound message against the pending codes of its channel. Run it in the same
@@ -189,30 +194,30 @@ pub fn intercept(conn: &Connection, msg: &Inbound) -> Result<Intercept> {
     if pending == 0 {
         return Ok(Intercept::NotACode);
     }
+    let user = UserId::new(&msg.channel, &sender.handle)?;
+    if wrong_guesses(conn, &user)? >= MAX_WRONG_PER_SENDER {
+        tracing::warn!(user = %user, "pairing guess from a sender with no guesses left; not checked");
+        return Ok(Intercept::Wrong { locked_out: true });
+    }
     let hit: bool = conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM pairing_codes WHERE code_hash = ?1 AND channel_type = ?2 AND status = 'pending')",
         params![hash(&code), msg.channel],
         |r| r.get(0),
     )?;
     if !hit {
+        let n = count_wrong_guess(conn, &user)?;
+        // Kept per code too, as a record of how much guessing went on while it waited.
         conn.execute(
             "UPDATE pairing_codes SET failed_attempts = failed_attempts + 1
              WHERE channel_type = ?1 AND status = 'pending'",
             [&msg.channel],
         )?;
-        let revoked = conn.execute(
-            "UPDATE pairing_codes SET status = 'revoked'
-             WHERE channel_type = ?1 AND status = 'pending' AND failed_attempts >= ?2",
-            params![msg.channel, MAX_FAILED_ATTEMPTS],
-        )?;
-        if revoked > 0 {
-            tracing::warn!(channel = %msg.channel, "too many wrong pairing codes; pending codes revoked");
-        }
+        tracing::warn!(user = %user, wrong = n, "wrong pairing code");
         return Ok(Intercept::Wrong {
-            revoked: revoked > 0,
+            locked_out: n >= MAX_WRONG_PER_SENDER,
         });
     }
-    let user = UserId::new(&msg.channel, &sender.handle)?;
+    conn.execute("DELETE FROM pairing_attempts WHERE user_id = ?1", [&user])?;
     users::upsert(conn, &user, sender.name.as_deref())?;
     let name = msg
         .chat_name
@@ -244,6 +249,38 @@ pub fn intercept(conn: &Connection, msg: &Inbound) -> Result<Intercept> {
         chat,
         made_owner,
     })
+}
+
+/// Wrong guesses `user` made in the current window.
+fn wrong_guesses(conn: &Connection, user: &UserId) -> Result<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT failures FROM pairing_attempts WHERE user_id = ?1 AND window_started_at > ?2",
+            params![user, window_start()],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Counts a wrong guess of `user` (a window older than [`GUESS_WINDOW`] starts over).
+fn count_wrong_guess(conn: &Connection, user: &UserId) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO pairing_attempts (user_id, failures, window_started_at) VALUES (?1, 1, ?2)
+         ON CONFLICT (user_id) DO UPDATE SET
+           failures = CASE WHEN window_started_at > ?3 THEN failures + 1 ELSE 1 END,
+           window_started_at = CASE WHEN window_started_at > ?3 THEN window_started_at ELSE ?2 END",
+        params![user, time::now(), window_start()],
+    )?;
+    wrong_guesses(conn, user)
+}
+
+fn window_start() -> String {
+    let now = jiff::Timestamp::now();
+    time::format(
+        now.checked_sub(jiff::SignedDuration::try_from(GUESS_WINDOW).unwrap_or_default())
+            .unwrap_or(now),
+    )
 }
 
 #[cfg(test)]
@@ -343,34 +380,33 @@ mod tests {
         );
     }
 
+    /// Finding 8: a stranger's wrong guesses lock out only the stranger; the operator's
+    /// code keeps working.
     #[test]
-    fn wrong_codes_are_counted_and_lock_out() {
+    fn wrong_codes_lock_out_the_guesser_only() {
         let db = Db::open_in_memory().unwrap();
         let code = db.write(|c| create(c, &tg(), DEFAULT_TTL)).unwrap();
-        for n in 1..MAX_FAILED_ATTEMPTS {
+        for n in 1..MAX_WRONG_PER_SENDER {
             let got = db.write(|c| intercept(c, &msg("66", "ZZZZ-ZZZZ"))).unwrap();
-            assert_eq!(got, Intercept::Wrong { revoked: false });
-            assert_eq!(
-                db.read(|c| status(c, &code.code))
-                    .unwrap()
-                    .unwrap()
-                    .failed_attempts,
-                n
-            );
+            assert_eq!(got, Intercept::Wrong { locked_out: false }, "guess {n}");
         }
         assert_eq!(
             db.write(|c| intercept(c, &msg("66", "ZZZZ-ZZZZ"))).unwrap(),
-            Intercept::Wrong { revoked: true }
+            Intercept::Wrong { locked_out: true }
         );
+        // Even the right code is no longer checked for the guesser...
         assert_eq!(
-            db.read(|c| status(c, &code.code)).unwrap().unwrap().status,
-            "revoked"
+            db.write(|c| intercept(c, &msg("66", &code.code))).unwrap(),
+            Intercept::Wrong { locked_out: true }
         );
-        // The right code no longer works.
-        assert_eq!(
+        let p = db.read(|c| status(c, &code.code)).unwrap().unwrap();
+        assert_eq!(p.status, "pending", "the code was not revoked");
+        assert!(p.failed_attempts >= MAX_WRONG_PER_SENDER);
+        // ...while the operator pairs with it.
+        assert!(matches!(
             db.write(|c| intercept(c, &msg("42", &code.code))).unwrap(),
-            Intercept::NotACode
-        );
+            Intercept::Paired { .. }
+        ));
     }
 
     #[test]

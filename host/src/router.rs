@@ -1,42 +1,40 @@
-//! The inbound router: from a platform message to rows in the right sessions' `inbound.db`.
+//! The inbound router: from a platform message to rows queued for the right sessions.
 //!
 //! For every message: resolve (or, when the bot is addressed, create) the chat, upsert the
 //! sender, then for each wired agent (highest priority first) decide whether the message
-//! engages it, pass it through the access gate (the chat's unknown-sender policy), the
-//! wiring's sender scope and the command gate, resolve the session per the wiring's session
-//! mode, and write the message. A message nobody receives is logged as `MESSAGE DROPPED`
-//! with a hint, and recorded.
+//! engages it, pass it through the access gate ([`access::inbound_gate`]: the chat's
+//! unknown-sender policy and the wiring's sender scope) and the command gate, resolve the
+//! session per the wiring's session mode, and queue the message for it. A message nobody
+//! receives is logged as `MESSAGE DROPPED` with a hint, and recorded.
 //!
-//! Routing is synchronous and side-effect free beyond the databases: what must happen next
-//! (wake a container, ask an approver, answer the sender directly) is returned in
-//! [`RouteOutcome`] for the daemon to carry out.
+//! Routing touches the central DB only (plus attachment files in the host's own inbox
+//! directories): no session DB, which a container could hold locked. What must happen next
+//! (write the queued rows, wake a container, ask an approver, answer the sender directly) is
+//! returned in [`RouteOutcome`] for the daemon to carry out.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use regex::Regex;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+use nanoclaw_schema::session::InKind;
 use nanoclaw_schema::session::content::{AttachmentRef, ChatIn, QuotedMessage};
-use nanoclaw_schema::session::{INBOX_DIR, InKind, is_safe_file_name};
 
-use crate::access;
+use crate::access::{self, Gate};
 use crate::db::Db;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::ids::{AgentGroupId, ApprovalId, ChannelType, ChatAddress, PlatformId, UserId};
-use crate::sessions::inbound::{self, Insert, NewMessage};
-use crate::sessions::{Session, SessionStore, registry};
+use crate::sessions::dir::inbox_folder;
+use crate::sessions::queue::{self, Queued};
+use crate::sessions::{FileName, Session, SessionStore, registry};
 use crate::store::approvals::{self, Held};
 use crate::store::dropped::{self, DropReason};
 use crate::store::messaging_groups::{
     self, MessagingGroup, NewMessagingGroup, UnknownSenderPolicy,
 };
-use crate::store::wirings::{
-    self, EngageMode, IgnoredMessagePolicy, SenderScope, SessionMode, Wiring,
-};
+use crate::store::wirings::{self, EngageMode, IgnoredMessagePolicy, SessionMode, Wiring};
 use crate::store::{agent_groups, users};
 
 /// Largest attachment the host saves into a session's inbox.
@@ -158,12 +156,11 @@ pub struct ChannelCaps {
     pub threads: bool,
 }
 
-/// A message written into a session.
+/// A message queued for a session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routed {
     pub session: Session,
     pub message_id: String,
-    pub seq: i64,
     /// False for accumulated context (no wake).
     pub trigger: bool,
 }
@@ -234,10 +231,18 @@ pub struct Router {
     patterns: std::sync::Mutex<HashMap<String, Option<Regex>>>,
 }
 
-/// One delivery decided in the central transaction, written to the session afterwards.
+/// One delivery decided in the central transaction.
 struct Planned {
     session: Session,
     trigger: bool,
+}
+
+/// What the command gate made of a message for one agent.
+enum Command {
+    /// Not a command, or one the sender may send: it goes to the agent.
+    Pass,
+    /// Filtered or refused; it does not go to this agent.
+    Stop,
 }
 
 impl Router {
@@ -254,8 +259,10 @@ impl Router {
         }
     }
 
-    /// Routes one inbound message. An `Err` means nothing was written for it and the plugin
-    /// should not acknowledge it to the platform (so the platform redelivers).
+    /// Routes one inbound message: decides who gets it and queues it for their sessions, in
+    /// the central DB only. An `Ok` means it is durable (the plugin may acknowledge it to the
+    /// platform); an `Err` means nothing was queued, so the platform should redeliver. The
+    /// sessions' writer moves the queued rows into their `inbound.db` files.
     pub fn route(&self, msg: &Inbound) -> Result<RouteOutcome> {
         let caps = *self.channels.get(&msg.channel).ok_or_else(|| {
             Error::invalid(format!(
@@ -279,13 +286,34 @@ impl Router {
             Some(s) => Some(UserId::new(&msg.channel, &s.handle)?),
             None => None,
         };
-
-        let mut outcome = RouteOutcome::default();
-        let plan = self
-            .db
-            .write(|tx| self.plan(tx, &msg, caps, sender.as_ref(), &mut outcome))?;
-        for p in plan {
-            self.write(&msg, sender.as_ref(), p, &mut outcome)?;
+        // Attachment bytes go to disk before the rows that point at them are queued; without
+        // any, deciding and queueing is one transaction.
+        let with_files = msg.attachments.iter().any(|a| !a.data.is_empty());
+        let (plan, mut outcome) = self.db.write(|tx| {
+            let mut outcome = RouteOutcome::default();
+            let plan = self.plan(tx, &msg, caps, sender.as_ref(), &mut outcome)?;
+            if !with_files {
+                for p in &plan {
+                    let row = self.row(&msg, sender.as_ref(), p, Vec::new())?;
+                    self.queue(tx, p, row, &mut outcome)?;
+                }
+            }
+            Ok((plan, outcome))
+        })?;
+        if with_files {
+            let rows = plan
+                .iter()
+                .map(|p| {
+                    let refs = self.save_attachments(&msg, p)?;
+                    self.row(&msg, sender.as_ref(), p, refs)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.db.write(|tx| {
+                for (p, row) in plan.iter().zip(rows) {
+                    self.queue(tx, p, row, &mut outcome)?;
+                }
+                Ok(())
+            })?;
         }
         if !outcome.routed.is_empty() || outcome.duplicates > 0 {
             // Some agent got it; per-agent refusals were recorded, but the message was not lost.
@@ -294,7 +322,8 @@ impl Router {
         Ok(outcome)
     }
 
-    /// The central-DB half: who gets the message, in which session.
+    /// Who gets the message, in which session: for each wired agent (highest priority
+    /// first), the engage rule, [`access::inbound_gate`], the command gate, the session.
     fn plan(
         &self,
         tx: &Connection,
@@ -303,40 +332,12 @@ impl Router {
         sender: Option<&UserId>,
         outcome: &mut RouteOutcome,
     ) -> Result<Vec<Planned>> {
-        let address = ChatAddress {
-            channel: msg.channel.clone(),
-            platform_id: msg.chat_id.clone(),
-        };
-        let sender_name = msg.sender.as_ref().and_then(|s| s.name.as_deref());
-        let chat = match messaging_groups::find(tx, &msg.channel, &msg.chat_id)? {
-            Some(chat) => chat,
-            None if msg.addressed() => {
-                let name = msg.chat_name.clone().or_else(|| {
-                    (!msg.is_group)
-                        .then(|| sender_name.map(str::to_string))
-                        .flatten()
-                });
-                let (chat, _) = messaging_groups::get_or_create(
-                    tx,
-                    &NewMessagingGroup {
-                        channel_type: msg.channel.clone(),
-                        platform_id: msg.chat_id.clone(),
-                        name,
-                        is_group: msg.is_group,
-                        unknown_sender_policy: UnknownSenderPolicy::default(),
-                    },
-                )?;
-                tracing::info!(chat = %address, "new chat seen");
-                chat
-            }
-            None => {
-                tracing::debug!(chat = %address, "message in an unknown chat that does not address the bot");
-                outcome.dropped = Some(DropReason::NoAgentWired);
-                return Ok(Vec::new());
-            }
+        let Some(chat) = self.chat(tx, msg, outcome)? else {
+            return Ok(Vec::new());
         };
         if let Some(id) = sender {
-            users::upsert(tx, id, sender_name)?;
+            let name = msg.sender.as_ref().and_then(|s| s.name.as_deref());
+            users::upsert(tx, id, name)?;
         }
         let wirings = wirings::for_chat(tx, &chat.id)?;
         if wirings.is_empty() {
@@ -351,23 +352,19 @@ impl Router {
             )?;
             return Ok(Vec::new());
         }
-
         let mut plan = Vec::new();
         for wiring in &wirings {
             let Some(agent) = agent_groups::get(tx, &wiring.agent_group_id)? else {
                 continue;
             };
-            let engaged = self.engages(tx, wiring, msg, &chat)?;
-            let allowed = match (chat.unknown_sender_policy, sender) {
-                (UnknownSenderPolicy::Public, _) => true,
-                (_, None) => false,
-                (_, Some(u)) => access::can_access_agent_group(tx, u, &agent.id)?.is_allowed(),
-            };
-            if !engaged {
+            let gate =
+                access::inbound_gate(tx, &chat, &agent.id, sender, wiring.rules.sender_scope)?;
+            if !self.engages(tx, wiring, msg, &chat)? {
+                // Context for later, if the gate lets it in; mere chatter never asks an
+                // approver.
                 if wiring.rules.ignored_message_policy == IgnoredMessagePolicy::Accumulate
-                    && allowed
+                    && gate == Gate::Pass
                 {
-                    // Context for later; no wake, no approval request for mere chatter.
                     let session = self.session_for(tx, wiring, &chat, msg, caps)?;
                     plan.push(Planned {
                         session,
@@ -376,95 +373,19 @@ impl Router {
                 }
                 continue;
             }
-            if !allowed {
-                match (chat.unknown_sender_policy, sender) {
-                    (UnknownSenderPolicy::RequestApproval, Some(u)) => {
-                        let event = serde_json::to_string(msg).map_err(|e| Error::Json {
-                            context: "held message".into(),
-                            source: e,
-                        })?;
-                        let (id, new_request) = match approvals::hold_sender_message(
-                            tx, &chat.id, &agent.id, u, &event,
-                        )? {
-                            Held::NewRequest(id) => (id, true),
-                            Held::Queued(id) => (id, false),
-                            Held::QueueFull(_) => {
-                                let reason = DropReason::ApprovalQueueFull;
-                                self.drop_message(
-                                    tx,
-                                    msg,
-                                    &chat,
-                                    sender,
-                                    Some(&agent.id),
-                                    reason,
-                                    outcome,
-                                )?;
-                                continue;
-                            }
-                        };
-                        tracing::info!(chat = %address, sender = %u, agent = %agent.folder, approval = %id,
-                            "message held until an approver decides about the sender");
-                        outcome.held.push(HeldForApproval {
-                            approval: id,
-                            new_request,
-                            agent: agent.id.clone(),
-                            chat: chat.clone(),
-                            sender: u.clone(),
-                        });
-                    }
-                    _ => {
-                        self.drop_message(
-                            tx,
-                            msg,
-                            &chat,
-                            sender,
-                            Some(&agent.id),
-                            DropReason::UnknownSenderStrict,
-                            outcome,
-                        )?;
-                    }
+            match gate {
+                Gate::Pass => {}
+                Gate::Hold(user) => {
+                    self.hold(tx, msg, &chat, &agent.id, &user, outcome)?;
+                    continue;
                 }
+                Gate::Refuse(reason) => {
+                    self.drop_message(tx, msg, &chat, sender, Some(&agent.id), reason, outcome)?;
+                    continue;
+                }
+            }
+            if let Command::Stop = self.command_gate(tx, msg, &agent.id, sender, outcome)? {
                 continue;
-            }
-            if wiring.rules.sender_scope == SenderScope::Known {
-                let known = match sender {
-                    Some(u) => access::can_access_agent_group(tx, u, &agent.id)?.is_allowed(),
-                    None => false,
-                };
-                if !known {
-                    self.drop_message(
-                        tx,
-                        msg,
-                        &chat,
-                        sender,
-                        Some(&agent.id),
-                        DropReason::SenderScope,
-                        outcome,
-                    )?;
-                    continue;
-                }
-            }
-            if let Some(cmd) = command_of(&msg.text) {
-                if FILTERED_COMMANDS.contains(&cmd.as_str()) {
-                    tracing::debug!(chat = %address, command = cmd, "filtered command not passed to the agent");
-                    outcome.dropped = Some(DropReason::FilteredCommand);
-                    continue;
-                }
-                if ADMIN_COMMANDS.contains(&cmd.as_str()) {
-                    let admin = match sender {
-                        Some(u) => access::has_admin_privilege(tx, u, &agent.id)?,
-                        None => false,
-                    };
-                    if !admin {
-                        tracing::info!(chat = %address, sender = ?sender, command = cmd, "admin command refused");
-                        outcome.replies.push(DirectReply {
-                            chat: address.clone(),
-                            thread_id: msg.thread_id.clone(),
-                            text: format!("Permission denied: {cmd} requires admin access."),
-                        });
-                        continue;
-                    }
-                }
             }
             let session = self.session_for(tx, wiring, &chat, msg, caps)?;
             plan.push(Planned {
@@ -485,6 +406,128 @@ impl Router {
             )?;
         }
         Ok(plan)
+    }
+
+    /// The message's chat: known, or created when the bot is addressed in it.
+    fn chat(
+        &self,
+        tx: &Connection,
+        msg: &Inbound,
+        outcome: &mut RouteOutcome,
+    ) -> Result<Option<MessagingGroup>> {
+        if let Some(chat) = messaging_groups::find(tx, &msg.channel, &msg.chat_id)? {
+            return Ok(Some(chat));
+        }
+        let address = ChatAddress {
+            channel: msg.channel.clone(),
+            platform_id: msg.chat_id.clone(),
+        };
+        if !msg.addressed() {
+            tracing::debug!(chat = %address, "message in an unknown chat that does not address the bot");
+            outcome.dropped = Some(DropReason::NoAgentWired);
+            return Ok(None);
+        }
+        let sender_name = msg.sender.as_ref().and_then(|s| s.name.as_deref());
+        let name = msg.chat_name.clone().or_else(|| {
+            (!msg.is_group)
+                .then(|| sender_name.map(str::to_string))
+                .flatten()
+        });
+        let (chat, _) = messaging_groups::get_or_create(
+            tx,
+            &NewMessagingGroup {
+                channel_type: msg.channel.clone(),
+                platform_id: msg.chat_id.clone(),
+                name,
+                is_group: msg.is_group,
+                unknown_sender_policy: UnknownSenderPolicy::default(),
+            },
+        )?;
+        tracing::info!(chat = %address, "new chat seen");
+        Ok(Some(chat))
+    }
+
+    /// Holds the message of an unknown sender until an approver decides.
+    fn hold(
+        &self,
+        tx: &Connection,
+        msg: &Inbound,
+        chat: &MessagingGroup,
+        agent: &AgentGroupId,
+        sender: &UserId,
+        outcome: &mut RouteOutcome,
+    ) -> Result<()> {
+        let event = serde_json::to_string(msg).map_err(|e| Error::Json {
+            context: "held message".into(),
+            source: e,
+        })?;
+        let (id, new_request) =
+            match approvals::hold_sender_message(tx, &chat.id, agent, sender, &event)? {
+                Held::NewRequest(id) => (id, true),
+                Held::Queued(id) => (id, false),
+                Held::QueueFull(_) => {
+                    let reason = DropReason::ApprovalQueueFull;
+                    return self.drop_message(
+                        tx,
+                        msg,
+                        chat,
+                        Some(sender),
+                        Some(agent),
+                        reason,
+                        outcome,
+                    );
+                }
+            };
+        tracing::info!(chat = %chat.address(), sender = %sender, agent = %agent, approval = %id,
+            "message held until an approver decides about the sender");
+        outcome.held.push(HeldForApproval {
+            approval: id,
+            new_request,
+            agent: agent.clone(),
+            chat: chat.clone(),
+            sender: sender.clone(),
+        });
+        Ok(())
+    }
+
+    /// Slash commands: operator-only ones never reach an agent; admin ones need admin
+    /// privilege over the agent (a refusal is answered in the chat).
+    fn command_gate(
+        &self,
+        tx: &Connection,
+        msg: &Inbound,
+        agent: &AgentGroupId,
+        sender: Option<&UserId>,
+        outcome: &mut RouteOutcome,
+    ) -> Result<Command> {
+        let Some(cmd) = command_of(&msg.text) else {
+            return Ok(Command::Pass);
+        };
+        let address = ChatAddress {
+            channel: msg.channel.clone(),
+            platform_id: msg.chat_id.clone(),
+        };
+        if FILTERED_COMMANDS.contains(&cmd.as_str()) {
+            tracing::debug!(chat = %address, command = cmd, "filtered command not passed to the agent");
+            outcome.dropped = Some(DropReason::FilteredCommand);
+            return Ok(Command::Stop);
+        }
+        if ADMIN_COMMANDS.contains(&cmd.as_str()) {
+            let admin = match sender {
+                Some(u) => access::has_admin_privilege(tx, u, agent)?,
+                None => false,
+            };
+            if !admin {
+                tracing::info!(chat = %address, sender = ?sender, command = cmd, "admin command refused");
+                outcome.replies.push(DirectReply {
+                    chat: address,
+                    thread_id: msg.thread_id.clone(),
+                    text: format!("Permission denied: {cmd} requires admin access."),
+                });
+                return Ok(Command::Stop);
+            }
+        }
+        Ok(Command::Pass)
     }
 
     fn engages(
@@ -588,24 +631,34 @@ impl Router {
         Ok(())
     }
 
-    /// The session half: write the message (and its attachments) into one session.
-    fn write(
+    /// The row id of the message in one session. Platform message ids are only unique
+    /// within a chat (Telegram numbers every chat's messages from 1), and an agent-shared
+    /// session takes several chats: the id names the chat, so their messages never pass for
+    /// redeliveries of each other.
+    fn row_id(msg: &Inbound, p: &Planned) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            msg.channel,
+            msg.chat_id,
+            msg.message_id.as_deref().unwrap_or_default(),
+            p.session.agent_group_id
+        )
+    }
+
+    /// The message as a row for one session.
+    fn row(
         &self,
         msg: &Inbound,
         sender: Option<&UserId>,
-        p: Planned,
-        outcome: &mut RouteOutcome,
-    ) -> Result<()> {
-        let platform_message_id = msg.message_id.as_deref().unwrap_or_default();
-        // Platform message ids are only unique within a chat (Telegram numbers every chat's
-        // messages from 1), and an agent-shared session takes several chats: the row id
-        // names the chat, so their messages never pass for redeliveries of each other.
-        let id = format!(
-            "{}:{}:{platform_message_id}:{}",
-            msg.channel, msg.chat_id, p.session.agent_group_id
-        );
-        let dir = self.sessions.session_dir(&p.session)?;
-        let attachments = save_attachments(&dir, &id, &msg.attachments)?;
+        p: &Planned,
+        attachments: Vec<AttachmentRef>,
+    ) -> Result<Queued> {
+        let attachments = if attachments.is_empty() {
+            // Nothing was saved: the references say what came, not where it is.
+            msg.attachments.iter().map(attachment_ref).collect()
+        } else {
+            attachments
+        };
         let content = ChatIn {
             text: msg.text.clone(),
             sender_id: sender.map(|s| s.to_string()),
@@ -621,121 +674,77 @@ impl Router {
             source: e,
         })?;
         let now = nanoclaw_schema::time::now();
-        let row = NewMessage {
+        Ok(Queued {
             trigger: p.trigger,
-            channel_type: Some(msg.channel.as_str()),
-            platform_id: Some(msg.chat_id.as_str()),
-            thread_id: msg.thread_id.as_deref(),
-            platform_message_id: msg.message_id.as_deref(),
-            ..NewMessage::new(
-                &id,
+            channel_type: Some(msg.channel.to_string()),
+            platform_id: Some(msg.chat_id.to_string()),
+            thread_id: msg.thread_id.clone(),
+            platform_message_id: msg.message_id.clone(),
+            ..Queued::new(
+                Self::row_id(msg, p),
                 InKind::Chat,
-                msg.timestamp.as_deref().unwrap_or(&now),
-                &content,
+                msg.timestamp.clone().unwrap_or(now),
+                content,
             )
-        };
-        match self
-            .sessions
-            .with_inbound(&p.session, |db| inbound::insert_message(db, &row))?
-        {
-            Insert::Inserted { seq } => {
-                outcome.routed.push(Routed {
-                    session: p.session,
-                    message_id: id,
-                    seq,
-                    trigger: p.trigger,
-                });
-            }
-            Insert::Duplicate => {
-                tracing::debug!(message = id, "redelivered message ignored");
-                outcome.duplicates += 1;
-            }
+        })
+    }
+
+    fn queue(
+        &self,
+        tx: &Connection,
+        p: &Planned,
+        row: Queued,
+        outcome: &mut RouteOutcome,
+    ) -> Result<()> {
+        if queue::push(tx, &p.session.id, &row)? {
+            outcome.routed.push(Routed {
+                session: p.session.clone(),
+                message_id: row.id,
+                trigger: p.trigger,
+            });
+        } else {
+            tracing::debug!(message = row.id, "redelivered message ignored");
+            outcome.duplicates += 1;
         }
         Ok(())
     }
-}
 
-/// Saves attachment bytes under `inbox/<message>/` of a session directory, treating the
-/// directory as hostile (the agent can write there): no symlinks followed, files created
-/// exclusively, names reduced to safe basenames.
-fn save_attachments(
-    session_dir: &Path,
-    message_id: &str,
-    list: &[IncomingAttachment],
-) -> Result<Vec<AttachmentRef>> {
-    let mut refs = Vec::with_capacity(list.len());
-    for (n, a) in list.iter().enumerate() {
-        let mut r = AttachmentRef {
-            name: a.name.clone(),
-            kind: a.kind.clone(),
-            mime_type: a.mime_type.clone(),
-            size: (!a.data.is_empty()).then_some(a.data.len() as u64),
-            path: None,
-            url: a.url.clone(),
-        };
-        if !a.data.is_empty() {
+    /// Saves the attachment bytes into the session's inbox (the host's own directory,
+    /// read-only to the agent). Rewriting them on a redelivery is harmless.
+    fn save_attachments(&self, msg: &Inbound, p: &Planned) -> Result<Vec<AttachmentRef>> {
+        let dir = self.sessions.prepare(&p.session)?;
+        let folder = inbox_folder(&Self::row_id(msg, p));
+        let mut refs = Vec::with_capacity(msg.attachments.len());
+        for (n, a) in msg.attachments.iter().enumerate() {
+            let mut r = attachment_ref(a);
             if a.data.len() > MAX_ATTACHMENT_BYTES {
                 tracing::warn!(
                     name = a.name,
                     size = a.data.len(),
                     "attachment too large; only its name is passed on"
                 );
-            } else {
-                let name = if is_safe_file_name(&a.name) {
-                    a.name.clone()
-                } else {
-                    format!("attachment-{}", n + 1)
-                };
-                r.path = Some(write_inbox_file(session_dir, message_id, &name, &a.data)?);
+            } else if !a.data.is_empty() {
+                let name = FileName::parse(&a.name)
+                    .or_else(|| FileName::parse(&format!("attachment-{}", n + 1)))
+                    .ok_or_else(|| Error::invalid("no usable attachment name"))?;
+                r.path = Some(dir.write_inbox_file(&folder, &name, &a.data)?);
             }
+            refs.push(r);
         }
-        refs.push(r);
+        Ok(refs)
     }
-    Ok(refs)
 }
 
-fn write_inbox_file(
-    session_dir: &Path,
-    message_id: &str,
-    name: &str,
-    data: &[u8],
-) -> Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let folder: String = message_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let inbox = session_dir.join(INBOX_DIR);
-    for dir in [inbox.clone(), inbox.join(&folder)] {
-        match std::fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.file_type().is_symlink() || !meta.is_dir() => {
-                return Err(Error::invalid(format!(
-                    "{} is not a plain directory; refusing to write there",
-                    dir.display()
-                )));
-            }
-            Ok(_) => {}
-            Err(_) => {
-                std::fs::create_dir(&dir).io_context(|| format!("create {}", dir.display()))?
-            }
-        }
+/// What came with a message, without where it is stored.
+fn attachment_ref(a: &IncomingAttachment) -> AttachmentRef {
+    AttachmentRef {
+        name: a.name.clone(),
+        kind: a.kind.clone(),
+        mime_type: a.mime_type.clone(),
+        size: (!a.data.is_empty()).then_some(a.data.len() as u64),
+        path: None,
+        url: a.url.clone(),
     }
-    let path = inbox.join(&folder).join(name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .io_context(|| format!("create attachment {}", path.display()))?;
-    file.write_all(data)
-        .io_context(|| format!("write attachment {}", path.display()))?;
-    Ok(format!("{INBOX_DIR}/{folder}/{name}"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use nanoclaw_schema::time;
 use crate::db::{Db, text_enum};
 use crate::error::{Error, Result};
 use crate::ids::{SessionId, TaskId};
-use crate::sessions::inbound::{self, NewMessage};
+use crate::sessions::queue::{self, Queued};
 use crate::sessions::{Session, SessionStore, registry};
 
 text_enum! {
@@ -122,46 +122,45 @@ pub struct Applied {
     pub note: String,
 }
 
-/// Applies a scheduling action emitted by `session`'s agent, then refreshes the session's
-/// task list projection and leaves a note for the agent in its inbound.db (waking it only if
-/// the action failed, so it can react).
+/// Applies a scheduling action emitted by `session`'s agent and queues a note for the agent
+/// (`note_id`, derived from the action's row so a retry queues nothing twice), in one central
+/// transaction. The note wakes the agent only if the action failed, so it can react. The
+/// caller then refreshes the session's task list with [`project`].
 pub fn apply(
     db: &Db,
-    sessions: &SessionStore,
     session: &Session,
     action: &SystemAction,
     tz: &TimeZone,
+    note_id: &str,
 ) -> Result<Applied> {
-    let applied = db.write(|c| match apply_in(c, session, action, tz) {
-        Ok(note) => Ok(Applied { ok: true, note }),
-        Err(e @ (Error::Invalid(_) | Error::NotFound { .. } | Error::Conflict(_))) => Ok(Applied {
-            ok: false,
-            note: format!("{} failed: {e}", action.name()),
-        }),
-        Err(e) => Err(e),
-    })?;
-    db.read(|c| project(c, sessions, session))?;
-    let note = SystemIn {
-        text: applied.note.clone(),
-        action: Some(action.name().to_string()),
-        ok: Some(applied.ok),
-    };
-    let content = serde_json::to_string(&note).map_err(|e| Error::Json {
-        context: "note".into(),
-        source: e,
-    })?;
-    let id = crate::ids::generate("sys");
-    let now = time::now();
-    sessions.with_inbound(session, |c| {
-        inbound::insert_message(
-            c,
-            &NewMessage {
-                trigger: !applied.ok,
-                ..NewMessage::new(&id, InKind::System, &now, &content)
+    db.write(|c| {
+        let applied = match apply_in(c, session, action, tz) {
+            Ok(note) => Applied { ok: true, note },
+            Err(e @ (Error::Invalid(_) | Error::NotFound { .. } | Error::Conflict(_))) => Applied {
+                ok: false,
+                note: format!("{} failed: {e}", action.name()),
             },
-        )
-    })?;
-    Ok(applied)
+            Err(e) => return Err(e),
+        };
+        let note = SystemIn {
+            text: applied.note.clone(),
+            action: Some(action.name().to_string()),
+            ok: Some(applied.ok),
+        };
+        let content = serde_json::to_string(&note).map_err(|e| Error::Json {
+            context: "note".into(),
+            source: e,
+        })?;
+        queue::push(
+            c,
+            &session.id,
+            &Queued {
+                trigger: !applied.ok,
+                ..Queued::new(note_id, InKind::System, time::now(), content)
+            },
+        )?;
+        Ok(applied)
+    })
 }
 
 fn own_task(c: &Connection, session: &Session, task_id: &str) -> Result<Task> {
@@ -352,9 +351,10 @@ fn routing(
     })
 }
 
-/// Rewrites the session's task list in its inbound.db (what the agent can list).
-pub fn project(c: &Connection, sessions: &SessionStore, session: &Session) -> Result<()> {
-    let tasks = list(c, Some(&session.id))?;
+/// Rewrites the session's task list in its `inbound.db` (what the agent can list): read
+/// from the central DB first, written after its lock is released. Blocking.
+pub fn project(db: &Db, sessions: &SessionStore, session: &Session) -> Result<()> {
+    let tasks = db.read(|c| list(c, Some(&session.id)))?;
     sessions.with_inbound(session, |db| {
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM scheduled_tasks", [])?;
@@ -369,14 +369,11 @@ pub fn project(c: &Connection, sessions: &SessionStore, session: &Session) -> Re
     })
 }
 
-/// Fires every active task due at `now`: writes its `task` message into the session and
-/// moves its schedule on. Returns the sessions that got work (to wake).
-pub fn fire_due(
-    db: &Db,
-    sessions: &SessionStore,
-    now: Timestamp,
-    tz: &TimeZone,
-) -> Result<Vec<Session>> {
+/// Fires every active task due at `now`: queues its `task` message for the session and moves
+/// its schedule on, in one central transaction per task (so a firing is never lost or
+/// doubled). Touches no session file: a session whose DB is locked cannot stall the others.
+/// Returns the sessions that got work (to write, refresh and wake).
+pub fn fire_due(db: &Db, now: Timestamp, tz: &TimeZone) -> Result<Vec<Session>> {
     let now_s = time::format(now);
     let due: Vec<Task> = db.read(|c| {
         let mut stmt = c.prepare(&format!(
@@ -387,73 +384,79 @@ pub fn fire_due(
     })?;
     let mut woken: Vec<Session> = Vec::new();
     for task in due {
-        let Some(session) = db.read(|c| registry::get(c, &task.session_id))? else {
-            continue;
-        };
-        if session.status != crate::sessions::SessionStatus::Active {
-            tracing::info!(task = %task.id, session = %session.id, "task's session is closed; task completed");
-            db.write(|c| set_status(c, &task.id, TaskStatus::Completed))?;
-            continue;
-        }
-        let run = task.run_count + 1;
-        let message_id = format!("{}:{run}", task.id);
-        let content = serde_json::to_string(&TaskIn {
-            task_id: task.id.to_string(),
-            prompt: task.prompt.clone(),
-            script: task.script.clone(),
-        })
-        .map_err(|e| Error::Json {
-            context: "task".into(),
-            source: e,
-        })?;
-        let (channel_type, platform_id, thread_id): (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = db.read(|c| {
-            Ok(c.query_row(
-                "SELECT channel_type, platform_id, thread_id FROM scheduled_tasks WHERE id = ?1",
-                [&task.id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?)
-        })?;
-        // Write the firing first: if the host dies before the schedule moves on, the same
-        // run id is written again and ignored as a duplicate.
-        sessions.with_inbound(&session, |c| {
-            inbound::insert_message(
-                c,
-                &NewMessage {
-                    channel_type: channel_type.as_deref(),
-                    platform_id: platform_id.as_deref(),
-                    thread_id: thread_id.as_deref(),
-                    ..NewMessage::new(&message_id, InKind::Task, &now_s, &content)
-                },
-            )
-        })?;
-        let next = match &task.recurrence {
-            Some(r) => match parse_cron(r).and_then(|cron| next_occurrence(&cron, now, tz)) {
-                Ok(next) => Some(time::format(next)),
-                Err(e) => {
-                    tracing::warn!(task = %task.id, error = %e, "recurring task stopped");
-                    None
+        match db.write(|c| fire_one(c, &task, now, tz)) {
+            Ok(Some(session)) => {
+                if !woken.iter().any(|s| s.id == session.id) {
+                    woken.push(session);
                 }
-            },
-            None => None,
-        };
-        db.write(|c| {
-            c.execute(
-                "UPDATE scheduled_tasks SET last_run = ?2, run_count = ?3, next_run = ?4,
-                 status = CASE WHEN ?4 IS NULL THEN 'completed' ELSE status END, updated_at = ?2 WHERE id = ?1",
-                params![task.id, now_s, run, next],
-            )?;
-            project(c, sessions, &session)
-        })?;
-        tracing::info!(task = %task.id, session = %session.id, run, "scheduled task fired");
-        if !woken.iter().any(|s| s.id == session.id) {
-            woken.push(session);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(task = %task.id, error = %e, "scheduled task not fired; it is tried again")
+            }
         }
     }
     Ok(woken)
+}
+
+fn fire_one(c: &Connection, task: &Task, now: Timestamp, tz: &TimeZone) -> Result<Option<Session>> {
+    let now_s = time::format(now);
+    let Some(session) = registry::get(c, &task.session_id)? else {
+        return Ok(None);
+    };
+    if session.status != crate::sessions::SessionStatus::Active {
+        tracing::info!(task = %task.id, session = %session.id, "task's session is closed; task completed");
+        set_status(c, &task.id, TaskStatus::Completed)?;
+        return Ok(None);
+    }
+    let run = task.run_count + 1;
+    let content = serde_json::to_string(&TaskIn {
+        task_id: task.id.to_string(),
+        prompt: task.prompt.clone(),
+        script: task.script.clone(),
+    })
+    .map_err(|e| Error::Json {
+        context: "task".into(),
+        source: e,
+    })?;
+    let (channel_type, platform_id, thread_id): (Option<String>, Option<String>, Option<String>) =
+        c.query_row(
+            "SELECT channel_type, platform_id, thread_id FROM scheduled_tasks WHERE id = ?1",
+            [&task.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+    queue::push(
+        c,
+        &session.id,
+        &Queued {
+            channel_type,
+            platform_id,
+            thread_id,
+            ..Queued::new(
+                format!("{}:{run}", task.id),
+                InKind::Task,
+                now_s.clone(),
+                content,
+            )
+        },
+    )?;
+    let next = match &task.recurrence {
+        Some(r) => match parse_cron(r).and_then(|cron| next_occurrence(&cron, now, tz)) {
+            Ok(next) => Some(time::format(next)),
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "recurring task stopped");
+                None
+            }
+        },
+        None => None,
+    };
+    c.execute(
+        "UPDATE scheduled_tasks SET last_run = ?2, run_count = ?3, next_run = ?4,
+         status = CASE WHEN ?4 IS NULL THEN 'completed' ELSE status END, updated_at = ?2 WHERE id = ?1",
+        params![task.id, now_s, run, next],
+    )?;
+    tracing::info!(task = %task.id, session = %session.id, run, "scheduled task fired");
+    Ok(Some(session))
 }
 
 #[cfg(test)]
@@ -487,6 +490,7 @@ mod tests {
     }
 
     fn inbound_rows(f: &Fx) -> Vec<(String, String, bool)> {
+        crate::sessions::writer::flush(&f.db, &f.sessions, &f.session).unwrap();
         f.sessions
             .with_inbound(&f.session, |c| {
                 let mut st = c.prepare("SELECT id, kind, trigger FROM messages_in ORDER BY seq")?;
@@ -506,7 +510,14 @@ mod tests {
             recurrence: recurrence.map(str::to_string),
             script: None,
         };
-        apply(&f.db, &f.sessions, &f.session, &action, &TimeZone::UTC).unwrap()
+        apply(
+            &f.db,
+            &f.session,
+            &action,
+            &TimeZone::UTC,
+            &format!("note-{id}-{}", crate::ids::generate("n")),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -514,24 +525,16 @@ mod tests {
         let f = fx();
         assert!(schedule(&f, "t1", "2026-01-01T09:00:00Z", None).ok);
         let before: Timestamp = "2026-01-01T08:59:59Z".parse().unwrap();
-        assert!(
-            fire_due(&f.db, &f.sessions, before, &TimeZone::UTC)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(fire_due(&f.db, before, &TimeZone::UTC).unwrap().is_empty());
         let at: Timestamp = "2026-01-01T09:00:00Z".parse().unwrap();
-        let woken = fire_due(&f.db, &f.sessions, at, &TimeZone::UTC).unwrap();
+        let woken = fire_due(&f.db, at, &TimeZone::UTC).unwrap();
         assert_eq!(woken.len(), 1);
         let task =
             f.db.read(|c| get(c, &TaskId::parse("t1")?))
                 .unwrap()
                 .unwrap();
         assert_eq!(task.status, TaskStatus::Completed);
-        assert!(
-            fire_due(&f.db, &f.sessions, at, &TimeZone::UTC)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(fire_due(&f.db, at, &TimeZone::UTC).unwrap().is_empty());
         let rows = inbound_rows(&f);
         assert_eq!(
             rows.last().unwrap(),
@@ -539,7 +542,9 @@ mod tests {
         );
         let addr = f
             .sessions
-            .with_inbound(&f.session, |c| inbound::reply_address(c, "t1:1"))
+            .with_inbound(&f.session, |c| {
+                crate::sessions::inbound::reply_address(c, "t1:1")
+            })
             .unwrap()
             .unwrap();
         assert_eq!(addr.channel_type.as_deref(), Some("telegram"));
@@ -551,7 +556,7 @@ mod tests {
         let f = fx();
         schedule(&f, "daily", "2026-01-01T09:00:00Z", Some("0 9 * * *"));
         let late: Timestamp = "2026-01-03T10:30:00Z".parse().unwrap();
-        fire_due(&f.db, &f.sessions, late, &TimeZone::UTC).unwrap();
+        fire_due(&f.db, late, &TimeZone::UTC).unwrap();
         let task =
             f.db.read(|c| get(c, &TaskId::parse("daily")?))
                 .unwrap()
@@ -609,10 +614,24 @@ mod tests {
         let cancel = SystemAction::CancelTask {
             task_id: "mine".into(),
         };
-        let r = apply(&f.db, &f.sessions, &other, &cancel, &TimeZone::UTC).unwrap();
+        let r = apply(
+            &f.db,
+            &other,
+            &cancel,
+            &TimeZone::UTC,
+            &crate::ids::generate("note"),
+        )
+        .unwrap();
         assert!(!r.ok);
         assert!(r.note.contains("not found"), "{}", r.note);
-        let r = apply(&f.db, &f.sessions, &f.session, &cancel, &TimeZone::UTC).unwrap();
+        let r = apply(
+            &f.db,
+            &f.session,
+            &cancel,
+            &TimeZone::UTC,
+            &crate::ids::generate("note"),
+        )
+        .unwrap();
         assert!(r.ok);
     }
 
@@ -621,7 +640,9 @@ mod tests {
         let f = fx();
         schedule(&f, "t", "2026-01-01T09:00:00Z", Some("0 9 * * *"));
         let s = &f.session;
-        let run = |a: SystemAction| apply(&f.db, &f.sessions, s, &a, &TimeZone::UTC).unwrap();
+        let run = |a: SystemAction| {
+            apply(&f.db, s, &a, &TimeZone::UTC, &crate::ids::generate("note")).unwrap()
+        };
         assert!(
             run(SystemAction::PauseTask {
                 task_id: "t".into()
@@ -636,9 +657,7 @@ mod tests {
         );
         let at: Timestamp = "2026-01-01T09:00:00Z".parse().unwrap();
         assert!(
-            fire_due(&f.db, &f.sessions, at, &TimeZone::UTC)
-                .unwrap()
-                .is_empty(),
+            fire_due(&f.db, at, &TimeZone::UTC).unwrap().is_empty(),
             "paused tasks do not fire"
         );
         assert!(
@@ -661,6 +680,7 @@ mod tests {
                 .unwrap();
         assert_eq!(task.prompt, "new prompt");
         assert_eq!(task.recurrence, None);
+        project(&f.db, &f.sessions, s).unwrap();
         let listed: i64 = f
             .sessions
             .with_inbound(s, |c| {

@@ -1,15 +1,22 @@
-//! The supervisor keeps at most one agent container per active session: it starts one when a
-//! session has work (a wake), watches its `outbound.db` for replies, recovers the messages a
-//! crashed container was working on, and stops containers that sit idle.
+//! The supervisor keeps at most one agent container per active session, and at most
+//! [`SupervisorConfig::max_containers`] at once (more wait their turn in order): it starts one
+//! when a session has work (a wake), watches its workspace for replies, recovers the messages
+//! a crashed container was working on, and stops containers that sit idle, overrun their
+//! turn, or misbehave.
+//!
+//! Nothing a container writes extends its life: the heartbeat only says it is alive while it
+//! works. A session has a turn while it has unfinished messages; a turn longer than
+//! [`SupervisorConfig::max_turn`] ends with the container killed, whatever it claims.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use nanoclaw_schema::session::{HEARTBEAT_FILE, OUTBOUND_DB};
+use nanoclaw_schema::session::layout::{HEARTBEAT_FILE, OUTBOUND_DB, WORKSPACE_DIR};
+use nanoclaw_schema::session::{env, layout};
 use nanoclaw_schema::time;
 
 use crate::config::Paths;
@@ -29,6 +36,14 @@ use crate::store::agent_groups::{self, AgentGroup, AgentProvider};
 pub const MAX_TRIES: i64 = 5;
 /// First backoff of such a retry (doubles each time).
 pub const RETRY_BASE: Duration = Duration::from_secs(5);
+/// The host's `inbound.db-wal` may grow this large while a container holds a read
+/// transaction open (nothing can be checkpointed then); beyond it the container is stopped.
+pub const MAX_INBOUND_WAL_BYTES: u64 = 64 * 1024 * 1024;
+/// With sessions waiting for a container slot, a container without work is stopped after
+/// this long instead of the full idle timeout.
+pub const IDLE_WHEN_CROWDED: Duration = Duration::from_secs(30);
+/// Claims of a container the host looks at per check (real ones are a handful).
+const MAX_CLAIMS: usize = 64;
 
 /// How agent containers are run.
 #[derive(Debug, Clone)]
@@ -39,10 +54,14 @@ pub struct SupervisorConfig {
     pub default_provider: AgentProvider,
     pub network: NetworkMode,
     pub limits: ResourceLimits,
-    /// A running container with no activity for this long is stopped.
+    /// A running container with no work for this long is stopped.
     pub idle_timeout: Duration,
-    /// A message claimed this long ago with no sign of life since is considered stuck.
+    /// A claimed message with no sign of life for this long means the agent is stuck.
     pub stuck_after: Duration,
+    /// The longest a session may keep unfinished work with its container running.
+    pub max_turn: Duration,
+    /// Containers running at once; further sessions wait for a slot.
+    pub max_containers: usize,
     pub user: (u32, u32),
     pub time_zone: String,
 }
@@ -56,6 +75,8 @@ impl SupervisorConfig {
             limits: ResourceLimits::default(),
             idle_timeout: Duration::from_secs(30 * 60),
             stuck_after: Duration::from_secs(10 * 60),
+            max_turn: Duration::from_secs(30 * 60),
+            max_containers: 8,
             user: crate::config::container_user(),
             time_zone: crate::config::time_zone_name(),
         }
@@ -67,6 +88,12 @@ struct Running {
     session: Session,
     name: ContainerName,
     started: Instant,
+    /// Since when the session has had unfinished work (its turn), as the host saw it.
+    busy_since: Option<Instant>,
+    /// When its work last finished (or the container started).
+    idle_since: Instant,
+    /// When the host first saw each message claimed.
+    claims_seen: HashMap<String, Instant>,
 }
 
 /// What the supervisor asks the rest of the daemon to do.
@@ -74,6 +101,8 @@ struct Running {
 pub enum Notice {
     /// Something may be waiting in this session's outbound.db.
     Outbound(SessionId),
+    /// File events were lost (the kernel's queue overflowed): look at every running session.
+    Rescan,
     /// Tell a chat its message could not be handled (the agent kept failing).
     GaveUp {
         session: SessionId,
@@ -92,7 +121,13 @@ pub struct Supervisor {
     exits: mpsc::Sender<ContainerExit>,
     running: Mutex<HashMap<SessionId, Running>>,
     starting: Mutex<HashSet<SessionId>>,
+    /// Sessions waiting for a container slot, in order.
+    waiting: Mutex<VecDeque<Session>>,
+    /// Why the host killed a container, until its exit is handled.
+    killed: Mutex<HashMap<SessionId, String>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Sessions with a file event not yet looked at (one notice each, however many events).
+    noticed: Arc<Mutex<HashSet<SessionId>>>,
     notices: mpsc::UnboundedSender<Notice>,
 }
 
@@ -111,7 +146,8 @@ impl Supervisor {
             .io_context(|| format!("create {}", paths.home().display()))?;
         let install = InstallId::from_data_dir(paths.home())
             .io_context(|| format!("resolve the data dir {}", paths.home().display()))?;
-        let watcher = outbound_watcher(sessions.root(), notices.clone())?;
+        let noticed = Arc::new(Mutex::new(HashSet::new()));
+        let watcher = outbound_watcher(sessions.root(), noticed.clone(), notices.clone())?;
         let sup = Arc::new(Supervisor {
             cfg,
             paths,
@@ -123,7 +159,10 @@ impl Supervisor {
             exits,
             running: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
+            waiting: Mutex::new(VecDeque::new()),
+            killed: Mutex::new(HashMap::new()),
             watcher: Mutex::new(Some(watcher)),
+            noticed,
             notices,
         });
         if let Err(e) = sup.runner().await {
@@ -187,18 +226,36 @@ impl Supervisor {
             .collect()
     }
 
-    /// Makes sure a container works on the session. Does nothing if one runs or is starting.
+    /// Marks a session's file events as looked at; later events notify again.
+    pub fn take_notice(&self, id: &SessionId) {
+        self.noticed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Makes sure a container works on the session. Does nothing if one runs or is starting;
+    /// at the container limit, the session waits for a slot (in order).
     pub async fn wake(&self, session: &Session) -> Result<()> {
         if session.status != SessionStatus::Active || self.is_running(&session.id) {
             return Ok(());
         }
-        if !self
-            .starting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(session.id.clone())
         {
-            return Ok(());
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+            if starting.contains(&session.id) {
+                return Ok(());
+            }
+            if running.len() + starting.len() >= self.cfg.max_containers.max(1) {
+                let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                if !waiting.iter().any(|s| s.id == session.id) {
+                    tracing::info!(session = %session.id, running = running.len(), waiting = waiting.len() + 1,
+                        "container limit reached; the session waits for a slot");
+                    waiting.push_back(session.clone());
+                }
+                return Ok(());
+            }
+            starting.insert(session.id.clone());
         }
         let result = self.start(session).await;
         self.starting
@@ -211,6 +268,28 @@ impl Supervisor {
         result
     }
 
+    /// The next session waiting for a slot, if a slot is free.
+    pub fn next_waiting(&self) -> Option<Session> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let starting = self
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if running + starting >= self.cfg.max_containers.max(1) {
+            return None;
+        }
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    /// How many sessions wait for a container slot.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     async fn start(&self, session: &Session) -> Result<()> {
         let started = Instant::now();
         let group = self
@@ -220,13 +299,18 @@ impl Supervisor {
         let admins = self
             .db
             .read(|c| crate::access::admin_user_ids(c, &group.id))?;
-        self.db
-            .read(|c| self.sessions.refresh_projection(c, session, None))?;
-        let session_dir = self.sessions.session_dir(session)?;
+        let (db, sessions, s) = (self.db.clone(), self.sessions.clone(), session.clone());
+        let dir = tokio::task::spawn_blocking(move || {
+            sessions.refresh_projection(&db, &s)?;
+            let dir = sessions.prepare(&s)?;
+            // A stale heartbeat from the previous container must not count as this one's.
+            dir.clear_heartbeat();
+            Ok::<_, Error>(dir)
+        })
+        .await
+        .map_err(|e| Error::invalid(format!("preparing the session failed: {e}")))??;
         let dirs = self.prepare_dirs(&group)?;
-        // A stale heartbeat from the previous container must not count as this one's.
-        let _ = std::fs::remove_file(session_dir.join(HEARTBEAT_FILE));
-        let spec = self.spec(session, &group, &session_dir, &dirs, &admins);
+        let spec = self.spec(session, &group, &dir, &dirs, &admins);
         let runner = self
             .runner()
             .await
@@ -239,6 +323,7 @@ impl Supervisor {
             }
             Err(e) => return Err(Error::invalid(e.to_string())),
         };
+        let now = Instant::now();
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -247,12 +332,15 @@ impl Supervisor {
                 Running {
                     session: session.clone(),
                     name: handle.name.clone(),
-                    started: Instant::now(),
+                    started: now,
+                    busy_since: None,
+                    idle_since: now,
+                    claims_seen: HashMap::new(),
                 },
             );
         self.db
             .write(|c| registry::set_container_status(c, &session.id, ContainerStatus::Running))?;
-        self.watch(&session_dir, true);
+        self.watch(&dir.workspace_dir(), true);
         tracing::info!(session = %session.id, agent = %group.folder, container = handle.name.as_str(),
             ms = started.elapsed().as_millis() as u64, "agent container started");
         // Replies written before the watch was in place are picked up too.
@@ -286,7 +374,7 @@ impl Supervisor {
         &self,
         session: &Session,
         group: &AgentGroup,
-        session_dir: &Path,
+        dir: &crate::sessions::SessionDir,
         dirs: &AgentDirs,
         admins: &[crate::ids::UserId],
     ) -> ContainerSpec {
@@ -303,10 +391,11 @@ impl Supervisor {
                 .get("image")
                 .and_then(|v| v.as_str())
                 .unwrap_or(&self.cfg.image),
-            session_dir,
+            dir.workspace_dir(),
             &dirs.agent,
             UserIds::new(uid, gid),
         );
+        spec.inbound_dir = Some(dir.inbound_dir());
         spec.global_dir = Some(dirs.global.clone());
         spec.config_dir = Some(dirs.config.clone());
         spec.network = self.cfg.network.clone();
@@ -319,16 +408,17 @@ impl Supervisor {
         {
             spec.limits.memory_bytes = mem * 1024 * 1024;
         }
-        let env = [
-            ("NANOCLAW_SESSION_DIR", "/workspace".to_string()),
-            ("NANOCLAW_AGENT_DIR", "/workspace/agent".to_string()),
-            ("NANOCLAW_GLOBAL_DIR", "/workspace/global".to_string()),
-            ("NANOCLAW_AGENT_GROUP_ID", group.id.to_string()),
-            ("NANOCLAW_SESSION_ID", session.id.to_string()),
-            ("NANOCLAW_PROVIDER", provider.to_string()),
-            ("NANOCLAW_ASSISTANT_NAME", group.display_name().to_string()),
+        let vars = [
+            (env::SESSION_DIR, layout::CONTAINER_WORKSPACE.to_string()),
+            (env::INBOUND_DIR, layout::CONTAINER_INBOUND_DIR.to_string()),
+            (env::AGENT_DIR, layout::CONTAINER_AGENT_DIR.to_string()),
+            (env::GLOBAL_DIR, layout::CONTAINER_GLOBAL_DIR.to_string()),
+            (env::AGENT_GROUP_ID, group.id.to_string()),
+            (env::SESSION_ID, session.id.to_string()),
+            (env::PROVIDER, provider.to_string()),
+            (env::ASSISTANT_NAME, group.display_name().to_string()),
             (
-                "NANOCLAW_ADMIN_USER_IDS",
+                env::ADMIN_USER_IDS,
                 admins
                     .iter()
                     .map(|a| a.as_str())
@@ -336,21 +426,21 @@ impl Supervisor {
                     .join(","),
             ),
             ("TZ", self.cfg.time_zone.clone()),
-            ("HOME", "/workspace/.home".to_string()),
+            ("HOME", layout::CONTAINER_HOME.to_string()),
         ];
         spec.env
-            .extend(env.into_iter().map(|(k, v)| (k.to_string(), v)));
+            .extend(vars.into_iter().map(|(k, v)| (k.to_string(), v)));
         if dirs.config.join("mock.toml").is_file() {
             spec.env.insert(
-                "NANOCLAW_MOCK_SCRIPT".into(),
-                "/workspace/config/mock.toml".into(),
+                env::MOCK_SCRIPT.into(),
+                format!("{}/mock.toml", layout::CONTAINER_CONFIG_DIR),
             );
         }
         if let Some(model) = group.container_config.get("model").and_then(|v| v.as_str()) {
-            spec.env.insert("NANOCLAW_MODEL".into(), model.to_string());
+            spec.env.insert(env::MODEL.into(), model.to_string());
         }
         if let Ok(level) = std::env::var("NANOCLAW_AGENT_LOG") {
-            spec.env.insert("NANOCLAW_LOG".into(), level);
+            spec.env.insert(env::LOG.into(), level);
         }
         spec
     }
@@ -426,102 +516,70 @@ impl Supervisor {
         }
     }
 
-    /// Kills a session's container at once.
+    /// Kills a session's container at once. Its turn counts as a failed try of the messages
+    /// it left unfinished.
     pub async fn kill(&self, id: &SessionId, reason: &str) {
         let Some(name) = self.container_of(id) else {
             return;
         };
         tracing::warn!(session = %id, reason, "killing agent container");
+        self.killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), reason.to_string());
         if let Ok(runner) = self.runner().await {
             let _ = runner.kill(&name).await;
         }
     }
 
     /// Handles a container that ended: bookkeeping, a last look at its replies, recovery of
-    /// what it was working on. Returns the session if it still has work (wake it again, now or
-    /// at `again_at`).
-    pub async fn on_exit(
-        &self,
-        exit: &ContainerExit,
-    ) -> Result<Option<(Session, Option<Instant>)>> {
+    /// what it was working on. Returns what to wake: the session itself if it still has work
+    /// (now or at an instant), and the next session waiting for the freed slot.
+    pub async fn on_exit(&self, exit: &ContainerExit) -> Result<Vec<(Session, Option<Instant>)>> {
+        let mut wake = Vec::new();
         let Ok(id) = SessionId::parse(&exit.session_id) else {
-            return Ok(None);
+            return Ok(wake);
         };
-        let removed = self
-            .running
+        self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        let killed = self
+            .killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(next) = self.next_waiting() {
+            wake.push((next, None));
+        }
         let Some(session) = self.db.read(|c| registry::get(c, &id))? else {
-            return Ok(None);
+            return Ok(wake);
         };
         self.db
             .write(|c| registry::set_container_status(c, &id, ContainerStatus::Stopped))?;
         let dir = self.sessions.session_dir(&session)?;
-        self.watch(&dir, false);
-        if exit.requested {
+        self.watch(&dir.workspace_dir(), false);
+        if exit.requested && killed.is_none() {
             tracing::info!(session = %id, status = ?exit.status, "agent container stopped");
         } else {
-            tracing::warn!(session = %id, status = ?exit.status, log = exit.log_tail.as_deref().unwrap_or(""),
-                "agent container exited on its own");
+            tracing::warn!(session = %id, status = ?exit.status, killed = killed.as_deref(),
+                log = exit.log_tail.as_deref().unwrap_or(""), "agent container ended");
         }
         let _ = self.notices.send(Notice::Outbound(id.clone()));
-        let _ = removed;
-        self.recover(&session)?;
-        self.next_work(&session)
+        let (sessions, s) = (self.sessions.clone(), session.clone());
+        let notices = self.notices.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            recover(&sessions, &s, killed.is_some(), &notices)?;
+            next_work(&sessions, &s)
+        })
+        .await
+        .map_err(|e| Error::invalid(format!("recovery failed: {e}")))??;
+        wake.extend(work);
+        Ok(wake)
     }
 
-    /// Gives the messages a dead container had claimed another try (with backoff), or up
-    /// on them after [`MAX_TRIES`], and clears the claims.
-    pub fn recover(&self, session: &Session) -> Result<()> {
-        let dir = self.sessions.session_dir(session)?;
-        let claims = self
-            .sessions
-            .with_outbound(session, outbound::processing_claims)?;
-        if claims.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<String> = claims.into_iter().map(|(id, _)| id).collect();
-        let retries = self.sessions.with_inbound(session, |c| {
-            inbound::retry_claimed(c, &ids, MAX_TRIES, RETRY_BASE, jiff::Timestamp::now())
-        })?;
-        outbound::clear_stale_claims(&dir.join(OUTBOUND_DB))?;
-        for r in retries {
-            match r {
-                Retry::At { id, tries, at } => {
-                    tracing::warn!(session = %session.id, message = id, tries, at, "message will be retried")
-                }
-                Retry::Failed { id, tries } => {
-                    tracing::error!(session = %session.id, message = id, tries, "message failed: the agent kept dying");
-                    let _ = self.notices.send(Notice::GaveUp {
-                        session: session.id.clone(),
-                        message_id: id,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the session has work: now (`None`) or at a later instant.
-    fn next_work(&self, session: &Session) -> Result<Option<(Session, Option<Instant>)>> {
-        let now = time::now();
-        let (due, next) = self.sessions.with_inbound(session, |c| {
-            Ok((inbound::due_triggers(c, &now)?, inbound::next_due(c, &now)?))
-        })?;
-        if due > 0 {
-            return Ok(Some((session.clone(), None)));
-        }
-        Ok(next.and_then(|t| time::parse(&t)).map(|t| {
-            let wait: Duration = t
-                .duration_since(jiff::Timestamp::now())
-                .try_into()
-                .unwrap_or(Duration::ZERO);
-            (session.clone(), Some(Instant::now() + wait))
-        }))
-    }
-
-    /// Checks running containers: stops idle ones, kills stuck ones.
+    /// Checks running containers: stops idle ones, kills stuck ones and those that overran
+    /// their turn or misbehaved. The checks run on the blocking pool, one per container.
     pub async fn check_running(&self) {
         let running: Vec<Running> = self
             .running
@@ -530,82 +588,48 @@ impl Supervisor {
             .values()
             .cloned()
             .collect();
-        for r in running {
-            match self.health_of(&r) {
-                Ok(Verdict::Fine) => {}
-                Ok(Verdict::Idle) => self.stop(&r.session.id, "idle").await,
-                Ok(Verdict::Gone) => self.stop(&r.session.id, "session closed").await,
-                Ok(Verdict::Stuck(why)) => self.kill(&r.session.id, &why).await,
+        let crowded = self.waiting_count() > 0;
+        let checks = running.into_iter().map(|r| {
+            let (db, sessions, cfg) = (self.db.clone(), self.sessions.clone(), self.cfg.clone());
+            async move {
+                let id = r.session.id.clone();
+                let verdict = tokio::task::spawn_blocking(move || {
+                    let mut r = r;
+                    let v = health_of(&db, &sessions, &cfg, &mut r, crowded);
+                    (r, v)
+                })
+                .await;
+                (id, verdict)
+            }
+        });
+        for (id, verdict) in futures::future::join_all(checks).await {
+            let (r, verdict) = match verdict {
+                Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(session = %r.session.id, error = %e, "could not check container")
+                    tracing::warn!(session = %id, error = %e, "container check failed");
+                    continue;
+                }
+            };
+            if let Some(slot) = self
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&id)
+            {
+                slot.busy_since = r.busy_since;
+                slot.idle_since = r.idle_since;
+                slot.claims_seen = r.claims_seen;
+            }
+            match verdict {
+                Ok(Verdict::Fine) => {}
+                Ok(Verdict::Idle) => self.stop(&id, "idle").await,
+                Ok(Verdict::Gone) => self.stop(&id, "session closed").await,
+                Ok(Verdict::Kill(why)) => self.kill(&id, &why).await,
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "could not check container")
                 }
             }
         }
-    }
-
-    fn health_of(&self, r: &Running) -> Result<Verdict> {
-        // A session closed or deleted (with its agent group) by the operator needs no container.
-        let current = self.db.read(|c| registry::get(c, &r.session.id))?;
-        if current.is_none_or(|s| s.status != SessionStatus::Active) {
-            return Ok(Verdict::Gone);
-        }
-        let dir = self.sessions.session_dir(&r.session)?;
-        let heartbeat = std::fs::metadata(dir.join(HEARTBEAT_FILE))
-            .and_then(|m| m.modified())
-            .ok();
-        let claims = self
-            .sessions
-            .with_outbound(&r.session, outbound::processing_claims)?;
-        let tool = self
-            .sessions
-            .with_outbound(&r.session, outbound::current_tool)?;
-        let tolerance = tool
-            .and_then(|(_, ms)| ms)
-            .map(|ms| Duration::from_millis(ms.max(0) as u64))
-            .map_or(self.cfg.stuck_after, |d| d.max(self.cfg.stuck_after));
-        let now = SystemTime::now();
-        for (id, claimed) in &claims {
-            let Some(claimed) = time::parse(claimed) else {
-                continue;
-            };
-            let claimed = SystemTime::UNIX_EPOCH
-                + Duration::from_millis(claimed.as_millisecond().max(0) as u64);
-            let alive_since = heartbeat.is_some_and(|h| h > claimed);
-            if !alive_since && now.duration_since(claimed).unwrap_or_default() > tolerance {
-                return Ok(Verdict::Stuck(format!(
-                    "message {id} claimed with no sign of life since"
-                )));
-            }
-        }
-        if !claims.is_empty() {
-            return Ok(Verdict::Fine);
-        }
-        let pending = self
-            .sessions
-            .with_inbound(&r.session, |c| inbound::due_triggers(c, &time::now()))?;
-        if pending > 0 {
-            return Ok(Verdict::Fine);
-        }
-        let last_beat = heartbeat.map(|h| now.duration_since(h).unwrap_or_default());
-        let since_start = r.started.elapsed();
-        let idle_for = last_beat.map_or(since_start, |b| b.min(since_start));
-        let last_inbound = self
-            .db
-            .read(|c| registry::get(c, &r.session.id))?
-            .and_then(|s| s.last_active)
-            .and_then(|t| time::parse(&t))
-            .map(|t| {
-                jiff::Timestamp::now()
-                    .duration_since(t)
-                    .try_into()
-                    .unwrap_or(Duration::ZERO)
-            });
-        let idle_for = last_inbound.map_or(idle_for, |l: Duration| idle_for.min(l));
-        Ok(if idle_for > self.cfg.idle_timeout {
-            Verdict::Idle
-        } else {
-            Verdict::Fine
-        })
     }
 
     /// Stops every container (daemon shutdown). Their claims are recovered at next start.
@@ -626,38 +650,211 @@ impl Supervisor {
     }
 
     /// At start-up: recover sessions whose container died with the previous host, and
-    /// return those with work waiting.
+    /// return those with work waiting. Sessions left in the old directory layout (which
+    /// their agents could write whole) are closed: the next message starts a new one.
     pub fn startup_scan(&self) -> Result<StartupScan> {
         let active = self.db.read(|c| registry::list(c, None, true))?;
         self.db.write(registry::reset_container_status)?;
-        let mut scan = StartupScan::default();
+        let mut scan = StartupScan {
+            queued: self.db.read(crate::sessions::queue::sessions_waiting)?,
+            ..Default::default()
+        };
         for s in active {
-            if !self.sessions.session_dir(&s)?.exists() {
+            let dir = self.sessions.session_dir(&s)?;
+            if dir
+                .path()
+                .join(nanoclaw_schema::session::INBOUND_DB)
+                .exists()
+            {
+                tracing::warn!(session = %s.id, dir = %dir.path().display(),
+                    "session in the old directory layout closed; its files are kept, the next message starts a new session");
+                self.db.write(|c| registry::close(c, &s.id))?;
                 continue;
             }
-            if let Err(e) = self.recover(&s) {
+            if !dir.exists() {
+                continue;
+            }
+            let checked = (|| {
+                recover(&self.sessions, &s, false, &self.notices)?;
+                if let Some(w) = next_work(&self.sessions, &s)? {
+                    scan.work.push(w);
+                }
+                let written = self.sessions.with_outbound(&s, outbound::max_seq)?;
+                let frontier = self.sessions.with_inbound(&s, |c| inbound::frontier(c))?;
+                if written > frontier {
+                    scan.undelivered.push(s.clone());
+                }
+                Ok::<_, Error>(())
+            })();
+            if let Err(e) = checked {
                 tracing::warn!(session = %s.id, error = %e, "could not recover session");
-                continue;
-            }
-            if let Some(w) = self.next_work(&s)? {
-                scan.work.push(w);
-            }
-            let written = self.sessions.with_outbound(&s, |c| {
-                Ok(c.query_row("SELECT COUNT(*) FROM messages_out", [], |r| {
-                    r.get::<_, i64>(0)
-                })?)
-            })?;
-            let handled = self.sessions.with_inbound(&s, |c| {
-                Ok(c.query_row("SELECT COUNT(*) FROM delivered", [], |r| r.get::<_, i64>(0))?)
-            })?;
-            if written > handled {
-                scan.undelivered.push(s.clone());
             }
             // Idle sessions keep no connection open.
             self.sessions.forget(&s.id);
         }
         Ok(scan)
     }
+}
+
+/// Gives the messages a dead container had claimed another try (with backoff), or up on
+/// them after [`MAX_TRIES`], and clears the claims. When the host killed the container
+/// (a stuck or overlong turn), every message it left pending counts as tried.
+fn recover(
+    sessions: &SessionStore,
+    session: &Session,
+    killed: bool,
+    notices: &mpsc::UnboundedSender<Notice>,
+) -> Result<()> {
+    let dir = sessions.session_dir(session)?;
+    let pending = sessions.with_inbound(session, |c| inbound::pending_ids(c))?;
+    let claimed: HashSet<String> = sessions
+        .with_outbound(session, |r| outbound::processing_claims(r, MAX_CLAIMS))?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let ids: Vec<String> = pending
+        .into_iter()
+        .filter(|id| killed || claimed.contains(id))
+        .collect();
+    if !claimed.is_empty() {
+        outbound::clear_stale_claims(&dir.outbound_db())?;
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let retries = sessions.with_inbound(session, |c| {
+        inbound::retry_claimed(c, &ids, MAX_TRIES, RETRY_BASE, jiff::Timestamp::now())
+    })?;
+    for r in retries {
+        match r {
+            Retry::At { id, tries, at } => {
+                tracing::warn!(session = %session.id, message = id, tries, at, "message will be retried")
+            }
+            Retry::Failed { id, tries } => {
+                tracing::error!(session = %session.id, message = id, tries, "message failed: the agent kept failing");
+                let _ = notices.send(Notice::GaveUp {
+                    session: session.id.clone(),
+                    message_id: id,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the session has work: now (`None`) or at a later instant.
+fn next_work(
+    sessions: &SessionStore,
+    session: &Session,
+) -> Result<Option<(Session, Option<Instant>)>> {
+    let now = time::now();
+    let (due, next) = sessions.with_inbound(session, |c| {
+        Ok((inbound::due_triggers(c, &now)?, inbound::next_due(c, &now)?))
+    })?;
+    if due > 0 {
+        return Ok(Some((session.clone(), None)));
+    }
+    Ok(next.and_then(|t| time::parse(&t)).map(|t| {
+        let wait: Duration = t
+            .duration_since(jiff::Timestamp::now())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        (session.clone(), Some(Instant::now() + wait))
+    }))
+}
+
+/// Decides about one running container from what the host itself knows: its session's
+/// unfinished messages (`inbound.db`), how long they have been unfinished, and when the host
+/// first saw each claimed. The agent's own timestamps and heartbeat never extend a turn.
+fn health_of(
+    db: &Db,
+    sessions: &SessionStore,
+    cfg: &SupervisorConfig,
+    r: &mut Running,
+    crowded: bool,
+) -> Result<Verdict> {
+    // A session closed or deleted (with its agent group) by the operator needs no container.
+    let current = db.read(|c| registry::get(c, &r.session.id))?;
+    let Some(current) = current.filter(|s| s.status == SessionStatus::Active) else {
+        return Ok(Verdict::Gone);
+    };
+    let dir = sessions.session_dir(&r.session)?;
+    let wal = dir.inbound_wal_bytes();
+    if wal > MAX_INBOUND_WAL_BYTES {
+        return Ok(Verdict::Kill(format!(
+            "inbound.db's log grew to {} MiB: the container holds a read open",
+            wal / (1024 * 1024)
+        )));
+    }
+    let now = Instant::now();
+    let pending: HashSet<String> = sessions
+        .with_inbound(&r.session, |c| inbound::pending_ids(c))?
+        .into_iter()
+        .collect();
+    let due = sessions.with_inbound(&r.session, |c| inbound::due_triggers(c, &time::now()))?;
+    // Claims count only for messages the host knows are pending.
+    let claims: Vec<String> = sessions
+        .with_outbound(&r.session, |o| outbound::processing_claims(o, MAX_CLAIMS))?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| pending.contains(id))
+        .collect();
+    r.claims_seen.retain(|id, _| pending.contains(id));
+    for id in &claims {
+        r.claims_seen.entry(id.clone()).or_insert(now);
+    }
+    let busy = !claims.is_empty() || due > 0;
+    if !busy {
+        if let Some(since) = r.busy_since.take() {
+            tracing::debug!(session = %r.session.id, turn = ?since.elapsed(), "turn finished");
+            r.idle_since = now;
+        }
+    } else if r.busy_since.is_none() {
+        r.busy_since = Some(now);
+    }
+    if let Some(since) = r.busy_since
+        && since.elapsed() > cfg.max_turn
+    {
+        return Ok(Verdict::Kill(format!(
+            "its turn ran longer than {:?}",
+            cfg.max_turn
+        )));
+    }
+    let beat = dir.heartbeat();
+    for (id, seen) in &r.claims_seen {
+        let seen_at = SystemTime::now()
+            .checked_sub(seen.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let alive_since = beat.is_some_and(|b| b > seen_at);
+        if !alive_since && seen.elapsed() > cfg.stuck_after {
+            return Ok(Verdict::Kill(format!(
+                "message {id} claimed with no sign of life since"
+            )));
+        }
+    }
+    if busy {
+        return Ok(Verdict::Fine);
+    }
+    // Idle: measured from the last work or the last message routed to it, never from the
+    // agent's heartbeat.
+    let last_inbound = current.last_active.and_then(|t| time::parse(&t)).map(|t| {
+        jiff::Timestamp::now()
+            .duration_since(t)
+            .try_into()
+            .unwrap_or(Duration::ZERO)
+    });
+    let idle_for = r.idle_since.elapsed().min(r.started.elapsed());
+    let idle_for = last_inbound.map_or(idle_for, |l: Duration| idle_for.min(l));
+    let limit = if crowded {
+        cfg.idle_timeout.min(IDLE_WHEN_CROWDED)
+    } else {
+        cfg.idle_timeout
+    };
+    Ok(if idle_for > limit {
+        Verdict::Idle
+    } else {
+        Verdict::Fine
+    })
 }
 
 /// What the previous run left behind.
@@ -667,6 +864,8 @@ pub struct StartupScan {
     pub work: Vec<(Session, Option<Instant>)>,
     /// Sessions whose agents wrote something not yet delivered.
     pub undelivered: Vec<Session>,
+    /// Sessions with messages queued but not yet written into their inbound.db.
+    pub queued: Vec<SessionId>,
 }
 
 struct AgentDirs {
@@ -680,7 +879,8 @@ enum Verdict {
     Idle,
     /// The session was closed or deleted.
     Gone,
-    Stuck(String),
+    /// Stuck, overran its turn, or misbehaved (why).
+    Kill(String),
 }
 
 /// The session of an `outbound.db*` path under `root/<agent>/<session>/`.
@@ -696,6 +896,7 @@ enum Verdict {
 /// gives an event when the replies are surely visible.
 fn outbound_watcher(
     sessions_root: &Path,
+    noticed: Arc<Mutex<HashSet<SessionId>>>,
     notices: mpsc::UnboundedSender<Notice>,
 ) -> Result<notify::RecommendedWatcher> {
     // notify reports events under the absolute form of a watched path (it joins a relative
@@ -704,22 +905,48 @@ fn outbound_watcher(
     let root = std::path::absolute(sessions_root)
         .io_context(|| format!("resolve {}", sessions_root.display()))?;
     notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
+        let event = match event {
+            Ok(e) => e,
+            Err(_) => {
+                let _ = notices.send(Notice::Rescan);
+                return;
+            }
+        };
+        if event.need_rescan() {
+            // The kernel dropped events (an agent can flood its own directory): nobody's
+            // reply may wait for the sweep because of it.
+            let _ = notices.send(Notice::Rescan);
+            return;
+        }
         for path in &event.paths {
             if let Some(id) = outbound_session(&root, path) {
-                let _ = notices.send(Notice::Outbound(id));
+                // One notice per session until the daemon looks: a flood of events from one
+                // agent cannot fill the queue others' notices wait in.
+                let fresh = noticed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone());
+                if fresh {
+                    let _ = notices.send(Notice::Outbound(id));
+                }
             }
         }
     })
     .map_err(|e| Error::invalid(format!("cannot watch session directories: {e}")))
 }
 
+/// The session of an event path `root/<agent>/<session>/workspace/<file>`, for the files
+/// that may mean new replies.
 fn outbound_session(root: &Path, path: &Path) -> Option<SessionId> {
     let name = path.file_name()?.to_str()?;
     if !name.starts_with(OUTBOUND_DB) && name != HEARTBEAT_FILE {
         return None;
     }
-    let session_dir = path.parent()?;
+    let workspace = path.parent()?;
+    if workspace.file_name()? != WORKSPACE_DIR {
+        return None;
+    }
+    let session_dir = workspace.parent()?;
     if session_dir.parent()?.parent()? != root {
         return None;
     }
@@ -735,15 +962,24 @@ mod tests {
         let root = Path::new("/data/sessions");
         let got = outbound_session(
             root,
-            Path::new("/data/sessions/ag-1/sess-2/outbound.db-wal"),
+            Path::new("/data/sessions/ag-1/sess-2/workspace/outbound.db-wal"),
         );
         assert_eq!(got.unwrap().as_str(), "sess-2");
         assert!(
-            outbound_session(root, Path::new("/data/sessions/ag-1/sess-2/inbound.db-wal"))
-                .is_none()
+            outbound_session(
+                root,
+                Path::new("/data/sessions/ag-1/sess-2/inbound/inbound.db-wal")
+            )
+            .is_none()
         );
-        assert!(outbound_session(root, Path::new("/elsewhere/ag-1/sess-2/outbound.db")).is_none());
-        let beat = Path::new("/data/sessions/ag-1/sess-2").join(HEARTBEAT_FILE);
+        assert!(
+            outbound_session(
+                root,
+                Path::new("/elsewhere/ag-1/sess-2/workspace/outbound.db")
+            )
+            .is_none()
+        );
+        let beat = Path::new("/data/sessions/ag-1/sess-2/workspace").join(HEARTBEAT_FILE);
         assert_eq!(outbound_session(root, &beat).unwrap().as_str(), "sess-2");
     }
 
@@ -775,13 +1011,13 @@ mod tests {
         use notify::Watcher as _;
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("sessions");
-        let session = root.join("ag-1").join("sess-3");
+        let session = root.join("ag-1").join("sess-3").join(WORKSPACE_DIR);
         std::fs::create_dir_all(&session).unwrap();
         // The agent runner's touch: the file exists, only its mtime changes (IN_ATTRIB).
         let beat = session.join(HEARTBEAT_FILE);
         std::fs::write(&beat, b"").unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut watcher = outbound_watcher(&root, tx).unwrap();
+        let mut watcher = outbound_watcher(&root, Default::default(), tx).unwrap();
         watcher
             .watch(&session, notify::RecursiveMode::NonRecursive)
             .unwrap();
@@ -801,10 +1037,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = relative_to_cwd(&tmp.path().join("sessions"));
         assert!(root.is_relative());
-        let session = root.join("ag-1").join("sess-2");
+        let session = root.join("ag-1").join("sess-2").join(WORKSPACE_DIR);
         std::fs::create_dir_all(&session).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut watcher = outbound_watcher(&root, tx).unwrap();
+        let mut watcher = outbound_watcher(&root, Default::default(), tx).unwrap();
         watcher
             .watch(&session, notify::RecursiveMode::NonRecursive)
             .unwrap();

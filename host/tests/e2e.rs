@@ -182,7 +182,7 @@ fn a_message_gets_the_mock_agents_reply_through_the_plugin() {
     );
     // The outcome is recorded in the session, and the inbound message is done.
     let dir = &s.session_dirs()[0];
-    let inbound = rusqlite::Connection::open(dir.join("inbound.db")).unwrap();
+    let inbound = harness::inbound_db(dir).unwrap();
     let ok = wait_until(Duration::from_secs(10), || {
         inbound
             .query_row(
@@ -215,7 +215,7 @@ fn a_killed_container_is_recovered_and_the_message_answered_once() {
     // Wait until the agent has claimed the message, then kill its container mid-turn.
     let claimed = wait_until(Duration::from_secs(60), || {
         s.session_dirs().first().is_some_and(|d| {
-            rusqlite::Connection::open(d.join("outbound.db"))
+            harness::outbound_db(d)
                 .and_then(|c| {
                     c.query_row(
                         "SELECT COUNT(*) FROM processing_ack WHERE status = 'processing'",
@@ -249,7 +249,7 @@ fn a_killed_container_is_recovered_and_the_message_answered_once() {
         ["done: slow job"],
         "answered exactly once"
     );
-    let inbound = rusqlite::Connection::open(s.session_dirs()[0].join("inbound.db")).unwrap();
+    let inbound = harness::inbound_db(&s.session_dirs()[0]).unwrap();
     let tries: i64 = inbound
         .query_row(
             "SELECT tries FROM messages_in WHERE platform_message_id = 'm1'",
@@ -276,14 +276,14 @@ fn a_reply_to_a_chat_without_destination_is_refused() {
     s.expect_delivered(&daemon, "room", 1);
     // A misbehaving agent writes straight to a chat it was never given.
     let dir = s.session_dirs()[0].clone();
-    let out = rusqlite::Connection::open(dir.join("outbound.db")).unwrap();
+    let out = harness::outbound_db(&dir).unwrap();
     out.execute(
         "INSERT INTO messages_out (id, seq, timestamp, kind, channel_type, platform_id, content)
          VALUES ('rogue-1', 1001, '2026-01-01T00:00:00.000Z', 'chat', 'test', 'victim', '{\"op\":\"send\",\"text\":\"leak\"}')",
         [],
     )
     .unwrap();
-    let inbound = rusqlite::Connection::open(dir.join("inbound.db")).unwrap();
+    let inbound = harness::inbound_db(&dir).unwrap();
     let recorded = wait_until(Duration::from_secs(30), || {
         inbound
             .query_row(
@@ -382,7 +382,7 @@ fn the_local_chat_reaches_the_agent_and_back() {
     // The greeting is delivered into the channel's backlog before the user connects.
     let greeted = wait_until(Duration::from_secs(60), || {
         s.session_dirs().first().is_some_and(|d| {
-            rusqlite::Connection::open(d.join("inbound.db"))
+            harness::inbound_db(d)
                 .and_then(|c| {
                     c.query_row("SELECT COUNT(*) FROM delivered", [], |r| r.get::<_, i64>(0))
                 })
@@ -411,7 +411,7 @@ fn the_local_chat_reaches_the_agent_and_back() {
     );
     // The message went through the plugin boundary and the router into inbound.db.
     let dir = s.session_dirs()[0].clone();
-    let inbound = rusqlite::Connection::open(dir.join("inbound.db")).unwrap();
+    let inbound = harness::inbound_db(&dir).unwrap();
     let rows: i64 = inbound
         .query_row(
             "SELECT COUNT(*) FROM messages_in WHERE content LIKE '%hello from the terminal%'",

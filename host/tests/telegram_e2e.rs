@@ -176,7 +176,7 @@ impl Tg {
     fn inbound(&self, folder: &str) -> Vec<(String, String)> {
         let mut rows = Vec::new();
         for dir in self.session_dirs(folder) {
-            let Ok(db) = rusqlite::Connection::open(dir.join("inbound.db")) else {
+            let Ok(db) = harness::inbound_db(&dir) else {
                 continue;
             };
             let mut stmt = db
@@ -648,7 +648,11 @@ fn pairing_makes_the_first_pairer_owner_and_nobody_else() {
         t == "Paired! telegram:42 is now the owner of this NanoClaw."
     });
     assert_eq!(owners(&tg), ["telegram:42"]);
-    assert!(tg.texts(66).is_empty(), "Mallory got {:?}", tg.texts(66));
+    assert_eq!(
+        tg.texts(66),
+        ["That pairing code is not valid (or has expired)."],
+        "Mallory is told, and nothing else"
+    );
 
     // A second pairer (with --no-wait) is paired but not made owner; the code message stays
     // out of the agent wired to their chat.
@@ -806,6 +810,11 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
         t == format!("echo: {AT_BOT} hi from sam")
     });
     assert_eq!(members_of(&tg, "team"), ["telegram:55"]);
+    let grant = &tg.json(&["members", "list", "--agent", "team"])[0];
+    assert!(
+        grant["chat"].is_string(),
+        "an approval lets the sender into that chat only: {grant}"
+    );
     assert_eq!(tg.inbound_texts("team"), [format!("{AT_BOT} hi from sam")]);
 
     // Dan is denied: nothing of his reaches the agent, and he is no member.
@@ -840,6 +849,11 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
     );
     assert!(!tg.texts(-1003).iter().any(|t| t.contains("let me in")));
     assert_eq!(members_of(&tg, "team"), ["telegram:55"]);
+    let grant = &tg.json(&["members", "list", "--agent", "team"])[0];
+    assert!(
+        grant["chat"].is_string(),
+        "an approval lets the sender into that chat only: {grant}"
+    );
     let decided = approvals(&tg);
     assert!(
         decided.contains(&("telegram:55".into(), "approved".into())),

@@ -1,4 +1,4 @@
--- inbound.db: written only by the host, read by the agent-runner.
+-- inbound.db: written only by the host; the container sees it through a read-only mount.
 -- Host seq numbers are even; the container's (outbound.db) are odd, so the two
 -- writers never collide and seq orders a whole session.
 
@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS messages_in (
 );
 CREATE INDEX IF NOT EXISTS messages_in_pending ON messages_in(status, seq);
 
--- The host's record of what it delivered from outbound.db.
+-- The host's record of what it did with each outbound.db row (the agent can read why a
+-- row failed or was refused here).
 CREATE TABLE IF NOT EXISTS delivered (
     message_out_id      TEXT PRIMARY KEY,
     platform_message_id TEXT,
@@ -40,6 +41,24 @@ CREATE TABLE IF NOT EXISTS delivered (
     status              TEXT NOT NULL DEFAULT 'delivered',
     error               TEXT,
     delivered_at        TEXT NOT NULL
+);
+
+-- Progress of a message posted in parts: the intent is recorded before each platform
+-- call and the platform's id after it, so a restart resumes where it stopped instead of
+-- posting the parts again. A part left 'sending' by a crash is posted once more.
+CREATE TABLE IF NOT EXISTS delivery_parts (
+    message_out_id      TEXT NOT NULL,
+    part                INTEGER NOT NULL CHECK (part >= 0),
+    state               TEXT NOT NULL CHECK (state IN ('sending', 'sent')),
+    platform_message_id TEXT,
+    updated_at          TEXT NOT NULL,
+    PRIMARY KEY (message_out_id, part)
+);
+
+-- Where delivery stands: every messages_out row at or below `frontier` is finished.
+CREATE TABLE IF NOT EXISTS delivery_state (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    frontier        INTEGER NOT NULL
 );
 
 -- The session's view of its agent's destinations (routing map and ACL),

@@ -1,40 +1,35 @@
-//! The per-session contract between the host and the agent-runner.
+//! The per-session contract between the host and the agent-runner: where files are
+//! ([`layout`]), the environment ([`env`]), the two databases' schemas, seq parity, the JSON of
+//! each row kind ([`content`]), and the bounds on what an agent writes ([`limits`]).
 //!
-//! A session directory holds `inbound.db` (only the host writes it), `outbound.db` (only the
-//! container writes it), `.heartbeat` (the container touches it while it works), `inbox/` and
-//! `outbox/` (attachments). It is mounted read-write at `/workspace` in the container.
-//!
-//! Both databases use WAL journaling, so the host and the container read each other's commits
-//! through the shared page cache of the bind mount; `PRAGMA user_version` holds
-//! [`SCHEMA_VERSION`].
+//! `inbound.db` is written only by the host and mounted read-only into the container;
+//! `outbound.db` is written only by the container. Both use WAL journaling, so each side reads
+//! the other's commits through the shared page cache of the bind mount; `PRAGMA user_version`
+//! holds [`SCHEMA_VERSION`].
 
 pub mod content;
+pub mod env;
+pub mod layout;
+pub mod limits;
+
+pub use layout::{
+    CONTAINER_AGENT_DIR, CONTAINER_GLOBAL_DIR, CONTAINER_INBOUND_DIR, CONTAINER_WORKSPACE,
+    HEARTBEAT_FILE, INBOUND_DB, INBOX_DIR, OUTBOUND_DB, OUTBOX_DIR,
+};
 
 /// Schema of `inbound.db` (idempotent: `CREATE ... IF NOT EXISTS`).
 pub const INBOUND_SCHEMA: &str = include_str!("../session/inbound.sql");
 /// Schema of `outbound.db` (idempotent: `CREATE ... IF NOT EXISTS`).
 pub const OUTBOUND_SCHEMA: &str = include_str!("../session/outbound.sql");
 /// Version of both session schemas, stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
-
-pub const INBOUND_DB: &str = "inbound.db";
-pub const OUTBOUND_DB: &str = "outbound.db";
-pub const HEARTBEAT_FILE: &str = ".heartbeat";
-pub const INBOX_DIR: &str = "inbox";
-pub const OUTBOX_DIR: &str = "outbox";
-
-/// Where the session directory is mounted inside the container.
-pub const CONTAINER_WORKSPACE: &str = "/workspace";
-/// Where the agent group's folder is mounted inside the container.
-pub const CONTAINER_AGENT_DIR: &str = "/workspace/agent";
-/// Where the shared, read-only global memory is mounted inside the container.
-pub const CONTAINER_GLOBAL_DIR: &str = "/workspace/global";
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `channel_type` of rows addressed to or from another agent; `platform_id` is then the
 /// agent group id.
 pub const AGENT_CHANNEL: &str = "agent";
 
-/// SQLite busy timeout both sides use, in milliseconds.
+/// SQLite busy timeout of the agent-runner, in milliseconds. The host waits far less on a
+/// session DB (a container can hold locks on purpose) and retries later instead.
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// The next host (even) seq, given the largest seq in `messages_in`.
@@ -154,13 +149,26 @@ str_enum! {
 }
 
 /// True if `name` is safe to use as one path component inside inbox/outbox: not empty, not
-/// `.` or `..`, no separators or NUL, and not absurdly long.
+/// `.` or `..`, no separators, NUL or control characters, and at most 255 bytes.
 pub fn is_safe_file_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name != "."
         && name != ".."
-        && !name.contains(['/', '\\', '\0'])
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
+}
+
+/// True if `id` may name an outbound message (and so its `outbox/<id>/` directory): 1 to
+/// [`limits::MAX_MESSAGE_ID_BYTES`] ASCII letters, digits, `-`, `_` or `.`, not starting with
+/// a dot. The agent-runner's ids (`msg-<ms>-<seq>`) always are.
+pub fn is_valid_message_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= limits::MAX_MESSAGE_ID_BYTES
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]
@@ -194,8 +202,39 @@ mod tests {
     #[test]
     fn file_names() {
         assert!(is_safe_file_name("photo.jpg"));
-        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b"] {
+        assert!(is_safe_file_name(".hidden"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            &"x".repeat(256),
+        ] {
             assert!(!is_safe_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn message_ids() {
+        for ok in ["msg-1764-3", "a", "A.b_c-9"] {
+            assert!(is_valid_message_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc",
+            "/etc/passwd",
+            "a/b",
+            ".x",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_valid_message_id(bad), "{bad:?}");
         }
     }
 }

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use nanoclaw_schema::session::{CONTAINER_AGENT_DIR, CONTAINER_GLOBAL_DIR, CONTAINER_WORKSPACE};
+use nanoclaw_schema::session::env;
+use nanoclaw_schema::session::layout::{
+    CONTAINER_AGENT_DIR, CONTAINER_GLOBAL_DIR, CONTAINER_INBOUND_DIR, CONTAINER_WORKSPACE,
+};
 
 /// Which model provider drives the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +31,10 @@ impl ProviderKind {
 
 #[derive(Debug)]
 pub struct Config {
+    /// The session workspace (read-write): `outbound.db`, `outbox/`, `.heartbeat`.
     pub session_dir: PathBuf,
+    /// The host's directory (read-only): `inbound.db`, `inbox/`.
+    pub inbound_dir: PathBuf,
     pub agent_dir: PathBuf,
     pub global_dir: PathBuf,
     pub agent_group_id: Option<String>,
@@ -70,27 +76,23 @@ impl Config {
             get(k).map_or_else(|| PathBuf::from(default), PathBuf::from)
         };
 
-        let provider = match get("NANOCLAW_PROVIDER").as_deref().map(str::trim) {
+        let provider = match get(env::PROVIDER).as_deref().map(str::trim) {
             None | Some("claude") => ProviderKind::Claude,
             Some("mock") => ProviderKind::Mock,
             Some(other) => {
-                return Err(bad(
-                    "NANOCLAW_PROVIDER",
-                    other,
-                    "expected `mock` or `claude`",
-                ));
+                return Err(bad(env::PROVIDER, other, "expected `mock` or `claude`"));
             }
         };
 
         let mut admin_user_ids = HashSet::new();
-        if let Some(list) = get("NANOCLAW_ADMIN_USER_IDS") {
+        if let Some(list) = get(env::ADMIN_USER_IDS) {
             for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let well_formed = id
                     .split_once(':')
                     .is_some_and(|(ns, handle)| !ns.is_empty() && !handle.is_empty());
                 if !well_formed || id.contains(char::is_whitespace) {
                     return Err(bad(
-                        "NANOCLAW_ADMIN_USER_IDS",
+                        env::ADMIN_USER_IDS,
                         &list,
                         &format!("{id:?} is not a namespaced user id like `telegram:123`"),
                     ));
@@ -119,16 +121,12 @@ impl Config {
             Some(raw) => parse_tz(&raw)?,
         };
 
-        let agent_dir = path("NANOCLAW_AGENT_DIR", CONTAINER_AGENT_DIR);
-        let mock_script = match get("NANOCLAW_MOCK_SCRIPT") {
+        let agent_dir = path(env::AGENT_DIR, CONTAINER_AGENT_DIR);
+        let mock_script = match get(env::MOCK_SCRIPT) {
             Some(p) => {
                 let p = PathBuf::from(p);
                 if !p.is_file() {
-                    return Err(bad(
-                        "NANOCLAW_MOCK_SCRIPT",
-                        &p.to_string_lossy(),
-                        "no such file",
-                    ));
+                    return Err(bad(env::MOCK_SCRIPT, &p.to_string_lossy(), "no such file"));
                 }
                 Some(p)
             }
@@ -136,17 +134,18 @@ impl Config {
         };
 
         Ok(Config {
-            session_dir: path("NANOCLAW_SESSION_DIR", CONTAINER_WORKSPACE),
+            session_dir: path(env::SESSION_DIR, CONTAINER_WORKSPACE),
+            inbound_dir: path(env::INBOUND_DIR, CONTAINER_INBOUND_DIR),
             agent_dir,
-            global_dir: path("NANOCLAW_GLOBAL_DIR", CONTAINER_GLOBAL_DIR),
-            agent_group_id: get("NANOCLAW_AGENT_GROUP_ID"),
-            session_id: get("NANOCLAW_SESSION_ID"),
+            global_dir: path(env::GLOBAL_DIR, CONTAINER_GLOBAL_DIR),
+            agent_group_id: get(env::AGENT_GROUP_ID),
+            session_id: get(env::SESSION_ID),
             provider,
-            assistant_name: get("NANOCLAW_ASSISTANT_NAME").map(|s| s.trim().to_string()),
+            assistant_name: get(env::ASSISTANT_NAME).map(|s| s.trim().to_string()),
             admin_user_ids,
             max_batch,
             fallback_poll: Duration::from_millis(fallback_ms),
-            model: get("NANOCLAW_MODEL").map(|s| s.trim().to_string()),
+            model: get(env::MODEL).map(|s| s.trim().to_string()),
             claude_bin: path("NANOCLAW_CLAUDE_BIN", "claude"),
             tz,
             tz_name,
@@ -219,6 +218,7 @@ mod tests {
     fn defaults() {
         let c = load(&[]).unwrap();
         assert_eq!(c.session_dir, PathBuf::from("/workspace"));
+        assert_eq!(c.inbound_dir, PathBuf::from("/workspace/inbound"));
         assert_eq!(c.agent_dir, PathBuf::from("/workspace/agent"));
         assert_eq!(c.global_dir, PathBuf::from("/workspace/global"));
         assert_eq!(c.provider, ProviderKind::Claude);

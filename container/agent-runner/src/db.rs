@@ -1,7 +1,7 @@
 //! The two session databases, seen from the container.
 //!
-//! `inbound.db` is opened read-write with `PRAGMA query_only = ON`: the container never writes
-//! it, but a read-write open lets SQLite maintain the WAL index (`-shm`) normally. The same
+//! `inbound.db` lives in the host's directory, mounted read-only: it is opened read-only (the
+//! host keeps its `-wal` and `-shm` files in place, so a read-only WAL reader works). The same
 //! connection attaches `outbound.db` as `ob`, so the pending-message query can skip claimed
 //! rows inside SQLite. All writes go through the separate, long-lived `outbound.db` connection.
 
@@ -149,23 +149,22 @@ pub struct SessionDb {
 }
 
 impl SessionDb {
-    /// Opens both databases of the session directory `dir`, checks their schema version and
-    /// applies the (idempotent) outbound schema.
-    pub fn open(dir: &Path) -> Result<SessionDb> {
-        let inbound_path = dir.join(INBOUND_DB);
+    /// Opens `outbound.db` in the workspace `dir` and `inbound.db` in the read-only
+    /// `inbound_dir`, checks their schema version and applies the (idempotent) outbound schema.
+    pub fn open(dir: &Path, inbound_dir: &Path) -> Result<SessionDb> {
+        let inbound_path = inbound_dir.join(INBOUND_DB);
         let outbound_path = dir.join(OUTBOUND_DB);
         let outbound = open_rw(&outbound_path)?;
         check_version(&outbound, &outbound_path)?;
         outbound.pragma_update(None, "synchronous", "NORMAL")?;
         outbound.execute_batch(OUTBOUND_SCHEMA)?;
 
-        let inbound = open_rw(&inbound_path)?;
+        let inbound = open_ro(&inbound_path)?;
         check_version(&inbound, &inbound_path)?;
         let mode: String = inbound.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(journal_mode = %mode, "inbound.db is not in WAL mode; change notification may lag");
         }
-        inbound.pragma_update(None, "query_only", true)?;
         let ob = outbound_path
             .to_str()
             .ok_or_else(|| DbError::Open {
@@ -473,6 +472,16 @@ fn open_rw(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+fn open_ro(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    Ok(conn)
+}
+
 fn check_version(conn: &Connection, path: &Path) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match found.cmp(&SCHEMA_VERSION) {
@@ -578,7 +587,7 @@ mod tests {
     #[test]
     fn oldest_first_needs_a_trigger_and_skips_claimed() {
         let mut host = Host::new();
-        let mut db = SessionDb::open(&host.path).unwrap();
+        let mut db = SessionDb::open(&host.path, &host.path).unwrap();
         host.add("a", false, "");
         assert!(
             db.next_batch(Timestamp::now(), 10).unwrap().is_none(),
@@ -604,7 +613,7 @@ mod tests {
     #[test]
     fn window_ends_at_first_trigger_and_overflow_is_reported() {
         let mut host = Host::new();
-        let mut db = SessionDb::open(&host.path).unwrap();
+        let mut db = SessionDb::open(&host.path, &host.path).unwrap();
         for id in ["c1", "c2", "c3", "c4"] {
             host.add(id, false, "");
         }
@@ -622,7 +631,7 @@ mod tests {
     fn on_wake_rows_are_seen_only_by_the_container_that_started_after_them() {
         let mut host = Host::new();
         host.add("early", true, "on_wake");
-        let mut db = SessionDb::open(&host.path).unwrap();
+        let mut db = SessionDb::open(&host.path, &host.path).unwrap();
         host.add("late", true, "on_wake");
         host.add("normal", true, "");
         let sel = db.next_batch(Timestamp::now(), 10).unwrap().unwrap();
@@ -632,7 +641,7 @@ mod tests {
     #[test]
     fn data_version_sees_other_connections_only() {
         let mut host = Host::new();
-        let mut db = SessionDb::open(&host.path).unwrap();
+        let mut db = SessionDb::open(&host.path, &host.path).unwrap();
         assert!(!db.inbound_changed().unwrap());
         db.ack(&["x"], AckStatus::Processing).unwrap();
         assert!(
@@ -647,7 +656,7 @@ mod tests {
     #[test]
     fn finish_turn_assigns_odd_seqs_above_both_sides() {
         let mut host = Host::new();
-        let mut db = SessionDb::open(&host.path).unwrap();
+        let mut db = SessionDb::open(&host.path, &host.path).unwrap();
         host.add("a", true, "");
         host.add("b", true, "");
         let row = OutRow {
@@ -683,12 +692,12 @@ mod tests {
         let c = Connection::open(host.path.join(INBOUND_DB)).unwrap();
         c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
-        let err = SessionDb::open(&host.path).err().unwrap();
+        let err = SessionDb::open(&host.path, &host.path).err().unwrap();
         assert!(err.is_incompatible());
         assert!(err.to_string().contains("newer"), "{err}");
         c.pragma_update(None, "user_version", 0).unwrap();
         assert!(matches!(
-            SessionDb::open(&host.path),
+            SessionDb::open(&host.path, &host.path),
             Err(DbError::OlderSchema { found: 0, .. })
         ));
     }
@@ -697,7 +706,7 @@ mod tests {
     fn missing_files_are_not_created() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            SessionDb::open(dir.path()),
+            SessionDb::open(dir.path(), dir.path()),
             Err(DbError::Open { .. })
         ));
         assert!(!dir.path().join(OUTBOUND_DB).exists());

@@ -30,7 +30,8 @@ nanoclaw-agent: runs a NanoClaw agent for one session (normally inside its conta
 Usage: nanoclaw-agent [--help | --version]
 
 Configuration is read from the environment:
-  NANOCLAW_SESSION_DIR       session directory with inbound.db/outbound.db (default /workspace)
+  NANOCLAW_SESSION_DIR       session workspace with outbound.db (default /workspace)
+  NANOCLAW_INBOUND_DIR       the host's read-only directory with inbound.db (default /workspace/inbound)
   NANOCLAW_AGENT_DIR         the agent's working directory (default /workspace/agent)
   NANOCLAW_GLOBAL_DIR        shared read-only memory (default /workspace/global)
   NANOCLAW_AGENT_GROUP_ID    agent group id (for logs)
@@ -139,7 +140,7 @@ fn run(cfg: Config) -> ExitCode {
         )),
     };
 
-    let db = match db::SessionDb::open(&cfg.session_dir) {
+    let db = match db::SessionDb::open(&cfg.session_dir, &cfg.inbound_dir) {
         Ok(db) => db,
         Err(e) => {
             tracing::error!("{e}");
@@ -147,7 +148,7 @@ fn run(cfg: Config) -> ExitCode {
         }
     };
 
-    let wakeups = wait::Wakeups::watch(&cfg.session_dir);
+    let wakeups = wait::Wakeups::watch(&cfg.inbound_dir);
     if let Err(e) = wait::spawn_signal_thread(shutdown.clone(), wakeups.sender()) {
         tracing::error!(error = %e, "cannot start the signal thread");
         return ExitCode::from(1);

@@ -61,9 +61,9 @@ pub struct Wakeups {
 }
 
 impl Wakeups {
-    /// Watches `session_dir` (not recursively) for changes to `inbound.db*`. If the watch
+    /// Watches `inbound_dir` (not recursively) for changes to `inbound.db*`. If the watch
     /// cannot be set up, the fallback poll alone drives the loop (logged).
-    pub fn watch(session_dir: &Path) -> Wakeups {
+    pub fn watch(inbound_dir: &Path) -> Wakeups {
         let (tx, rx) = mpsc::channel();
         let events = tx.clone();
         let watcher =
@@ -76,14 +76,14 @@ impl Wakeups {
                 Err(e) => tracing::warn!(error = %e, "file watcher error"),
             })
             .and_then(|mut w| {
-                w.watch(session_dir, RecursiveMode::NonRecursive)
+                w.watch(inbound_dir, RecursiveMode::NonRecursive)
                     .map(|()| w)
             });
         let watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, dir = %session_dir.display(),
-                    "cannot watch the session directory; relying on the fallback poll");
+                tracing::warn!(error = %e, dir = %inbound_dir.display(),
+                    "cannot watch the inbound directory; relying on the fallback poll");
                 None
             }
         };

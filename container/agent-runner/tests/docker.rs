@@ -1,6 +1,9 @@
 //! Builds the minimal image with `container/build.sh` (from the binary this test run built)
 //! and runs the agent in it, hardened as the host runs it, against a temp session directory
-//! bind-mounted at /workspace. Skipped, with a message, when no Docker engine is reachable.
+//! mounted as the host mounts it: the workspace read-write at /workspace, the host's inbound
+//! directory READ-ONLY at /workspace/inbound. So it proves SQLite's WAL reader works through
+//! a read-only mount while the host writes. Skipped, with a message, when no Docker engine is
+//! reachable.
 
 mod common;
 
@@ -102,6 +105,7 @@ fn minimal_image_runs_the_agent_hardened() {
     };
 
     let mount = format!("{}:/workspace", s.path().display());
+    let inbound = format!("{}:/workspace/inbound:ro", s.inbound_path().display());
     docker_ok(&[
         "run",
         "-d",
@@ -118,6 +122,8 @@ fn minimal_image_runs_the_agent_hardened() {
         &user,
         "-v",
         &mount,
+        "-v",
+        &inbound,
         "-e",
         "NANOCLAW_ASSISTANT_NAME=Andy",
         "-e",

@@ -570,7 +570,7 @@ fn bad_configuration_exits_2_naming_the_variable() {
         &s,
         &[(
             "NANOCLAW_MOCK_SCRIPT",
-            s.path().join("inbound.db").to_str().unwrap(),
+            s.inbound_path().join("inbound.db").to_str().unwrap(),
         )],
     );
     assert_eq!(

@@ -147,11 +147,14 @@ fn members_cmd(db: &Db, format: Format, cmd: MembersCmd) -> anyhow::Result<()> {
             let group = a.as_deref().map(|r| agent(db, r)).transpose()?;
             let list = db.read(|c| members::list(c, group.as_ref().map(|g| &g.id)))?;
             output::list(format, &list, |items| {
-                let mut t = Table::new(&["USER", "AGENT GROUP", "ADDED"]);
+                let mut t = Table::new(&["USER", "AGENT GROUP", "IN", "ADDED"]);
                 for m in items {
                     t.row(vec![
                         m.user_id.to_string(),
                         m.agent_group_id.to_string(),
+                        m.chat
+                            .as_ref()
+                            .map_or("every chat".to_string(), |c| c.to_string()),
                         m.added_at.clone(),
                     ]);
                 }
@@ -174,9 +177,9 @@ fn members_cmd(db: &Db, format: Format, cmd: MembersCmd) -> anyhow::Result<()> {
         MembersCmd::Remove { user, agent: a } => {
             let group = agent(db, &a)?;
             if !db.write(|c| members::remove(c, &user, &group.id))? {
-                bail!("{user} is not a member of {}", group.folder);
+                bail!("{user} has no access to {} to remove", group.folder);
             }
-            println!("{user} is no longer a member of {}", group.folder);
+            println!("{user} no longer has access to {}", group.folder);
             Ok(())
         }
     }
@@ -270,10 +273,11 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
             agent: a,
             provider,
             assistant_name,
+            image,
         } => {
             let group = agent(db, &a)?;
-            if provider.is_none() && assistant_name.is_none() {
-                bail!("nothing to change: pass --provider and/or --assistant-name");
+            if provider.is_none() && assistant_name.is_none() && image.is_none() {
+                bail!("nothing to change: pass --provider, --assistant-name and/or --image");
             }
             db.write(|c| {
                 if let Some(p) = &provider {
@@ -286,6 +290,18 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
                 }
                 if let Some(n) = &assistant_name {
                     agent_groups::set_assistant_name(c, &group.id, Some(n))?;
+                }
+                if let Some(image) = &image {
+                    let mut config = group.container_config.clone();
+                    if !config.is_object() {
+                        config = serde_json::json!({});
+                    }
+                    if image == "default" {
+                        config.as_object_mut().map(|o| o.remove("image"));
+                    } else {
+                        config["image"] = serde_json::Value::String(image.clone());
+                    }
+                    agent_groups::set_container_config(c, &group.id, &config)?;
                 }
                 Ok(())
             })?;
@@ -418,50 +434,56 @@ fn chats_cmd(
             Ok(())
         }
         ChatsCmd::Rename { chat, name } => {
-            let mg = db.write(|c| {
+            let (mg, agents) = db.write(|c| {
                 let mg = messaging_groups::resolve(c, &chat)?;
                 messaging_groups::set_name(c, &mg.id, Some(&name))?;
-                refresh_sessions_for_chat(c, sessions, &mg.id)?;
-                Ok(mg)
+                Ok((mg.clone(), agents_seeing_chat(c, &mg.id)?))
             })?;
+            refresh(db, sessions, &agents);
             println!("{} is now named {name:?}", mg.address());
             Ok(())
         }
         ChatsCmd::Remove { chat } => {
-            let mg = db.write(|c| {
+            let (mg, agents) = db.write(|c| {
                 let mg = messaging_groups::resolve(c, &chat)?;
                 let agents: Vec<_> = wirings::for_chat(c, &mg.id)?
                     .into_iter()
                     .map(|w| w.agent_group_id)
                     .collect();
                 messaging_groups::delete(c, &mg.id)?;
-                for a in agents {
-                    sessions.refresh_agent(c, &a)?;
-                }
-                Ok(mg)
+                Ok((mg, agents))
             })?;
+            refresh(db, sessions, &agents);
             println!("removed chat {} and its wirings", mg.address());
             Ok(())
         }
     }
 }
 
-/// Destination display names come from chat names: refresh every agent that can see it.
-fn refresh_sessions_for_chat(
+/// Destination display names come from chat names: every agent that can see the chat.
+fn agents_seeing_chat(
     c: &rusqlite::Connection,
-    sessions: &SessionStore,
     chat: &crate::ids::MessagingGroupId,
-) -> crate::Result<()> {
+) -> crate::Result<Vec<crate::ids::AgentGroupId>> {
     let mut stmt = c.prepare(
         "SELECT DISTINCT agent_group_id FROM agent_destinations WHERE target_type = 'channel' AND target_id = ?1",
     )?;
     let agents = stmt
         .query_map([chat], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<crate::ids::AgentGroupId>>>()?;
+    Ok(agents)
+}
+
+/// Rewrites the destinations the agents' sessions see, after the central change committed.
+/// A session whose DB is busy gets them before its next wake.
+fn refresh(db: &Db, sessions: &SessionStore, agents: &[crate::ids::AgentGroupId]) {
     for a in agents {
-        sessions.refresh_agent(c, &a)?;
+        if let Err(e) = sessions.refresh_agent(db, a) {
+            eprintln!(
+                "warning: sessions of {a} not refreshed now ({e}); they are before their next wake"
+            );
+        }
     }
-    Ok(())
 }
 
 fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> anyhow::Result<()> {
@@ -527,10 +549,9 @@ fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> a
                     session_mode: args.session_mode,
                     priority: args.priority,
                 };
-                let created = wirings::create(c, &mg.id, &group.id, rules)?;
-                sessions.refresh_agent(c, &group.id)?;
-                Ok(created)
+                wirings::create(c, &mg.id, &group.id, rules)
             })?;
+            refresh(db, sessions, std::slice::from_ref(&group.id));
             output::item(format, &wiring, || {
                 let mut s = format!(
                     "wired {} to {} ({})",
@@ -546,9 +567,9 @@ fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> a
             let group = agent(db, &a)?;
             db.write(|c| {
                 let mg = messaging_groups::resolve(c, &chat)?;
-                wirings::delete(c, &mg.id, &group.id)?;
-                sessions.refresh_agent(c, &group.id)
+                wirings::delete(c, &mg.id, &group.id)
             })?;
+            refresh(db, sessions, std::slice::from_ref(&group.id));
             println!(
                 "unwired {chat} from {} (its destination for that chat was removed too)",
                 group.folder
@@ -599,21 +620,17 @@ fn destinations_cmd(
                     (None, Some(t)) => Target::Agent(agent_groups::resolve(c, t)?.id),
                     (None, None) => return Err(crate::Error::invalid("give --chat or --to-agent")),
                 };
-                let dest = destinations::add(c, &group.id, Some(&name), target)?;
-                sessions.refresh_agent(c, &group.id)?;
-                Ok(dest)
+                destinations::add(c, &group.id, Some(&name), target)
             })?;
+            refresh(db, sessions, std::slice::from_ref(&group.id));
             output::item(format, &dest, || {
                 format!("{} can now send to {:?}", group.folder, dest.local_name)
             })
         }
         DestinationsCmd::Remove { agent: a, name } => {
             let group = agent(db, &a)?;
-            let removed = db.write(|c| {
-                let removed = destinations::remove(c, &group.id, &name)?;
-                sessions.refresh_agent(c, &group.id)?;
-                Ok(removed)
-            })?;
+            let removed = db.write(|c| destinations::remove(c, &group.id, &name))?;
+            refresh(db, sessions, std::slice::from_ref(&group.id));
             if !removed {
                 bail!("{} has no destination named {name:?}", group.folder);
             }

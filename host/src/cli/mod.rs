@@ -113,9 +113,19 @@ pub struct RunArgs {
     /// Memory limit of each agent container, in MiB.
     #[arg(long, env = "NANOCLAW_CONTAINER_MEMORY_MB", default_value_t = 1024)]
     pub memory_mb: u64,
+    /// CPUs each agent container may use (so no agent can take the whole machine).
+    #[arg(long, env = "NANOCLAW_CONTAINER_CPUS", default_value_t = 1.0)]
+    pub cpus: f64,
     /// Stop an agent container after this many idle seconds.
     #[arg(long, env = "NANOCLAW_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
     pub idle_timeout_secs: u64,
+    /// Agent containers running at once; further sessions wait their turn, in order.
+    #[arg(long, env = "NANOCLAW_MAX_CONTAINERS", default_value_t = 8)]
+    pub max_containers: usize,
+    /// The longest a container may work on its messages before it is stopped (a turn), in
+    /// seconds. Its heartbeat does not extend it.
+    #[arg(long, env = "NANOCLAW_MAX_TURN_SECS", default_value_t = 1800)]
+    pub max_turn_secs: u64,
     /// Where the webhook server listens (only started if a plugin takes webhooks).
     #[arg(
         long,
@@ -237,6 +247,9 @@ pub enum GroupsCmd {
         provider: Option<String>,
         #[arg(long)]
         assistant_name: Option<String>,
+        /// The image its containers run (built locally), or `default` for the host's.
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Delete an agent group (its folder on disk is kept).
     Delete {
@@ -393,6 +406,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             supervisor.network = network;
             supervisor.limits.memory_bytes = args.memory_mb * 1024 * 1024;
             supervisor.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+            supervisor.max_containers = args.max_containers.max(1);
+            supervisor.max_turn = Duration::from_secs(args.max_turn_secs.max(1));
+            if !(args.cpus > 0.0 && args.cpus <= 1024.0) {
+                anyhow::bail!("--cpus must be between 0 and 1024, not {}", args.cpus);
+            }
+            supervisor.limits.cpu_millis = Some((args.cpus * 1000.0).round() as u32);
             let opts = RunOptions {
                 plugins_config: args.plugins,
                 supervisor,

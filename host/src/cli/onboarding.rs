@@ -18,7 +18,7 @@ use crate::db::Db;
 use crate::ids::{ChannelType, PlatformId, UserId};
 use crate::pairing;
 use crate::sessions::SessionStore;
-use crate::sessions::inbound::{self, NewMessage};
+use crate::sessions::queue::{self, Queued};
 use crate::store::agent_groups::{self, AgentProvider, GroupFolder, NewAgentGroup};
 use crate::store::messaging_groups::{self, NewMessagingGroup, UnknownSenderPolicy};
 use crate::store::roles::{self, Role, Scope};
@@ -260,13 +260,16 @@ pub fn init_first_agent(paths: &Paths, args: InitFirstAgentArgs) -> anyhow::Resu
     let content = serde_json::to_string(&content)?;
     let now = nanoclaw_schema::time::now();
     let id = crate::ids::generate("welcome");
-    sessions.with_inbound(&session, |c| {
-        inbound::insert_message(
+    // Queued in the central DB: the daemon writes it into the session (now, when poked
+    // below, or at its next start).
+    db.write(|c| {
+        queue::push(
             c,
-            &NewMessage {
-                channel_type: Some(channel.as_str()),
-                platform_id: Some(platform_id.as_str()),
-                ..NewMessage::new(&id, InKind::Chat, &now, &content)
+            &session.id,
+            &Queued {
+                channel_type: Some(channel.to_string()),
+                platform_id: Some(platform_id.to_string()),
+                ..Queued::new(id.clone(), InKind::Chat, now.clone(), content.clone())
             },
         )
     })?;

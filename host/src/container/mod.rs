@@ -46,6 +46,6 @@ pub use naming::{
     ContainerName, InstallId, LABEL_AGENT_GROUP, LABEL_INSTALL, LABEL_SESSION, NAME_PREFIX,
 };
 pub use spec::{
-    AGENT_MOUNT, CONFIG_MOUNT, ContainerSpec, GLOBAL_MOUNT, NetworkMode, ResourceLimits, SpecError,
-    TMP_MOUNT, TmpfsOptions, UserIds, WORKSPACE,
+    AGENT_MOUNT, CONFIG_MOUNT, ContainerSpec, GLOBAL_MOUNT, INBOUND_MOUNT, NetworkMode,
+    ResourceLimits, SpecError, TMP_MOUNT, TmpfsOptions, UserIds, WORKSPACE,
 };

@@ -13,14 +13,18 @@ use bollard::models::{
 use super::mounts::AllowedMount;
 use super::naming::{ContainerName, InstallId, LABEL_AGENT_GROUP, LABEL_INSTALL, LABEL_SESSION};
 
-/// The session directory, read-write.
-pub const WORKSPACE: &str = "/workspace";
+use nanoclaw_schema::session::layout;
+
+/// The session's workspace, read-write.
+pub const WORKSPACE: &str = layout::CONTAINER_WORKSPACE;
+/// The host's inbound directory of the session (`inbound.db`, `inbox/`), read-only.
+pub const INBOUND_MOUNT: &str = layout::CONTAINER_INBOUND_DIR;
 /// The agent group directory, read-write (with read-only config files inside).
-pub const AGENT_MOUNT: &str = "/workspace/agent";
+pub const AGENT_MOUNT: &str = layout::CONTAINER_AGENT_DIR;
 /// The shared global memory, read-only.
-pub const GLOBAL_MOUNT: &str = "/workspace/global";
+pub const GLOBAL_MOUNT: &str = layout::CONTAINER_GLOBAL_DIR;
 /// Where the agent group's operator-written config is mounted, read-only.
-pub const CONFIG_MOUNT: &str = "/workspace/config";
+pub const CONFIG_MOUNT: &str = layout::CONTAINER_CONFIG_DIR;
 /// The only writable path outside the mounts.
 pub const TMP_MOUNT: &str = "/tmp";
 
@@ -120,9 +124,13 @@ pub struct ContainerSpec {
     pub image: String,
     /// Replaces the image's CMD when non-empty.
     pub command: Vec<String>,
-    /// Mounted read-write at `/workspace`. Its entries `agent`, `global`, `config` and `extra` are
-    /// reserved as mount points: the runner (re)creates them as plain directories.
+    /// The session's workspace, mounted read-write at `/workspace`. Its entries `inbound`,
+    /// `agent`, `global`, `config` and `extra` are reserved as mount points: the runner
+    /// (re)creates them as plain directories.
     pub session_dir: PathBuf,
+    /// The host's inbound directory of the session, mounted READ-ONLY at
+    /// `/workspace/inbound`: the container reads `inbound.db` but can never write it.
+    pub inbound_dir: Option<PathBuf>,
     /// Mounted read-write at `/workspace/agent`.
     pub agent_dir: PathBuf,
     /// Files or directories inside `agent_dir` (relative paths) mounted read-only over the
@@ -163,6 +171,7 @@ impl ContainerSpec {
             image: image.into(),
             command: Vec::new(),
             session_dir: session_dir.into(),
+            inbound_dir: None,
             agent_dir: agent_dir.into(),
             agent_read_only: Vec::new(),
             global_dir: None,
@@ -308,6 +317,21 @@ pub(crate) fn prepare(
         rel: PathBuf::from("agent"),
         is_dir: true,
     }];
+
+    if let Some(inbound) = &spec.inbound_dir {
+        let dir = canonical_dir("inbound dir", inbound)?;
+        check_disjoint("inbound dir", &dir, "session dir", &session_dir)?;
+        check_disjoint("inbound dir", &dir, "agent dir", &agent_dir)?;
+        push_unique(
+            &mut mounts,
+            &mut targets,
+            bind(&dir, INBOUND_MOUNT.to_owned(), true)?,
+        )?;
+        mountpoints.push(Mountpoint {
+            rel: PathBuf::from("inbound"),
+            is_dir: true,
+        });
+    }
 
     for rel in &spec.agent_read_only {
         let (source, rel_str) = read_only_source(&agent_dir, rel)?;

@@ -2,9 +2,14 @@ use super::*;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use nanoclaw_schema::session::OUTBOUND_DB;
+use nanoclaw_schema::session::content::ChatIn;
+use nanoclaw_schema::session::{InKind, OUTBOX_DIR};
+use nanoclaw_schema::time;
 use rusqlite::{Connection, params};
 
+use crate::sessions::queue::Queued;
+use crate::sessions::writer;
+use crate::store::destinations::{self, Target};
 use crate::store::testing::{agent, chat};
 use crate::store::wirings::{self, SessionMode, WiringRules};
 
@@ -89,6 +94,7 @@ fn fx() -> Fx {
     let (session, _) = db
         .write(|t| sessions.resolve(t, &a.id, &c, None, SessionMode::Shared))
         .unwrap();
+    sessions.prepare(&session).unwrap();
     let platforms = Arc::new(FakePlatforms::new());
     let delivery = Delivery::new(
         db.clone(),
@@ -117,22 +123,60 @@ impl Fx {
         platform: &str,
         content: serde_json::Value,
     ) -> String {
-        let path = self
-            .sessions
-            .session_dir(session)
-            .unwrap()
-            .join(OUTBOUND_DB);
-        let conn = Connection::open(path).unwrap();
         let seq = self.seq.get();
         self.seq.set(seq + 2);
-        let id = format!("out-{seq}");
+        self.write_row(
+            session,
+            &format!("out-{seq}"),
+            seq,
+            kind,
+            channel,
+            platform,
+            &content.to_string(),
+        )
+    }
+
+    /// Writes any row, as a hostile container could.
+    #[allow(clippy::too_many_arguments)]
+    fn write_row(
+        &self,
+        session: &Session,
+        id: &str,
+        seq: i64,
+        kind: &str,
+        channel: &str,
+        platform: &str,
+        content: &str,
+    ) -> String {
+        let path = self.sessions.session_dir(session).unwrap().outbound_db();
+        let conn = Connection::open(path).unwrap();
         conn.execute(
             "INSERT INTO messages_out (id, seq, timestamp, kind, channel_type, platform_id, content)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, seq, time::now(), kind, channel, platform, content.to_string()],
+            params![id, seq, time::now(), kind, channel, platform, content],
         )
         .unwrap();
-        id
+        id.to_string()
+    }
+
+    fn outbox(&self) -> std::path::PathBuf {
+        self.sessions
+            .session_dir(&self.session)
+            .unwrap()
+            .workspace_dir()
+            .join(OUTBOX_DIR)
+    }
+
+    fn error_of(&self, id: &str) -> Option<String> {
+        self.sessions
+            .with_inbound(&self.session, |c| {
+                Ok(c.query_row(
+                    "SELECT error FROM delivered WHERE message_out_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap()
     }
 
     fn say(&self, channel: &str, platform: &str, text: &str) -> String {
@@ -149,6 +193,7 @@ impl Fx {
         self.sessions
             .with_inbound(session, |c| inbound::delivery_status(c, id))
             .unwrap()
+            .map(|s| s.as_str().to_string())
     }
 
     async fn drain(&self) -> Drained {
@@ -332,29 +377,182 @@ async fn capabilities_are_respected() {
 }
 
 #[tokio::test]
-async fn outbox_files_travel_and_symlinks_do_not() {
+async fn outbox_files_travel_and_unsafe_ones_fail_the_message() {
     let f = fx();
-    let dir = f.sessions.session_dir(&f.session).unwrap().join(OUTBOX_DIR);
+    let dir = f.outbox();
     let id = format!("out-{}", f.seq.get());
     std::fs::create_dir_all(dir.join(&id)).unwrap();
     std::fs::write(dir.join(&id).join("report.txt"), b"numbers").unwrap();
+    f.write_out(
+        &f.session,
+        "chat",
+        "telegram",
+        "1",
+        serde_json::json!({"op": "send", "text": "see", "files": ["report.txt"]}),
+    );
+    f.drain().await;
+    {
+        let sent = f.platforms.sent.lock().unwrap();
+        let files: Vec<_> = sent[0].1.files.iter().map(|f| f.name.to_string()).collect();
+        assert_eq!(files, ["report.txt"]);
+        assert_eq!(sent[0].1.files[0].data.as_slice(), b"numbers");
+    }
+    assert!(
+        !dir.join(&id).exists(),
+        "the outbox is cleared after sending"
+    );
+
+    // A link to a host file: the message fails with the reason, nothing is read.
+    let id = format!("out-{}", f.seq.get());
+    std::fs::create_dir_all(dir.join(&id)).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join(&id).join("passwd")).unwrap();
     f.write_out(
         &f.session,
         "chat",
         "telegram",
         "1",
-        serde_json::json!({"op": "send", "text": "see", "files": ["report.txt", "passwd", "../x"]}),
+        serde_json::json!({"op": "send", "text": "see", "files": ["passwd"]}),
     );
-    f.drain().await;
-    let sent = f.platforms.sent.lock().unwrap();
-    let files: Vec<_> = sent[0].1.files.iter().map(|f| f.name.to_string()).collect();
-    assert_eq!(files, ["report.txt"]);
-    assert_eq!(sent[0].1.files[0].data.as_slice(), b"numbers");
+    // A traversing name: refused at the edge.
+    let bad_name = f.write_out(
+        &f.session,
+        "chat",
+        "telegram",
+        "1",
+        serde_json::json!({"op": "send", "text": "see", "files": ["../x"]}),
+    );
+    let d = f.drain().await;
+    assert_eq!(d.failed, 2);
     assert!(
-        !dir.join(&id).exists(),
-        "the outbox is cleared after sending"
+        f.error_of(&id).unwrap().contains("not a plain file"),
+        "{:?}",
+        f.error_of(&id)
     );
+    assert!(f.error_of(&bad_name).unwrap().contains("unsafe file name"));
+    assert_eq!(f.platforms.sent.lock().unwrap().len(), 1);
+}
+
+/// Finding 1: an id that walks out of the outbox (or is absolute) never becomes a path.
+#[tokio::test]
+async fn traversal_and_absolute_ids_fail_without_reading_anything() {
+    let f = fx();
+    let secret = f._tmp.path().join(".env");
+    std::fs::write(&secret, b"TOKEN=hunter2").unwrap();
+    let content = serde_json::json!({"op": "send", "text": "x", "files": [".env"]}).to_string();
+    let mut keys = Vec::new();
+    for (n, id) in ["../../../..", "/", secret.to_str().unwrap(), "..", "."]
+        .iter()
+        .enumerate()
+    {
+        let seq = 101 + 2 * n as i64;
+        f.write_row(&f.session, id, seq, "chat", "telegram", "1", &content);
+        keys.push(format!("#{seq}"));
+    }
+    let d = f.drain().await;
+    assert_eq!(d.failed, keys.len());
+    for k in &keys {
+        assert!(
+            f.error_of(k).unwrap().contains("unusable message id"),
+            "{k}"
+        );
+    }
+    assert!(f.platforms.sent.lock().unwrap().is_empty());
+    assert_eq!(std::fs::read(&secret).unwrap(), b"TOKEN=hunter2");
+}
+
+/// Finding 5: oversized rows fail with the reason; others are not held up; rows are read a
+/// page at a time.
+#[tokio::test]
+async fn oversized_rows_fail_and_many_rows_are_paged() {
+    let f = fx();
+    let long = f.say(
+        "telegram",
+        "1",
+        &"word ".repeat(nanoclaw_schema::session::limits::MAX_TEXT_CHARS),
+    );
+    let names: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    let many = f.write_out(
+        &f.session,
+        "chat",
+        "telegram",
+        "1",
+        serde_json::json!({"op": "send", "text": "x", "files": names}),
+    );
+    // Too many parts for the platform (the fake's limit is 20 characters).
+    let parts = f.say("telegram", "1", &"abcdefghij ".repeat(60));
+    let fine = f.say("telegram", "1", "ok");
+    f.drain().await;
+    assert!(f.error_of(&long).unwrap().contains("characters"));
+    assert!(f.error_of(&many).unwrap().contains("files"));
+    assert!(f.error_of(&parts).unwrap().contains("messages on telegram"));
+    assert_eq!(f.status(&f.session, &fine).as_deref(), Some("delivered"));
+
+    for i in 0..(PAGE + 10) {
+        f.say("telegram", "1", &format!("m{i}"));
+    }
+    let before = f.platforms.texts().len();
+    let first = f.drain().await;
+    assert_eq!(
+        f.platforms.texts().len() - before,
+        PAGE,
+        "one page per pass"
+    );
+    assert!(first.again_at.is_some(), "the rest follows at once");
+    f.drain().await;
+    assert_eq!(f.platforms.texts().len() - before, PAGE + 10);
+}
+
+/// Finding 7: progress of a split message survives a restart (a new Delivery, as after
+/// kill -9): sent parts are not sent again; a part caught mid-call is sent once more with
+/// the same idempotency key.
+#[tokio::test]
+async fn part_progress_survives_a_restart() {
+    let f = fx();
+    let id = f.say(
+        "telegram",
+        "1",
+        "part one is here\n\npart two is here\n\npart three here",
+    );
+    f.platforms.script.lock().unwrap().extend([
+        Ok(()),
+        Err(SendError::Transient {
+            message: "flaky".into(),
+            retry_after: Some(Duration::ZERO),
+        }),
+    ]);
+    f.drain().await;
+    assert_eq!(f.platforms.texts(), ["part one is here"]);
+    // The host dies; a new one starts with nothing in memory.
+    let fresh = Delivery::new(
+        f.db.clone(),
+        f.sessions.clone(),
+        f.platforms.clone(),
+        TimeZone::UTC,
+    );
+    fresh.drain(&f.session).await.unwrap();
+    assert_eq!(
+        f.platforms.texts(),
+        ["part one is here", "part two is here", "part three here"]
+    );
+    assert_eq!(f.status(&f.session, &id).as_deref(), Some("delivered"));
+
+    // A part recorded as `sending` (the host died during the call) goes again, same key.
+    let id = f.say("telegram", "1", "only part");
+    f.sessions
+        .with_inbound(&f.session, |c| inbound::part_sending(c, &id, 0))
+        .unwrap();
+    let fresh = Delivery::new(
+        f.db.clone(),
+        f.sessions.clone(),
+        f.platforms.clone(),
+        TimeZone::UTC,
+    );
+    fresh.drain(&f.session).await.unwrap();
+    let sent = f.platforms.sent.lock().unwrap();
+    let last = &sent.last().unwrap().1;
+    assert_eq!(last.text.as_str(), "only part");
+    let key: serde_json::Value = serde_json::from_str(last.extra_json.as_str()).unwrap();
+    assert_eq!(key["idempotency_key"], format!("{}/{id}/0", f.session.id));
 }
 
 #[tokio::test]
@@ -393,6 +591,7 @@ async fn messages_to_agents_need_a_destination_and_land_in_their_session() {
     assert_eq!(d.wake.len(), 1);
     let target = &d.wake[0];
     assert_eq!(target.agent_group_id, buddy.id);
+    writer::flush(&f.db, &f.sessions, target).unwrap();
     let (content, source): (String, String) = f
         .sessions
         .with_inbound(target, |c| {
@@ -407,6 +606,73 @@ async fn messages_to_agents_need_a_destination_and_land_in_their_session() {
     assert_eq!(content.text, "hey buddy");
     assert_eq!(content.sender_name.as_deref(), Some("Helper"));
     assert_eq!(source, f.session.id.as_str());
+}
+
+/// Finding 7: a message to an agent re-sent after a crash (before its outcome was recorded)
+/// keeps its id, so the target gets it once. Finding 6: the reply goes back to the session
+/// the host's own ledger names, whatever the answering agent writes.
+#[tokio::test]
+async fn agent_messages_have_stable_ids_and_replies_find_their_way_back() {
+    let f = fx();
+    let buddy = agent(&f.db, "Buddy");
+    for (from, to) in [
+        (&f.session.agent_group_id, &buddy.id),
+        (&buddy.id, &f.session.agent_group_id),
+    ] {
+        f.db.write(|c| destinations::add(c, from, None, Target::Agent(to.clone())))
+            .unwrap();
+    }
+    let id = f.write_out(
+        &f.session,
+        "chat",
+        "agent",
+        buddy.id.as_str(),
+        serde_json::json!({"op": "send", "text": "question"}),
+    );
+    let d = f.drain().await;
+    let target = d.wake[0].clone();
+    // The outcome record is lost (the host died right after queueing): it goes again.
+    f.sessions
+        .with_inbound(&f.session, |c| {
+            c.execute("DELETE FROM delivered WHERE message_out_id = ?1", [&id])?;
+            c.execute("DELETE FROM delivery_state", [])?;
+            Ok(())
+        })
+        .unwrap();
+    let fresh = Delivery::new(
+        f.db.clone(),
+        f.sessions.clone(),
+        f.platforms.clone(),
+        TimeZone::UTC,
+    );
+    fresh.drain(&f.session).await.unwrap();
+    writer::flush(&f.db, &f.sessions, &target).unwrap();
+    let n: i64 = f
+        .sessions
+        .with_inbound(&target, |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM messages_in WHERE channel_type = 'agent'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(n, 1, "the target got the message once");
+
+    // Buddy answers; the answer lands in the asking session, not a new one.
+    f.sessions.prepare(&target).unwrap();
+    let answer = f.write_row(
+        &target,
+        "answer-1",
+        1,
+        "chat",
+        "agent",
+        f.session.agent_group_id.as_str(),
+        &serde_json::json!({"op": "send", "text": "answer"}).to_string(),
+    );
+    let d = f.delivery.drain(&target).await.unwrap();
+    assert_eq!(d.delivered, 1, "{answer}");
+    assert_eq!(d.wake[0].id, f.session.id);
 }
 
 #[tokio::test]
@@ -440,10 +706,10 @@ async fn scheduling_actions_are_applied() {
 #[tokio::test]
 async fn container_acks_mark_inbound_messages_completed() {
     let f = fx();
-    let row = NewMessage {
-        channel_type: Some("telegram"),
-        platform_id: Some("1"),
-        ..NewMessage::new(
+    let row = Queued {
+        channel_type: Some("telegram".into()),
+        platform_id: Some("1".into()),
+        ..Queued::new(
             "m1",
             InKind::Chat,
             "2026-01-01T00:00:00.000Z",
@@ -453,11 +719,7 @@ async fn container_acks_mark_inbound_messages_completed() {
     f.sessions
         .with_inbound(&f.session, |c| inbound::insert_message(c, &row))
         .unwrap();
-    let path = f
-        .sessions
-        .session_dir(&f.session)
-        .unwrap()
-        .join(OUTBOUND_DB);
+    let path = f.sessions.session_dir(&f.session).unwrap().outbound_db();
     Connection::open(path)
         .unwrap()
         .execute("INSERT INTO processing_ack (message_id, status, status_changed) VALUES ('m1', 'completed', 'now')", [])

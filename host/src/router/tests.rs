@@ -2,7 +2,7 @@ use super::*;
 use crate::store::messaging_groups::UnknownSenderPolicy::{Public, RequestApproval, Strict};
 use crate::store::roles::{self, Role, Scope};
 use crate::store::testing::{agent, chat_with_policy};
-use crate::store::wirings::WiringRules;
+use crate::store::wirings::{SenderScope, WiringRules};
 use crate::store::{dropped, members};
 
 struct Fixture {
@@ -51,8 +51,10 @@ impl Fixture {
         self.db.read(|c| dropped::list(c, 100)).unwrap()
     }
 
-    /// Rows in a session's inbound.db: (id, trigger, content).
+    /// Rows in a session's inbound.db, once the writer moved the queued ones: (id, trigger,
+    /// content).
     fn rows(&self, s: &Session) -> Vec<(String, bool, String)> {
+        crate::sessions::writer::flush(&self.db, &self.sessions, s).unwrap();
         self.sessions
             .with_inbound(s, |c| {
                 let mut st =
@@ -714,13 +716,17 @@ fn attachments_are_saved_into_the_inbox() {
     let content: ChatIn = serde_json::from_str(content).unwrap();
     let dir = f.sessions.session_dir(session).unwrap();
     let first = content.attachments[0].path.as_deref().unwrap();
-    assert_eq!(std::fs::read(dir.join(first)).unwrap(), b"hello");
+    assert_eq!(std::fs::read(dir.path().join(first)).unwrap(), b"hello");
     let second = content.attachments[1].path.as_deref().unwrap();
     assert!(
         second.ends_with("/attachment-2"),
         "unsafe names are replaced: {second}"
     );
-    assert!(dir.join(second).starts_with(dir.join("inbox")));
+    assert!(
+        dir.path()
+            .join(second)
+            .starts_with(dir.inbound_dir().join("inbox"))
+    );
     assert!(content.attachments[2].path.is_none());
     assert_eq!(
         content.attachments[2].url.as_deref(),
@@ -733,10 +739,10 @@ fn a_symlinked_inbox_is_refused() {
     let f = Fixture::new();
     let (_, _) = dm_setup(&f, "100", Public);
     let out = f.router().route(&dm("100", "first")).unwrap();
-    let dir = f.sessions.session_dir(&out.routed[0].session).unwrap();
+    let dir = f.sessions.prepare(&out.routed[0].session).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    std::fs::remove_dir(dir.join("inbox")).unwrap();
-    std::os::unix::fs::symlink(elsewhere.path(), dir.join("inbox")).unwrap();
+    std::fs::remove_dir(dir.inbound_dir().join("inbox")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), dir.inbound_dir().join("inbox")).unwrap();
     let mut m = dm("100", "file");
     m.attachments = vec![IncomingAttachment {
         name: "a.txt".into(),

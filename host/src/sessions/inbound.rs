@@ -2,53 +2,13 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use nanoclaw_schema::session::{self, InKind};
+use nanoclaw_schema::session::{self, DeliveryStatus};
 
+use super::queue::Queued;
 use crate::error::Result;
 use crate::store::destinations::Resolved;
 
-/// One row for `messages_in`.
-#[derive(Debug, Clone)]
-pub struct NewMessage<'a> {
-    /// Unique within the session; a platform redelivery of the same message maps to the same
-    /// id and is ignored.
-    pub id: &'a str,
-    pub kind: InKind,
-    pub timestamp: &'a str,
-    /// False: context only, does not wake the agent.
-    pub trigger: bool,
-    pub channel_type: Option<&'a str>,
-    pub platform_id: Option<&'a str>,
-    pub thread_id: Option<&'a str>,
-    pub platform_message_id: Option<&'a str>,
-    /// JSON (see `nanoclaw_schema::session::content`).
-    pub content: &'a str,
-    pub process_after: Option<&'a str>,
-    pub source_session_id: Option<&'a str>,
-    pub on_wake: bool,
-}
-
-impl<'a> NewMessage<'a> {
-    /// A triggering message with no reply address; set the other fields with struct update.
-    pub fn new(id: &'a str, kind: InKind, timestamp: &'a str, content: &'a str) -> Self {
-        NewMessage {
-            id,
-            kind,
-            timestamp,
-            trigger: true,
-            channel_type: None,
-            platform_id: None,
-            thread_id: None,
-            platform_message_id: None,
-            content,
-            process_after: None,
-            source_session_id: None,
-            on_wake: false,
-        }
-    }
-}
-
-/// What [`insert_message`] did.
+/// What [`insert_batch`] did with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Insert {
     Inserted {
@@ -58,42 +18,53 @@ pub enum Insert {
     Duplicate,
 }
 
-/// Appends a message with the next even seq, in one IMMEDIATE transaction so concurrent
+/// Appends messages with the next even seqs, in one IMMEDIATE transaction so concurrent
 /// writers (the daemon and an operator command) can never take the same seq.
-pub fn insert_message(conn: &mut Connection, m: &NewMessage<'_>) -> Result<Insert> {
+pub fn insert_batch(conn: &mut Connection, batch: &[Queued]) -> Result<Vec<Insert>> {
     crate::db::immediate(conn, |tx| {
-        let exists: bool = tx
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM messages_in WHERE id = ?1)")?
-            .query_row([m.id], |r| r.get(0))?;
-        if exists {
-            return Ok(Insert::Duplicate);
-        }
-        let max: Option<i64> = tx
+        let mut out = Vec::with_capacity(batch.len());
+        let mut max: Option<i64> = tx
             .prepare_cached("SELECT MAX(seq) FROM messages_in")?
             .query_row([], |r| r.get(0))?;
-        let seq = session::next_host_seq(max);
-        tx.prepare_cached(
-        "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, trigger, channel_type,
-                                  platform_id, thread_id, platform_message_id, content, source_session_id, on_wake)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        m.id,
-        seq,
-        m.kind.as_str(),
-        m.timestamp,
-        m.process_after,
-        m.trigger,
-        m.channel_type,
-        m.platform_id,
-        m.thread_id,
-        m.platform_message_id,
-        m.content,
-        m.source_session_id,
-        m.on_wake
-    ])?;
-        Ok(Insert::Inserted { seq })
+        for m in batch {
+            let exists: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM messages_in WHERE id = ?1)")?
+                .query_row([&m.id], |r| r.get(0))?;
+            if exists {
+                out.push(Insert::Duplicate);
+                continue;
+            }
+            let seq = session::next_host_seq(max);
+            tx.prepare_cached(
+                "INSERT INTO messages_in (id, seq, kind, timestamp, status, process_after, trigger, channel_type,
+                                          platform_id, thread_id, platform_message_id, content, source_session_id, on_wake)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                m.id,
+                seq,
+                m.kind.as_str(),
+                m.timestamp,
+                m.process_after,
+                m.trigger,
+                m.channel_type,
+                m.platform_id,
+                m.thread_id,
+                m.platform_message_id,
+                m.content,
+                m.source_session_id,
+                m.on_wake
+            ])?;
+            max = Some(seq);
+            out.push(Insert::Inserted { seq });
+        }
+        Ok(out)
     })
+}
+
+/// Appends one message (see [`insert_batch`]).
+pub fn insert_message(conn: &mut Connection, m: &Queued) -> Result<Insert> {
+    Ok(insert_batch(conn, std::slice::from_ref(m))?[0])
 }
 
 /// Replaces the session's destinations projection whole, in one transaction.
@@ -155,32 +126,122 @@ pub fn message_status(conn: &Connection, id: &str) -> Result<Option<String>> {
 }
 
 /// How a message out of `outbound.db` ended, if it has been handled.
-pub fn delivery_status(conn: &Connection, message_out_id: &str) -> Result<Option<String>> {
-    Ok(conn
+pub fn delivery_status(conn: &Connection, message_out_id: &str) -> Result<Option<DeliveryStatus>> {
+    let status: Option<String> = conn
         .prepare_cached("SELECT status FROM delivered WHERE message_out_id = ?1")?
         .query_row([message_out_id], |r| r.get(0))
-        .optional()?)
+        .optional()?;
+    // Only the host writes this table; an unknown value would be a bug, counted as handled.
+    Ok(status.map(|s| s.parse().unwrap_or(DeliveryStatus::Failed)))
 }
 
-/// Records how a message out of `outbound.db` ended (first record wins).
+/// Records how a message out of `outbound.db` ended (first record wins) and drops its part
+/// progress, in one transaction.
 pub fn record_delivery(
-    conn: &Connection,
+    conn: &mut Connection,
     message_out_id: &str,
     platform_message_id: Option<&str>,
-    status: session::DeliveryStatus,
+    status: DeliveryStatus,
     error: Option<&str>,
 ) -> Result<()> {
+    crate::db::immediate(conn, |tx| {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO delivered (message_out_id, platform_message_id, status, error, delivered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            message_out_id,
+            platform_message_id,
+            status.as_str(),
+            error,
+            nanoclaw_schema::time::now()
+        ])?;
+        tx.prepare_cached("DELETE FROM delivery_parts WHERE message_out_id = ?1")?
+            .execute([message_out_id])?;
+        Ok(())
+    })
+}
+
+/// One part of a message being posted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartState {
+    /// The platform call was (maybe) made: the host crashed or timed out before knowing.
+    Sending,
+    /// The platform took it, under this id.
+    Sent(Option<String>),
+}
+
+/// The recorded progress of a message posted in parts, by part number.
+pub fn parts(conn: &Connection, message_out_id: &str) -> Result<Vec<(usize, PartState)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT part, state, platform_message_id FROM delivery_parts WHERE message_out_id = ?1 ORDER BY part",
+    )?;
+    let rows = stmt
+        .query_map([message_out_id], |r| {
+            let part: i64 = r.get(0)?;
+            let state: String = r.get(1)?;
+            let id: Option<String> = r.get(2)?;
+            Ok((
+                part as usize,
+                if state == "sent" {
+                    PartState::Sent(id)
+                } else {
+                    PartState::Sending
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Records the intent to post `part` (before the platform call).
+pub fn part_sending(conn: &Connection, message_out_id: &str, part: usize) -> Result<()> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO delivered (message_out_id, platform_message_id, status, error, delivered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO delivery_parts (message_out_id, part, state, updated_at) VALUES (?1, ?2, 'sending', ?3)
+         ON CONFLICT (message_out_id, part) DO UPDATE SET state = 'sending', updated_at = excluded.updated_at
+         WHERE state = 'sending'",
+    )?
+    .execute(params![message_out_id, part as i64, nanoclaw_schema::time::now()])?;
+    Ok(())
+}
+
+/// Records that the platform took `part`.
+pub fn part_sent(
+    conn: &Connection,
+    message_out_id: &str,
+    part: usize,
+    platform_message_id: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_parts (message_out_id, part, state, platform_message_id, updated_at)
+         VALUES (?1, ?2, 'sent', ?3, ?4)
+         ON CONFLICT (message_out_id, part) DO UPDATE SET state = 'sent',
+             platform_message_id = excluded.platform_message_id, updated_at = excluded.updated_at",
     )?
     .execute(params![
         message_out_id,
+        part as i64,
         platform_message_id,
-        status.as_str(),
-        error,
         nanoclaw_schema::time::now()
     ])?;
+    Ok(())
+}
+
+/// Every outbound row at or below this seq is finished.
+pub fn frontier(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT frontier FROM delivery_state WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+pub fn set_frontier(conn: &Connection, seq: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_state (id, frontier) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET frontier = excluded.frontier",
+    )?
+    .execute([seq])?;
     Ok(())
 }
 

@@ -1,12 +1,26 @@
 //! Sessions: the registry rows, the session directories, and the two session databases.
 //!
-//! A session directory `<data>/sessions/<agent group id>/<session id>/` holds `inbound.db`
-//! (host writes), `outbound.db` (container writes), `.heartbeat`, `inbox/` and `outbox/`.
-//! Both DBs use WAL so each side sees the other's commits through the bind mount at once.
+//! A session directory (see [`dir`]) holds `inbound/` (the host's: `inbound.db`, `inbox/`),
+//! mounted read-only into the container, and `workspace/` (the container's: `outbound.db`,
+//! `outbox/`, `.heartbeat`). Both DBs use WAL so each side sees the other's commits through
+//! the bind mount at once.
+//!
+//! Rules every caller relies on:
+//! - session files are touched only through [`SessionDir`] and this store;
+//! - nothing here runs under the central DB lock: read what you need from the central DB
+//!   first, then call in here;
+//! - waits are short: a container can hold locks on its session DBs on purpose, so the host
+//!   gives up after [`HOST_BUSY_TIMEOUT`] and retries later, instead of stalling (call these
+//!   functions off the async workers);
+//! - `outbound.db` is hostile input: it is read through [`outbound`], which bounds every
+//!   value and every query's running time and turns rows into typed values.
 
+pub mod dir;
 pub mod inbound;
 pub mod outbound;
+pub mod queue;
 pub mod registry;
+pub mod writer;
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -16,17 +30,16 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use rusqlite::Connection;
 
-use nanoclaw_schema::session::{
-    self, INBOUND_DB, INBOUND_SCHEMA, INBOX_DIR, OUTBOUND_DB, OUTBOUND_SCHEMA, OUTBOX_DIR,
-    SCHEMA_VERSION,
-};
+use nanoclaw_schema::session::{INBOUND_SCHEMA, OUTBOUND_SCHEMA, SCHEMA_VERSION};
 
-use crate::error::{Error, IoContext, Result};
+use crate::db::Db;
+use crate::error::{Error, Result};
 use crate::ids::{AgentGroupId, SessionId};
-use crate::store::destinations;
+use crate::store::destinations::{self, Resolved};
 use crate::store::messaging_groups::MessagingGroup;
 use crate::store::wirings::SessionMode;
 
+pub use dir::{FileName, MessageOutId, SessionDir};
 pub use registry::{ContainerStatus, Session, SessionStatus};
 
 /// How many connections per kind (inbound, outbound) stay open; beyond this, the least
@@ -35,13 +48,18 @@ pub use registry::{ContainerStatus, Session, SessionStatus};
 /// message would dominate routing time for a busy install.
 const CONN_CACHE: usize = 256;
 
-/// Owns the session directories and a cache of open `inbound.db` connections.
+/// How long the host waits for a lock on a session DB before giving up (and retrying
+/// later). Only the host writes `inbound.db` and WAL readers never block it, so a wait
+/// longer than this means a container holds a lock on purpose or is wedged.
+pub const HOST_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Owns the session directories and caches of open session DB connections.
 pub struct SessionStore {
     root: PathBuf,
-    /// uid/gid the container runs as; session files are handed to it so it can write.
+    /// uid/gid the container runs as; the workspace is handed to it so it can write.
     owner: Option<(u32, u32)>,
-    inbound: ConnCache,
-    outbound: ConnCache,
+    inbound: ConnCache<Connection>,
+    outbound: ConnCache<outbound::Reader>,
 }
 
 impl SessionStore {
@@ -54,7 +72,7 @@ impl SessionStore {
         }
     }
 
-    /// Session files will be owned by `uid:gid` (the container's user) when the host runs as
+    /// The workspace will be owned by `uid:gid` (the container's user) when the host runs as
     /// root; otherwise the container runs as the host's own user and nothing is changed.
     pub fn with_owner(mut self, owner: Option<(u32, u32)>) -> Self {
         self.owner = owner;
@@ -66,7 +84,7 @@ impl SessionStore {
     }
 
     /// The directory of a session.
-    pub fn dir(&self, agent: &AgentGroupId, session: &SessionId) -> Result<PathBuf> {
+    pub fn dir(&self, agent: &AgentGroupId, session: &SessionId) -> Result<SessionDir> {
         for part in [agent.as_str(), session.as_str()] {
             if !part
                 .chars()
@@ -77,15 +95,18 @@ impl SessionStore {
                 )));
             }
         }
-        Ok(self.root.join(agent.as_str()).join(session.as_str()))
+        Ok(SessionDir::new(
+            self.root.join(agent.as_str()).join(session.as_str()),
+        ))
     }
 
-    pub fn session_dir(&self, s: &Session) -> Result<PathBuf> {
+    pub fn session_dir(&self, s: &Session) -> Result<SessionDir> {
         self.dir(&s.agent_group_id, &s.id)
     }
 
     /// Finds the active session for a message to `agent` from `chat`/`thread` under `mode`,
-    /// creating it (row, directory, databases) if there is none. True when created.
+    /// creating its row if there is none (files come with the first write). True when
+    /// created. Central DB only.
     pub fn resolve(
         &self,
         conn: &Connection,
@@ -111,8 +132,8 @@ impl SessionStore {
         Ok((s, true))
     }
 
-    /// Creates a session: its row, directory, databases and destinations projection. Run it
-    /// inside a central DB transaction so a failure leaves no row behind.
+    /// Creates a session's row. Its directory and databases are made on first use
+    /// ([`SessionStore::with_inbound`]), outside the central transaction.
     pub fn create(
         &self,
         conn: &Connection,
@@ -132,62 +153,63 @@ impl SessionStore {
             last_active: Some(now.clone()),
             created_at: now,
         };
+        // The directory name must work before the row exists.
+        self.session_dir(&s)?;
         registry::insert(conn, &s)?;
-        let dir = self.session_dir(&s)?;
-        self.create_files(&dir)?;
-        self.refresh_projection(conn, &s, chat)?;
         tracing::info!(session = %s.id, agent = %agent, "session created");
         Ok(s)
     }
 
-    fn create_files(&self, dir: &Path) -> Result<()> {
-        for sub in [INBOX_DIR, OUTBOX_DIR] {
-            let p = dir.join(sub);
-            std::fs::create_dir_all(&p)
-                .io_context(|| format!("create session directory {}", p.display()))?;
+    /// Makes sure the session's directory and databases exist (idempotent; cheap once the
+    /// connection is cached).
+    pub fn prepare(&self, s: &Session) -> Result<SessionDir> {
+        let dir = self.session_dir(s)?;
+        let new_workspace = dir.ensure(self.owner)?;
+        if !dir.inbound_db().exists() {
+            init_db(&dir.inbound_db(), INBOUND_SCHEMA)?;
         }
-        init_db(&dir.join(INBOUND_DB), INBOUND_SCHEMA)?;
-        init_db(&dir.join(OUTBOUND_DB), OUTBOUND_SCHEMA)?;
-        if let Some((uid, gid)) = self.owner {
-            chown_tree(dir, uid, gid)?;
+        if new_workspace {
+            init_db(&dir.outbound_db(), OUTBOUND_SCHEMA)?;
+            dir.hand_over_outbound(self.owner)?;
         }
-        Ok(())
+        Ok(dir)
     }
 
-    /// Runs `f` on the session's `inbound.db`, opening (and caching) the connection.
+    /// Runs `f` on the session's `inbound.db`, opening (and caching) the connection and
+    /// creating the session's files if needed. Blocking: call it off the async workers.
     pub fn with_inbound<T>(
         &self,
         s: &Session,
         f: impl FnOnce(&mut Connection) -> Result<T>,
     ) -> Result<T> {
-        let conn = self.inbound_conn(s)?;
+        let conn = cached(&self.inbound, &s.id, || {
+            let dir = self.prepare(s)?;
+            open_session_db(&dir.inbound_db(), HOST_BUSY_TIMEOUT)
+        })?;
         let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
 
-    fn inbound_conn(&self, s: &Session) -> Result<Arc<Mutex<Connection>>> {
-        let path = self.session_dir(s)?.join(INBOUND_DB);
-        cached(&self.inbound, &s.id, || open_session_db(&path))
-    }
-
-    /// Runs `f` on a read-only connection to the session's `outbound.db` (cached).
+    /// Runs `f` on a bounded, read-only reader of the session's `outbound.db` (cached).
     pub fn with_outbound<T>(
         &self,
         s: &Session,
-        f: impl FnOnce(&Connection) -> Result<T>,
+        f: impl FnOnce(&outbound::Reader) -> Result<T>,
     ) -> Result<T> {
-        let path = self.session_dir(s)?.join(OUTBOUND_DB);
-        let conn = cached(&self.outbound, &s.id, || outbound::open_reader(&path))?;
-        let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&guard)
+        let dir = self.session_dir(s)?;
+        let reader = cached(&self.outbound, &s.id, || {
+            outbound::Reader::open(&dir.outbound_db())
+        })?;
+        let guard = reader.lock().unwrap_or_else(|p| p.into_inner());
+        guard.bounded(|| f(&guard))
     }
 
-    /// Drops the cached connections of a session (e.g. after it was closed).
     /// Closes the connections of sessions unused for `idle`, so idle sessions cost no memory.
     pub fn evict_idle(&self, idle: Duration) -> usize {
         evict(&self.inbound, idle) + evict(&self.outbound, idle)
     }
 
+    /// Drops the cached connections of a session (e.g. after it was closed).
     pub fn forget(&self, s: &SessionId) {
         self.inbound
             .lock()
@@ -200,68 +222,102 @@ impl SessionStore {
     }
 
     /// Rewrites the session's destinations projection and default reply address from the
-    /// central DB. Call whenever the agent's destinations change and before every wake.
-    pub fn refresh_projection(
-        &self,
-        conn: &Connection,
-        s: &Session,
-        chat: Option<&MessagingGroup>,
-    ) -> Result<()> {
-        let rows = destinations::resolved(conn, &s.agent_group_id)?;
-        let chat = match (chat, &s.messaging_group_id) {
-            (Some(c), _) => Some(c.clone()),
-            (None, Some(id)) => crate::store::messaging_groups::get(conn, id)?,
-            (None, None) => None,
-        };
+    /// central DB: read there first, written here after the central lock is released.
+    /// Call whenever the agent's destinations change and before every wake.
+    pub fn refresh_projection(&self, db: &Db, s: &Session) -> Result<()> {
+        let projection = db.read(|c| Projection::read(c, s))?;
+        self.write_projection(s, &projection)
+    }
+
+    pub fn write_projection(&self, s: &Session, p: &Projection) -> Result<()> {
         self.with_inbound(s, |db| {
-            inbound::write_destinations(db, &rows)?;
+            inbound::write_destinations(db, &p.destinations)?;
             inbound::write_routing(
                 db,
-                chat.as_ref().map(|c| c.channel_type.as_str()),
-                chat.as_ref().map(|c| c.platform_id.as_str()),
+                p.chat.as_ref().map(|c| c.channel_type.as_str()),
+                p.chat.as_ref().map(|c| c.platform_id.as_str()),
                 s.thread_id.as_deref(),
             )
         })
     }
+
+    /// Rewrites the projection of every active session of `agent` (after its destinations
+    /// changed). A session whose DB is busy is skipped with a warning: it is refreshed again
+    /// before its next wake. Returns how many sessions were refreshed.
+    pub fn refresh_agent(&self, db: &Db, agent: &AgentGroupId) -> Result<usize> {
+        let sessions = db.read(|c| {
+            registry::list(c, Some(agent), true)?
+                .into_iter()
+                .map(|s| Projection::read(c, &s).map(|p| (s, p)))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut done = 0;
+        for (s, p) in &sessions {
+            match self.write_projection(s, p) {
+                Ok(()) => done += 1,
+                Err(e) => tracing::warn!(session = %s.id, error = %e,
+                    "destinations of a session not refreshed now; they are before its next wake"),
+            }
+        }
+        Ok(done)
+    }
 }
 
-impl SessionStore {
-    /// Rewrites the projection of every active session of `agent` (after its destinations
-    /// changed). Returns how many sessions were refreshed.
-    pub fn refresh_agent(&self, conn: &Connection, agent: &AgentGroupId) -> Result<usize> {
-        let sessions = registry::list(conn, Some(agent), true)?;
-        for s in &sessions {
-            self.refresh_projection(conn, s, None)?;
-        }
-        Ok(sessions.len())
+/// What the host projects into a session's `inbound.db` from the central DB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projection {
+    pub destinations: Vec<Resolved>,
+    /// The session's origin chat (its default reply address).
+    pub chat: Option<MessagingGroup>,
+}
+
+impl Projection {
+    pub fn read(conn: &Connection, s: &Session) -> Result<Projection> {
+        let chat = match &s.messaging_group_id {
+            Some(id) => crate::store::messaging_groups::get(conn, id)?,
+            None => None,
+        };
+        Ok(Projection {
+            destinations: destinations::resolved(conn, &s.agent_group_id)?,
+            chat,
+        })
     }
 }
 
 /// Open connections by session, least recently used first out, with when each was last used.
-type ConnCache = Mutex<LruCache<SessionId, (Arc<Mutex<Connection>>, Instant)>>;
+type ConnCache<C> = Mutex<LruCache<SessionId, (Arc<Mutex<C>>, Instant)>>;
 
-fn conn_cache() -> ConnCache {
+fn conn_cache<C>() -> ConnCache<C> {
     Mutex::new(LruCache::new(
         NonZeroUsize::new(CONN_CACHE).expect("non-zero"),
     ))
 }
 
-fn cached(
-    cache: &ConnCache,
+fn cached<C>(
+    cache: &ConnCache<C>,
     id: &SessionId,
-    open: impl FnOnce() -> Result<Connection>,
-) -> Result<Arc<Mutex<Connection>>> {
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((conn, used)) = cache.get_mut(id) {
-        *used = Instant::now();
-        return Ok(conn.clone());
+    open: impl FnOnce() -> Result<C>,
+) -> Result<Arc<Mutex<C>>> {
+    {
+        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((conn, used)) = cache.get_mut(id) {
+            *used = Instant::now();
+            return Ok(conn.clone());
+        }
     }
+    // Opened outside the cache lock: opening touches the disk, and other sessions must not
+    // wait for it.
     let conn = Arc::new(Mutex::new(open()?));
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((existing, used)) = cache.get_mut(id) {
+        *used = Instant::now();
+        return Ok(existing.clone());
+    }
     cache.put(id.clone(), (conn.clone(), Instant::now()));
     Ok(conn)
 }
 
-fn evict(cache: &ConnCache, idle: Duration) -> usize {
+fn evict<C>(cache: &ConnCache<C>, idle: Duration) -> usize {
     let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
     let stale: Vec<SessionId> = cache
         .iter()
@@ -276,16 +332,22 @@ fn evict(cache: &ConnCache, idle: Duration) -> usize {
 
 /// Creates (or checks) a session DB file: WAL, schema applied, version recorded.
 fn init_db(path: &Path, schema: &str) -> Result<()> {
-    let conn = open_session_db(path)?;
+    let conn = open_session_db(path, HOST_BUSY_TIMEOUT)?;
     conn.execute_batch(schema)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    // A read now creates the -wal and -shm files: the container's read-only view of
+    // inbound.db needs them to exist, and cannot create them itself.
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
     Ok(())
 }
 
-/// Opens a session DB with the pragmas both sides agree on, refusing a newer schema.
-pub fn open_session_db(path: &Path) -> Result<Connection> {
+/// Opens a session DB the host owns with the pragmas both sides agree on, refusing a newer
+/// schema.
+pub fn open_session_db(path: &Path, busy: Duration) -> Result<Connection> {
     let conn = Connection::open(path).map_err(|e| crate::db::corrupt_or(path, e))?;
-    conn.busy_timeout(Duration::from_millis(session::BUSY_TIMEOUT_MS))?;
+    conn.busy_timeout(busy)?;
     conn.set_prepared_statement_cache_capacity(crate::db::STATEMENT_CACHE);
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -297,8 +359,9 @@ pub fn open_session_db(path: &Path) -> Result<Connection> {
         )));
     }
     // Session DBs are small and mostly appended to: a small page cache keeps many open
-    // connections cheap. Closing a connection must not checkpoint (an fsync) on the hot path;
-    // SQLite's auto-checkpoint still bounds the WAL.
+    // connections cheap. Closing a connection must not checkpoint (an fsync) on the hot path,
+    // nor delete the -wal/-shm files a read-only reader in the container needs; SQLite's
+    // auto-checkpoint still bounds the WAL.
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -128;")?;
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
@@ -314,37 +377,19 @@ pub fn open_session_db(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-#[cfg(unix)]
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    use std::os::unix::fs::lchown;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        lchown(&p, Some(uid), Some(gid)).io_context(|| format!("chown {}", p.display()))?;
-        if p.is_dir() && !p.is_symlink() {
-            for entry in std::fs::read_dir(&p).io_context(|| format!("read {}", p.display()))? {
-                stack.push(entry.io_context(|| format!("read {}", p.display()))?.path());
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn chown_tree(_: &Path, _: u32, _: u32) -> Result<()> {
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sessions::queue::Queued;
     use crate::store::testing::{agent, chat, db};
     use nanoclaw_schema::session::InKind;
+    use nanoclaw_schema::session::layout::{INBOUND_DB, INBOX_DIR, OUTBOUND_DB, OUTBOX_DIR};
 
-    fn msg(id: &str) -> inbound::NewMessage<'_> {
-        inbound::NewMessage {
-            channel_type: Some("telegram"),
-            platform_id: Some("1"),
-            ..inbound::NewMessage::new(
+    fn msg(id: &str) -> Queued {
+        Queued {
+            channel_type: Some("telegram".into()),
+            platform_id: Some("1".into()),
+            ..Queued::new(
                 id,
                 InKind::Chat,
                 "2026-01-01T00:00:00.000Z",
@@ -354,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn session_files_are_created_with_schema_and_projection() {
+    fn session_files_are_created_on_first_use_with_schema_and_projection() {
         let tmp = tempfile::tempdir().unwrap();
         let db = db();
         let store = SessionStore::new(tmp.path());
@@ -367,14 +412,22 @@ mod tests {
             .unwrap();
         assert!(created);
         let dir = store.session_dir(&s).unwrap();
-        for f in [INBOUND_DB, OUTBOUND_DB, INBOX_DIR, OUTBOX_DIR] {
-            assert!(dir.join(f).exists(), "{f}");
-        }
+        assert!(
+            !dir.path().exists(),
+            "no files under the central transaction"
+        );
+        store.refresh_projection(&db, &s).unwrap();
+        assert!(dir.inbound_dir().join(INBOUND_DB).is_file());
+        assert!(dir.inbound_dir().join(INBOX_DIR).is_dir());
+        assert!(dir.workspace_dir().join(OUTBOUND_DB).is_file());
+        assert!(dir.workspace_dir().join(OUTBOX_DIR).is_dir());
+        // The container's read-only view needs the WAL files to exist already.
+        assert!(dir.inbound_dir().join(format!("{INBOUND_DB}-shm")).exists());
         let names = store
             .with_inbound(&s, |c| inbound::destination_names(c))
             .unwrap();
         assert_eq!(names, ["alice"]);
-        let out = Connection::open(dir.join(OUTBOUND_DB)).unwrap();
+        let out = Connection::open(dir.outbound_db()).unwrap();
         let v: i64 = out
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
@@ -397,18 +450,19 @@ mod tests {
         let (s, _) = db
             .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
             .unwrap();
-        let first = store
-            .with_inbound(&s, |db| inbound::insert_message(db, &msg("m1")))
+        let got = store
+            .with_inbound(&s, |db| {
+                inbound::insert_batch(db, &[msg("m1"), msg("m2"), msg("m1")])
+            })
             .unwrap();
-        let second = store
-            .with_inbound(&s, |db| inbound::insert_message(db, &msg("m2")))
-            .unwrap();
-        let dup = store
-            .with_inbound(&s, |db| inbound::insert_message(db, &msg("m1")))
-            .unwrap();
-        assert_eq!(first, inbound::Insert::Inserted { seq: 2 });
-        assert_eq!(second, inbound::Insert::Inserted { seq: 4 });
-        assert_eq!(dup, inbound::Insert::Duplicate);
+        assert_eq!(
+            got,
+            [
+                inbound::Insert::Inserted { seq: 2 },
+                inbound::Insert::Inserted { seq: 4 },
+                inbound::Insert::Duplicate
+            ]
+        );
     }
 
     #[test]
@@ -421,7 +475,7 @@ mod tests {
         let (s, _) = db
             .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
             .unwrap();
-        let path = store.session_dir(&s).unwrap().join(INBOUND_DB);
+        let path = store.prepare(&s).unwrap().inbound_db();
         const THREADS: usize = 6;
         const EACH: usize = 150;
         // Separate connections, as separate processes (daemon and CLI) would have.
@@ -429,7 +483,7 @@ mod tests {
             for t in 0..THREADS {
                 let path = path.clone();
                 scope.spawn(move || {
-                    let mut conn = open_session_db(&path).unwrap();
+                    let mut conn = open_session_db(&path, Duration::from_secs(5)).unwrap();
                     for i in 0..EACH {
                         let id = format!("t{t}-m{i}");
                         inbound::insert_message(&mut conn, &msg(&id)).unwrap();
@@ -437,7 +491,7 @@ mod tests {
                 });
             }
         });
-        let conn = open_session_db(&path).unwrap();
+        let conn = open_session_db(&path, HOST_BUSY_TIMEOUT).unwrap();
         let (n, distinct, odd): (i64, i64, i64) = conn
             .query_row(
                 "SELECT COUNT(*), COUNT(DISTINCT seq), SUM(seq % 2) FROM messages_in",
@@ -459,7 +513,9 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
-        let err = open_session_db(&path).unwrap_err().to_string();
+        let err = open_session_db(&path, HOST_BUSY_TIMEOUT)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("newer"), "{err}");
     }
 
@@ -468,5 +524,47 @@ mod tests {
         let store = SessionStore::new("/tmp/x");
         let bad = AgentGroupId::parse("../../etc").unwrap();
         assert!(store.dir(&bad, &SessionId::generate()).is_err());
+    }
+
+    /// Finding 4: a session DB held locked (as a hostile container can, with a read lock on
+    /// the WAL index) makes the host's write fail fast, and another session is not slowed.
+    #[test]
+    fn a_locked_session_db_fails_fast_and_leaves_others_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = db();
+        let store = SessionStore::new(tmp.path());
+        let a = agent(&db, "A");
+        let c1 = chat(&db, "telegram:1", None, false);
+        let c2 = chat(&db, "telegram:2", None, false);
+        let (s1, _) = db
+            .write(|t| store.resolve(t, &a.id, &c1, None, SessionMode::Shared))
+            .unwrap();
+        let (s2, _) = db
+            .write(|t| store.resolve(t, &a.id, &c2, None, SessionMode::Shared))
+            .unwrap();
+        let dir1 = store.prepare(&s1).unwrap();
+        store.prepare(&s2).unwrap();
+        // Another connection holds the write lock, like a container would.
+        let mut holder = open_session_db(&dir1.inbound_db(), HOST_BUSY_TIMEOUT).unwrap();
+        let tx = holder
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+            .unwrap();
+        let started = Instant::now();
+        let err = store.with_inbound(&s1, |c| inbound::insert_message(c, &msg("x")));
+        assert!(err.is_err());
+        assert!(
+            started.elapsed() < HOST_BUSY_TIMEOUT * 4,
+            "{:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        store
+            .with_inbound(&s2, |c| inbound::insert_message(c, &msg("y")))
+            .unwrap();
+        assert!(
+            started.elapsed() < HOST_BUSY_TIMEOUT,
+            "the other session did not wait"
+        );
+        drop(tx);
     }
 }

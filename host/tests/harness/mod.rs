@@ -266,6 +266,26 @@ impl Drop for Daemon {
     }
 }
 
+/// A session's `inbound.db` (the host's), opened read-only by a test: never created, never
+/// written.
+pub fn inbound_db(session_dir: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    use nanoclaw_schema::session::layout::{INBOUND_DB, INBOUND_DIR};
+    rusqlite::Connection::open_with_flags(
+        session_dir.join(INBOUND_DIR).join(INBOUND_DB),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+}
+
+/// A session's `outbound.db` (the container's), opened read-write by a test playing the
+/// agent. Never created.
+pub fn outbound_db(session_dir: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    use nanoclaw_schema::session::layout::{OUTBOUND_DB, WORKSPACE_DIR};
+    rusqlite::Connection::open_with_flags(
+        session_dir.join(WORKSPACE_DIR).join(OUTBOUND_DB),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+    )
+}
+
 /// The ids of running containers of the install at `data`.
 pub fn containers(data: &Path) -> Vec<String> {
     let install = nanoclaw::container::InstallId::from_data_dir(data).expect("install id");

@@ -1,6 +1,7 @@
-//! Test harness: plays the host. Creates a session directory with both databases (schema from
-//! `nanoclaw-schema`), writes inbound rows, runs the real `nanoclaw-agent` binary against it
-//! and reads what it wrote.
+//! Test harness: plays the host. Creates a session directory laid out as the host does (the
+//! host's `inbound/` with `inbound.db`, the container's `workspace/` with `outbound.db`;
+//! schemas from `nanoclaw-schema`), writes inbound rows, runs the real `nanoclaw-agent`
+//! binary against it and reads what it wrote.
 
 #![allow(dead_code)] // each test file uses a different part
 
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nanoclaw_schema::session::content::{ChatIn, ChatOut, TaskIn};
+use nanoclaw_schema::session::layout::{INBOUND_DIR, WORKSPACE_DIR};
 use nanoclaw_schema::session::{
     INBOUND_DB, INBOUND_SCHEMA, OUTBOUND_DB, OUTBOUND_SCHEMA, SCHEMA_VERSION,
 };
@@ -125,7 +127,13 @@ impl Session {
     /// A session whose home chat is `cli`/`local`, known as destination `home`.
     pub fn new() -> Session {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (file, schema) in [(INBOUND_DB, INBOUND_SCHEMA), (OUTBOUND_DB, OUTBOUND_SCHEMA)] {
+        for sub in [INBOUND_DIR, WORKSPACE_DIR] {
+            std::fs::create_dir(dir.path().join(sub)).expect("session dirs");
+        }
+        for (file, schema) in [
+            (Path::new(INBOUND_DIR).join(INBOUND_DB), INBOUND_SCHEMA),
+            (Path::new(WORKSPACE_DIR).join(OUTBOUND_DB), OUTBOUND_SCHEMA),
+        ] {
             let c = Connection::open(dir.path().join(file)).expect("create db");
             let mode: String = c
                 .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -137,7 +145,8 @@ impl Session {
         }
         let agent_dir = dir.path().join("agent");
         std::fs::create_dir(&agent_dir).expect("agent dir");
-        let inbound = Connection::open(dir.path().join(INBOUND_DB)).expect("open inbound");
+        let inbound =
+            Connection::open(dir.path().join(INBOUND_DIR).join(INBOUND_DB)).expect("open inbound");
         inbound
             .busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
@@ -164,8 +173,14 @@ impl Session {
         s
     }
 
-    pub fn path(&self) -> &Path {
-        self.dir.path()
+    /// The workspace (what the container sees at /workspace).
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(WORKSPACE_DIR)
+    }
+
+    /// The host's directory (read-only at /workspace/inbound in a container).
+    pub fn inbound_path(&self) -> PathBuf {
+        self.dir.path().join(INBOUND_DIR)
     }
 
     pub fn destination(
@@ -369,6 +384,7 @@ impl Agent {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("NANOCLAW_SESSION_DIR", s.path())
+            .env("NANOCLAW_INBOUND_DIR", s.inbound_path())
             .env("NANOCLAW_AGENT_DIR", &s.agent_dir)
             .env("NANOCLAW_GLOBAL_DIR", s.path().join("no-global"))
             .env("NANOCLAW_LOG", "debug")

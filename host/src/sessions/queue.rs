@@ -1,0 +1,163 @@
+//! The central `inbound_queue`: messages decided for a session and not yet in its
+//! `inbound.db`.
+//!
+//! Whoever decides that a session gets a message (the router, task firing, agent-to-agent
+//! delivery, the operator's welcome) appends it here inside its own central transaction:
+//! durable at once, and without touching any session file under the central lock. The
+//! session's [`writer`](super::writer) then moves the rows into `inbound.db`, so a session DB
+//! that is slow or locked by its container delays that session only. Written rows are kept
+//! for [`KEEP_WRITTEN`], so a platform's redelivery is recognised before it reaches a session.
+
+use rusqlite::{Connection, params};
+
+use nanoclaw_schema::session::InKind;
+
+use crate::error::Result;
+use crate::ids::SessionId;
+
+/// How long rows stay after they were written into their session.
+pub const KEEP_WRITTEN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// One message for a session's `messages_in`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Unique within the session; a redelivery of the same message maps to the same id and
+    /// is ignored.
+    pub id: String,
+    pub kind: InKind,
+    pub timestamp: String,
+    /// False: context only, does not wake the agent.
+    pub trigger: bool,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub platform_message_id: Option<String>,
+    /// JSON (see `nanoclaw_schema::session::content`).
+    pub content: String,
+    pub process_after: Option<String>,
+    pub source_session_id: Option<String>,
+    pub on_wake: bool,
+}
+
+impl Queued {
+    /// A triggering message with no reply address; set the other fields with struct update.
+    pub fn new(
+        id: impl Into<String>,
+        kind: InKind,
+        timestamp: impl Into<String>,
+        content: impl Into<String>,
+    ) -> Self {
+        Queued {
+            id: id.into(),
+            kind,
+            timestamp: timestamp.into(),
+            trigger: true,
+            channel_type: None,
+            platform_id: None,
+            thread_id: None,
+            platform_message_id: None,
+            content: content.into(),
+            process_after: None,
+            source_session_id: None,
+            on_wake: false,
+        }
+    }
+}
+
+/// Appends `m` for `session`. False when the same message is already there (a redelivery).
+pub fn push(conn: &Connection, session: &SessionId, m: &Queued) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO inbound_queue (session_id, message_id, kind, timestamp, trigger, channel_type,
+                platform_id, thread_id, platform_message_id, content, process_after, source_session_id, on_wake, queued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            session,
+            m.id,
+            m.kind.as_str(),
+            m.timestamp,
+            m.trigger,
+            m.channel_type,
+            m.platform_id,
+            m.thread_id,
+            m.platform_message_id,
+            m.content,
+            m.process_after,
+            m.source_session_id,
+            m.on_wake,
+            nanoclaw_schema::time::now(),
+        ])?;
+    Ok(n > 0)
+}
+
+/// The oldest `limit` rows waiting for `session`, with their queue positions.
+pub fn peek(conn: &Connection, session: &SessionId, limit: usize) -> Result<Vec<(i64, Queued)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, message_id, kind, timestamp, trigger, channel_type, platform_id, thread_id,
+                platform_message_id, content, process_after, source_session_id, on_wake
+         FROM inbound_queue WHERE written = 0 AND session_id = ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![session, limit as i64], |r| {
+            let kind: String = r.get(2)?;
+            Ok((
+                r.get(0)?,
+                Queued {
+                    id: r.get(1)?,
+                    // Only the host writes this table, with valid kinds.
+                    kind: kind.parse().unwrap_or(InKind::Chat),
+                    timestamp: r.get(3)?,
+                    trigger: r.get(4)?,
+                    channel_type: r.get(5)?,
+                    platform_id: r.get(6)?,
+                    thread_id: r.get(7)?,
+                    platform_message_id: r.get(8)?,
+                    content: r.get(9)?,
+                    process_after: r.get(10)?,
+                    source_session_id: r.get(11)?,
+                    on_wake: r.get(12)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Marks the rows of `session` up to queue position `upto` written (they are in `inbound.db`).
+pub fn written_upto(conn: &Connection, session: &SessionId, upto: i64) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE inbound_queue SET written = 1 WHERE written = 0 AND session_id = ?1 AND seq <= ?2",
+        )?
+        .execute(params![session, upto])?)
+}
+
+/// Forgets rows written longer than [`KEEP_WRITTEN`] ago.
+pub fn purge_written(conn: &Connection) -> Result<usize> {
+    let now = jiff::Timestamp::now();
+    let cutoff = nanoclaw_schema::time::format(
+        now.checked_sub(jiff::SignedDuration::try_from(KEEP_WRITTEN).unwrap_or_default())
+            .unwrap_or(now),
+    );
+    Ok(conn
+        .prepare_cached("DELETE FROM inbound_queue WHERE written = 1 AND queued_at < ?1")?
+        .execute([cutoff])?)
+}
+
+/// Sessions with rows waiting.
+pub fn sessions_waiting(conn: &Connection) -> Result<Vec<SessionId>> {
+    let mut stmt =
+        conn.prepare("SELECT DISTINCT session_id FROM inbound_queue WHERE written = 0")?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// How many rows wait for `session`.
+pub fn waiting(conn: &Connection, session: &SessionId) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM inbound_queue WHERE written = 0 AND session_id = ?1")?
+        .query_row([session], |r| r.get(0))?)
+}

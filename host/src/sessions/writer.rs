@@ -1,0 +1,241 @@
+//! The session writer: moves each session's queued messages from the central
+//! [`inbound_queue`](super::queue) into its `inbound.db`.
+//!
+//! One flush per session at a time (requests while one runs make it go round again), on the
+//! blocking pool, never under the central lock. A session DB its container holds locked is
+//! retried with backoff; after [`STUCK_AFTER`] the writer reports it, and the daemon stops
+//! that container (its locks die with it). Other sessions never wait for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::inbound::{self, Insert};
+use super::queue::{self, Queued};
+use super::{Session, SessionStore};
+use crate::db::Db;
+use crate::error::Result;
+use crate::ids::SessionId;
+
+/// Rows moved per transaction.
+pub const BATCH: usize = 256;
+/// How long a session DB may stay locked before the writer says so.
+pub const STUCK_AFTER: Duration = Duration::from_secs(10);
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// What one flush did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    pub written: usize,
+    /// Redeliveries of messages the session already had (ignored).
+    pub duplicates: usize,
+}
+
+/// Moves every queued message of `s` into its `inbound.db`. Blocking.
+pub fn flush(db: &Db, sessions: &SessionStore, s: &Session) -> Result<Flushed> {
+    let mut total = Flushed::default();
+    loop {
+        let rows = db.read(|c| queue::peek(c, &s.id, BATCH))?;
+        let Some(&(upto, _)) = rows.last() else {
+            break;
+        };
+        let full = rows.len() == BATCH;
+        let batch: Vec<Queued> = rows.into_iter().map(|(_, q)| q).collect();
+        let results = sessions.with_inbound(s, |c| inbound::insert_batch(c, &batch))?;
+        db.write(|c| queue::written_upto(c, &s.id, upto))?;
+        for r in results {
+            match r {
+                Insert::Inserted { .. } => total.written += 1,
+                Insert::Duplicate => total.duplicates += 1,
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Something the daemon should act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterNotice {
+    /// The session's `inbound.db` has stayed locked this long: its container holds it.
+    Stuck {
+        session: SessionId,
+        locked_for: Duration,
+    },
+}
+
+#[derive(Default)]
+struct Running {
+    again: bool,
+}
+
+/// Schedules flushes, one at a time per session.
+pub struct Writer {
+    db: Arc<Db>,
+    sessions: Arc<SessionStore>,
+    running: Mutex<HashMap<SessionId, Running>>,
+    notices: mpsc::UnboundedSender<WriterNotice>,
+}
+
+impl Writer {
+    pub fn new(
+        db: Arc<Db>,
+        sessions: Arc<SessionStore>,
+        notices: mpsc::UnboundedSender<WriterNotice>,
+    ) -> Arc<Writer> {
+        Arc::new(Writer {
+            db,
+            sessions,
+            running: Mutex::new(HashMap::new()),
+            notices,
+        })
+    }
+
+    /// Flushes `s` soon (now, or right after the flush already running).
+    pub fn schedule(self: &Arc<Self>, s: Session) {
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = running.get_mut(&s.id) {
+                r.again = true;
+                return;
+            }
+            running.insert(s.id.clone(), Running::default());
+        }
+        let w = self.clone();
+        tokio::spawn(async move { w.run(s).await });
+    }
+
+    /// Whether a flush of `id` is running or due.
+    pub fn is_busy(&self, id: &SessionId) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    async fn run(self: Arc<Self>, s: Session) {
+        let mut delay = RETRY_FIRST;
+        let mut failing_since: Option<Instant> = None;
+        let mut reported = false;
+        loop {
+            let (db, sessions, session) = (self.db.clone(), self.sessions.clone(), s.clone());
+            let result = tokio::task::spawn_blocking(move || flush(&db, &sessions, &session)).await;
+            match result {
+                Ok(Ok(done)) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(session = %s.id, after = ?since.elapsed(), "session messages written again");
+                    }
+                    if done.written > 0 {
+                        tracing::debug!(session = %s.id, written = done.written, "messages written to the session");
+                    }
+                    delay = RETRY_FIRST;
+                    reported = false;
+                    let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                    match running.get_mut(&s.id) {
+                        Some(r) if r.again => r.again = false,
+                        _ => {
+                            running.remove(&s.id);
+                            return;
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if delay == RETRY_FIRST {
+                        tracing::warn!(session = %s.id, error = %e, "messages not written to the session yet; retrying");
+                    }
+                    if !reported && since.elapsed() >= STUCK_AFTER {
+                        reported = true;
+                        tracing::error!(session = %s.id, error = %e, locked_for = ?since.elapsed(),
+                            "the session's inbound.db stays unwritable");
+                        let _ = self.notices.send(WriterNotice::Stuck {
+                            session: s.id.clone(),
+                            locked_for: since.elapsed(),
+                        });
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::error!(session = %s.id, error = %e, "session writer task failed");
+                    self.running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&s.id);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{agent, chat};
+    use crate::store::wirings::SessionMode;
+    use nanoclaw_schema::session::InKind;
+
+    fn queued(id: &str) -> Queued {
+        Queued::new(
+            id,
+            InKind::Chat,
+            "2026-01-01T00:00:00.000Z",
+            r#"{"text":"hi"}"#,
+        )
+    }
+
+    #[test]
+    fn queued_messages_move_once_and_redeliveries_are_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Db::open_in_memory().unwrap();
+        let sessions = SessionStore::new(tmp.path());
+        let a = agent(&db, "A");
+        let c = chat(&db, "telegram:1", None, false);
+        let (s, _) = db
+            .write(|t| sessions.resolve(t, &a.id, &c, None, SessionMode::Shared))
+            .unwrap();
+        for id in ["m1", "m2", "m1"] {
+            db.write(|t| queue::push(t, &s.id, &queued(id))).unwrap();
+        }
+        let done = flush(&db, &sessions, &s).unwrap();
+        assert_eq!(
+            done,
+            Flushed {
+                written: 2,
+                duplicates: 0
+            }
+        );
+        assert_eq!(db.read(|c| queue::waiting(c, &s.id)).unwrap(), 0);
+        // A redelivery after the first was written is recognised in the queue.
+        assert!(!db.write(|t| queue::push(t, &s.id, &queued("m1"))).unwrap());
+        // ...and, once the queue forgot it, by the session.
+        db.write(|t| {
+            t.execute("DELETE FROM inbound_queue", [])?;
+            queue::push(t, &s.id, &queued("m1"))
+        })
+        .unwrap();
+        let done = flush(&db, &sessions, &s).unwrap();
+        assert_eq!(
+            done,
+            Flushed {
+                written: 0,
+                duplicates: 1
+            }
+        );
+        let seqs: Vec<i64> = sessions
+            .with_inbound(&s, |c| {
+                let mut st = c.prepare("SELECT seq FROM messages_in ORDER BY seq")?;
+                Ok(st
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap();
+        assert_eq!(seqs, [2, 4]);
+    }
+}

@@ -1,0 +1,21 @@
+//! Environment variables the host sets in every agent container (and the agent-runner reads).
+
+/// The session workspace (default [`super::layout::CONTAINER_WORKSPACE`]).
+pub const SESSION_DIR: &str = "NANOCLAW_SESSION_DIR";
+/// The read-only inbound directory (default [`super::layout::CONTAINER_INBOUND_DIR`]).
+pub const INBOUND_DIR: &str = "NANOCLAW_INBOUND_DIR";
+/// The agent group's folder (default [`super::layout::CONTAINER_AGENT_DIR`]).
+pub const AGENT_DIR: &str = "NANOCLAW_AGENT_DIR";
+/// Shared read-only memory (default [`super::layout::CONTAINER_GLOBAL_DIR`]).
+pub const GLOBAL_DIR: &str = "NANOCLAW_GLOBAL_DIR";
+pub const AGENT_GROUP_ID: &str = "NANOCLAW_AGENT_GROUP_ID";
+pub const SESSION_ID: &str = "NANOCLAW_SESSION_ID";
+/// `mock` or `claude`.
+pub const PROVIDER: &str = "NANOCLAW_PROVIDER";
+pub const ASSISTANT_NAME: &str = "NANOCLAW_ASSISTANT_NAME";
+/// Comma-separated user ids with admin privilege over this agent group.
+pub const ADMIN_USER_IDS: &str = "NANOCLAW_ADMIN_USER_IDS";
+pub const MODEL: &str = "NANOCLAW_MODEL";
+pub const MOCK_SCRIPT: &str = "NANOCLAW_MOCK_SCRIPT";
+/// The agent-runner's log filter.
+pub const LOG: &str = "NANOCLAW_LOG";
