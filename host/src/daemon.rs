@@ -494,12 +494,6 @@ impl Daemon {
     fn on_notice(self: &Arc<Self>, notice: Notice) {
         match notice {
             Notice::Outbound(id) => self.outbound_event(id),
-            Notice::Rescan => {
-                tracing::warn!("file events were lost; looking at every running session");
-                for s in self.supervisor.running_sessions() {
-                    self.drain(s.id);
-                }
-            }
             Notice::GaveUp {
                 session,
                 message_id,

@@ -9,13 +9,13 @@
 //! [`SupervisorConfig::max_turn`] ends with the container killed, whatever it claims.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use nanoclaw_schema::session::layout::{HEARTBEAT_FILE, OUTBOUND_DB, WORKSPACE_DIR};
+mod watch;
 use nanoclaw_schema::session::{env, layout};
 use nanoclaw_schema::time;
 
@@ -101,8 +101,6 @@ struct Running {
 pub enum Notice {
     /// Something may be waiting in this session's outbound.db.
     Outbound(SessionId),
-    /// File events were lost (the kernel's queue overflowed): look at every running session.
-    Rescan,
     /// Tell a chat its message could not be handled (the agent kept failing).
     GaveUp {
         session: SessionId,
@@ -125,9 +123,8 @@ pub struct Supervisor {
     waiting: Mutex<VecDeque<Session>>,
     /// Why the host killed a container, until its exit is handled.
     killed: Mutex<HashMap<SessionId, String>>,
-    watcher: Mutex<Option<notify::RecommendedWatcher>>,
-    /// Sessions with a file event not yet looked at (one notice each, however many events).
-    noticed: Arc<Mutex<HashSet<SessionId>>>,
+    /// File events of running sessions' workspaces.
+    events: watch::Watch,
     notices: mpsc::UnboundedSender<Notice>,
 }
 
@@ -146,8 +143,7 @@ impl Supervisor {
             .io_context(|| format!("create {}", paths.home().display()))?;
         let install = InstallId::from_data_dir(paths.home())
             .io_context(|| format!("resolve the data dir {}", paths.home().display()))?;
-        let noticed = Arc::new(Mutex::new(HashSet::new()));
-        let watcher = outbound_watcher(sessions.root(), noticed.clone(), notices.clone())?;
+        let events = watch::Watch::new(notices.clone());
         let sup = Arc::new(Supervisor {
             cfg,
             paths,
@@ -161,8 +157,7 @@ impl Supervisor {
             starting: Mutex::new(HashSet::new()),
             waiting: Mutex::new(VecDeque::new()),
             killed: Mutex::new(HashMap::new()),
-            watcher: Mutex::new(Some(watcher)),
-            noticed,
+            events,
             notices,
         });
         if let Err(e) = sup.runner().await {
@@ -228,10 +223,7 @@ impl Supervisor {
 
     /// Marks a session's file events as looked at; later events notify again.
     pub fn take_notice(&self, id: &SessionId) {
-        self.noticed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.events.take(id);
     }
 
     /// Makes sure a container works on the session. Does nothing if one runs or is starting;
@@ -340,7 +332,7 @@ impl Supervisor {
             );
         self.db
             .write(|c| registry::set_container_status(c, &session.id, ContainerStatus::Running))?;
-        self.watch(&dir.workspace_dir(), true);
+        self.events.add(&session.id, &dir.workspace_dir());
         tracing::info!(session = %session.id, agent = %group.folder, container = handle.name.as_str(),
             ms = started.elapsed().as_millis() as u64, "agent container started");
         // Replies written before the watch was in place are picked up too.
@@ -480,20 +472,6 @@ impl Supervisor {
         check.accepted
     }
 
-    fn watch(&self, dir: &Path, on: bool) {
-        use notify::Watcher;
-        let mut guard = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(w) = guard.as_mut() else { return };
-        let result = if on {
-            w.watch(dir, notify::RecursiveMode::NonRecursive)
-        } else {
-            w.unwatch(dir)
-        };
-        if let Err(e) = result {
-            tracing::warn!(dir = %dir.display(), error = %e, "session directory watch");
-        }
-    }
-
     /// Stops a session's container (it may finish nothing; claims are recovered on exit).
     fn container_of(&self, id: &SessionId) -> Option<ContainerName> {
         self.running
@@ -557,8 +535,7 @@ impl Supervisor {
         };
         self.db
             .write(|c| registry::set_container_status(c, &id, ContainerStatus::Stopped))?;
-        let dir = self.sessions.session_dir(&session)?;
-        self.watch(&dir.workspace_dir(), false);
+        self.events.remove(&id);
         if exit.requested && killed.is_none() {
             tracing::info!(session = %id, status = ?exit.status, "agent container stopped");
         } else {
@@ -643,10 +620,7 @@ impl Supervisor {
             .collect();
         let stops = ids.iter().map(|id| self.stop(id, "host shutting down"));
         futures::future::join_all(stops).await;
-        self.watcher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.events.clear();
     }
 
     /// At start-up: recover sessions whose container died with the previous host, and
@@ -881,171 +855,4 @@ enum Verdict {
     Gone,
     /// Stuck, overran its turn, or misbehaved (why).
     Kill(String),
-}
-
-/// The session of an `outbound.db*` path under `root/<agent>/<session>/`.
-/// Watches session directories (added with `watch`) and reports what may mean new replies
-/// as [`Notice::Outbound`]: writes to `outbound.db` and its `-wal`, and touches of the
-/// heartbeat file.
-///
-/// The heartbeat matters: inotify reports a commit's writes to the `-wal` file, but the
-/// commit becomes visible to readers only when the WAL index (shared memory, written through
-/// mmap, so no event) is updated after the last write. A drain woken by the last `-wal` event
-/// can look before that and find nothing new; if no further event came, the reply would wait
-/// for the sweep. The agent runner touches the heartbeat after every turn's commit, which
-/// gives an event when the replies are surely visible.
-fn outbound_watcher(
-    sessions_root: &Path,
-    noticed: Arc<Mutex<HashSet<SessionId>>>,
-    notices: mpsc::UnboundedSender<Notice>,
-) -> Result<notify::RecommendedWatcher> {
-    // notify reports events under the absolute form of a watched path (it joins a relative
-    // one to the current directory), and the data dir is usually relative (`data`): compare
-    // against the absolute root, or no event ever matches and replies wait for the sweep.
-    let root = std::path::absolute(sessions_root)
-        .io_context(|| format!("resolve {}", sessions_root.display()))?;
-    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let event = match event {
-            Ok(e) => e,
-            Err(_) => {
-                let _ = notices.send(Notice::Rescan);
-                return;
-            }
-        };
-        if event.need_rescan() {
-            // The kernel dropped events (an agent can flood its own directory): nobody's
-            // reply may wait for the sweep because of it.
-            let _ = notices.send(Notice::Rescan);
-            return;
-        }
-        for path in &event.paths {
-            if let Some(id) = outbound_session(&root, path) {
-                // One notice per session until the daemon looks: a flood of events from one
-                // agent cannot fill the queue others' notices wait in.
-                let fresh = noticed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.clone());
-                if fresh {
-                    let _ = notices.send(Notice::Outbound(id));
-                }
-            }
-        }
-    })
-    .map_err(|e| Error::invalid(format!("cannot watch session directories: {e}")))
-}
-
-/// The session of an event path `root/<agent>/<session>/workspace/<file>`, for the files
-/// that may mean new replies.
-fn outbound_session(root: &Path, path: &Path) -> Option<SessionId> {
-    let name = path.file_name()?.to_str()?;
-    if !name.starts_with(OUTBOUND_DB) && name != HEARTBEAT_FILE {
-        return None;
-    }
-    let workspace = path.parent()?;
-    if workspace.file_name()? != WORKSPACE_DIR {
-        return None;
-    }
-    let session_dir = workspace.parent()?;
-    if session_dir.parent()?.parent()? != root {
-        return None;
-    }
-    SessionId::parse(session_dir.file_name()?.to_str()?).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outbound_events_map_to_sessions() {
-        let root = Path::new("/data/sessions");
-        let got = outbound_session(
-            root,
-            Path::new("/data/sessions/ag-1/sess-2/workspace/outbound.db-wal"),
-        );
-        assert_eq!(got.unwrap().as_str(), "sess-2");
-        assert!(
-            outbound_session(
-                root,
-                Path::new("/data/sessions/ag-1/sess-2/inbound/inbound.db-wal")
-            )
-            .is_none()
-        );
-        assert!(
-            outbound_session(
-                root,
-                Path::new("/elsewhere/ag-1/sess-2/workspace/outbound.db")
-            )
-            .is_none()
-        );
-        let beat = Path::new("/data/sessions/ag-1/sess-2/workspace").join(HEARTBEAT_FILE);
-        assert_eq!(outbound_session(root, &beat).unwrap().as_str(), "sess-2");
-    }
-
-    /// The same path, relative to the current directory (which the test leaves alone).
-    fn relative_to_cwd(path: &Path) -> PathBuf {
-        let cwd = std::env::current_dir().unwrap();
-        let mut rel = PathBuf::new();
-        for _ in cwd.components().skip(1) {
-            rel.push("..");
-        }
-        rel.join(path.strip_prefix("/").unwrap())
-    }
-
-    /// Waits up to 10 s for an outbound notice.
-    fn next_notice(rx: &mut mpsc::UnboundedReceiver<Notice>) -> Option<SessionId> {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            match rx.try_recv() {
-                Ok(Notice::Outbound(id)) => return Some(id),
-                Ok(_) => {}
-                Err(_) if Instant::now() > end => return None,
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    }
-
-    #[test]
-    fn a_heartbeat_touch_after_a_commit_is_noticed() {
-        use notify::Watcher as _;
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("sessions");
-        let session = root.join("ag-1").join("sess-3").join(WORKSPACE_DIR);
-        std::fs::create_dir_all(&session).unwrap();
-        // The agent runner's touch: the file exists, only its mtime changes (IN_ATTRIB).
-        let beat = session.join(HEARTBEAT_FILE);
-        std::fs::write(&beat, b"").unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut watcher = outbound_watcher(&root, Default::default(), tx).unwrap();
-        watcher
-            .watch(&session, notify::RecursiveMode::NonRecursive)
-            .unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&beat)
-            .unwrap()
-            .set_modified(SystemTime::now())
-            .unwrap();
-        let noticed = next_notice(&mut rx);
-        assert_eq!(noticed.map(|id| id.to_string()).as_deref(), Some("sess-3"));
-    }
-
-    #[test]
-    fn replies_are_noticed_with_a_relative_data_dir() {
-        use notify::Watcher as _;
-        let tmp = tempfile::tempdir().unwrap();
-        let root = relative_to_cwd(&tmp.path().join("sessions"));
-        assert!(root.is_relative());
-        let session = root.join("ag-1").join("sess-2").join(WORKSPACE_DIR);
-        std::fs::create_dir_all(&session).unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut watcher = outbound_watcher(&root, Default::default(), tx).unwrap();
-        watcher
-            .watch(&session, notify::RecursiveMode::NonRecursive)
-            .unwrap();
-        std::fs::write(session.join(OUTBOUND_DB), b"reply").unwrap();
-        let noticed = next_notice(&mut rx);
-        assert_eq!(noticed.map(|id| id.to_string()).as_deref(), Some("sess-2"));
-    }
 }

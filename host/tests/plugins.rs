@@ -819,7 +819,7 @@ async fn check_mode_creates_but_never_starts() {
         "start was never called: {:?}",
         rows[0].status
     );
-    assert!(render_report(&rows).contains("open_dm,typing,buttons,webhook"));
+    assert!(render_report(&rows).contains("open_dm,typing,files,buttons,webhook"));
 }
 
 #[test]

@@ -174,17 +174,56 @@ impl SessionDb {
             .to_string();
         inbound.execute("ATTACH DATABASE ?1 AS ob", [ob])?;
 
-        let last_data_version = data_version(&inbound)?;
-        let wake_horizon: i64 =
-            inbound.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_in", [], |r| {
-                r.get(0)
-            })?;
+        let last_data_version = retry(|| data_version(&inbound))?;
+        let wake_horizon: i64 = retry(|| {
+            Ok(
+                inbound.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_in", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })?;
         Ok(SessionDb {
             inbound,
             outbound,
             last_data_version,
             wake_horizon,
         })
+    }
+
+    /// True if another connection committed to inbound.db since the last call.
+    pub fn inbound_changed(&mut self) -> Result<bool> {
+        retry(|| self.inbound_changed_once())
+    }
+
+    /// The next batch to work on, if any rows are ready and at least one is a trigger.
+    pub fn next_batch(&mut self, now: Timestamp, max_batch: usize) -> Result<Option<Selection>> {
+        retry(|| self.next_batch_once(now, max_batch))
+    }
+
+    /// When the earliest pending trigger row that is not due yet becomes due.
+    pub fn next_due(&self, now: Timestamp) -> Result<Option<Timestamp>> {
+        retry(|| self.next_due_once(now))
+    }
+
+    /// The session's destinations, read fresh (the host rewrites the table at any time).
+    pub fn destinations(&self) -> Result<Vec<Destination>> {
+        retry(|| self.destinations_once())
+    }
+
+    /// The session's default reply address.
+    pub fn routing(&self) -> Result<Routing> {
+        retry(|| self.routing_once())
+    }
+
+    /// The newest chat row from `(channel_type, platform_id)` with seq ≤ `max_seq`: its id and
+    /// thread, to reply in place.
+    pub fn latest_chat_from(
+        &self,
+        channel_type: &str,
+        platform_id: &str,
+        max_seq: i64,
+    ) -> Result<Option<(String, Option<String>)>> {
+        retry(|| self.latest_chat_from_once(channel_type, platform_id, max_seq))
     }
 
     /// Crash recovery: forget `processing` claims a killed predecessor left behind, so those
@@ -195,16 +234,14 @@ impl SessionDb {
             .execute("DELETE FROM processing_ack WHERE status = 'processing'", [])?)
     }
 
-    /// True if another connection committed to inbound.db since the last call.
-    pub fn inbound_changed(&mut self) -> Result<bool> {
+    fn inbound_changed_once(&mut self) -> Result<bool> {
         let v = data_version(&self.inbound)?;
         let changed = v != self.last_data_version;
         self.last_data_version = v;
         Ok(changed)
     }
 
-    /// The next batch to work on, if any rows are ready and at least one is a trigger.
-    pub fn next_batch(&mut self, now: Timestamp, max_batch: usize) -> Result<Option<Selection>> {
+    fn next_batch_once(&mut self, now: Timestamp, max_batch: usize) -> Result<Option<Selection>> {
         let now = time::format(now);
         let horizon = self.wake_horizon;
         let tx = self.inbound.transaction()?;
@@ -257,8 +294,7 @@ impl SessionDb {
         Ok(Some(Selection { rows, overflow }))
     }
 
-    /// When the earliest pending trigger row that is not due yet becomes due.
-    pub fn next_due(&self, now: Timestamp) -> Result<Option<Timestamp>> {
+    fn next_due_once(&self, now: Timestamp) -> Result<Option<Timestamp>> {
         let raw: Option<String> = self
             .inbound
             .query_row(
@@ -275,8 +311,7 @@ impl SessionDb {
         Ok(raw.as_deref().and_then(time::parse))
     }
 
-    /// The session's destinations, read fresh (the host rewrites the table at any time).
-    pub fn destinations(&self) -> Result<Vec<Destination>> {
+    fn destinations_once(&self) -> Result<Vec<Destination>> {
         let mut stmt = self.inbound.prepare_cached(
             "SELECT name, display_name, type, channel_type, platform_id, agent_group_id
              FROM destinations ORDER BY name",
@@ -323,7 +358,7 @@ impl SessionDb {
         Ok(out)
     }
 
-    pub fn routing(&self) -> Result<Routing> {
+    fn routing_once(&self) -> Result<Routing> {
         Ok(self
             .inbound
             .query_row(
@@ -341,9 +376,7 @@ impl SessionDb {
             .unwrap_or_default())
     }
 
-    /// The newest chat row from `(channel_type, platform_id)` with seq ≤ `max_seq`: its id and
-    /// thread, to reply in place.
-    pub fn latest_chat_from(
+    fn latest_chat_from_once(
         &self,
         channel_type: &str,
         platform_id: &str,
@@ -398,9 +431,11 @@ impl SessionDb {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The host only appends even seqs to inbound, so reading its max here is race free
         // with respect to our odd ones.
-        let max_in: Option<i64> =
-            self.inbound
-                .query_row("SELECT MAX(seq) FROM messages_in", [], |r| r.get(0))?;
+        let max_in: Option<i64> = retry(|| {
+            Ok(self
+                .inbound
+                .query_row("SELECT MAX(seq) FROM messages_in", [], |r| r.get(0))?)
+        })?;
         let mut max_out: Option<i64> =
             tx.query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))?;
         let now = time::now();
@@ -472,6 +507,31 @@ fn open_rw(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// A read of `inbound.db` through its read-only WAL index can catch the index header while
+/// the host rewrites it, and SQLite then answers `SQLITE_READONLY_RECOVERY` (or `BUSY`)
+/// although nothing is wrong: reading again a moment later works.
+fn transient(e: &DbError) -> bool {
+    let DbError::Sql(rusqlite::Error::SqliteFailure(f, _)) = e else {
+        return false;
+    };
+    f.extended_code == rusqlite::ffi::SQLITE_READONLY_RECOVERY
+        || f.code == rusqlite::ErrorCode::DatabaseBusy
+}
+
+/// Runs `f` again while it fails transiently (see [`transient`]), for up to about a second.
+fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if transient(&e) && tries < 200 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn open_ro(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|source| DbError::Open {
@@ -533,6 +593,29 @@ fn insert_acks<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_index_read_is_retried_and_real_errors_are_not() {
+        let torn = || {
+            DbError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY_RECOVERY),
+                None,
+            ))
+        };
+        let mut calls = 0;
+        let got = retry(|| {
+            calls += 1;
+            if calls < 3 { Err(torn()) } else { Ok(calls) }
+        });
+        assert_eq!(got.unwrap(), 3);
+        let mut calls = 0;
+        let got: Result<()> = retry(|| {
+            calls += 1;
+            Err(DbError::Sql(rusqlite::Error::QueryReturnedNoRows))
+        });
+        assert!(got.is_err());
+        assert_eq!(calls, 1, "a real error is not retried");
+    }
     use nanoclaw_schema::session::INBOUND_SCHEMA;
 
     struct Host {

@@ -1,6 +1,7 @@
 //! End-to-end harness: builds the plugins, the agent-runner and its image once per test
 //! process, runs the real `nanoclaw` daemon as a subprocess on a temp data dir, and cleans
 //! up the containers it started.
+
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::io::Read as _;
@@ -10,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::common::{Profile, cargo_build, workspace_root};
+
+pub mod testchat;
 
 /// The image end-to-end tests run agents in.
 pub const IMAGE: &str = "nanoclaw-agent:e2e";
@@ -76,6 +79,30 @@ pub fn image() -> &'static str {
         );
     });
     IMAGE
+}
+
+/// The image of the test-only hostile agent (built from `tests/hostile-agent`).
+pub const HOSTILE_IMAGE: &str = "nanoclaw-hostile:e2e";
+
+/// Builds the hostile agent and its image, once per process.
+pub fn hostile_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = cargo_build(&["nanoclaw-hostile-agent"], Profile::Debug);
+        let out = Command::new("bash")
+            .arg(workspace_root().join("container/build.sh"))
+            .arg("--binary")
+            .arg(dir.join("nanoclaw-hostile-agent"))
+            .args(["--tag", HOSTILE_IMAGE])
+            .output()
+            .expect("run container/build.sh");
+        assert!(
+            out.status.success(),
+            "hostile image build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    HOSTILE_IMAGE
 }
 
 /// A free TCP port on loopback.

@@ -14,6 +14,8 @@
 //! - `outbox-link` the outbox itself a link to the data dir;
 //! - `swap` a message directory swapped with a link to the victim directory while the host
 //!   delivers, many times;
+//! - `flood` file events without end in its workspace: two files written in turn (so the
+//!   kernel cannot merge the events) and the heartbeat touched;
 //! - `giant` a row over the content limit, one with too many files, a huge sparse file, and
 //!   a burst of rows;
 //! - `fifo` a FIFO where a file belongs;
@@ -116,9 +118,18 @@ impl Agent {
             "links" => self.links(arg)?,
             "outbox-link" => self.outbox_link()?,
             "swap" => self.swap()?,
+            "flood" => self.flood(),
             "giant" => self.giant()?,
             "fifo" => self.fifo()?,
-            "lock" => self.lock()?,
+            "lock" => {
+                // Said first (and given time to be delivered): once the lock is held, the
+                // host can record nothing more for this session.
+                self.reply("done: lock holding inbound.db")?;
+                self.ack(id)?;
+                std::thread::sleep(Duration::from_secs(2));
+                self.lock()?;
+                return Ok(());
+            }
             "write-inbound" => self.write_inbound(),
             "forge" => self.forge(arg)?,
             "immortal" => return self.immortal(id),
@@ -274,6 +285,23 @@ impl Agent {
             }
         });
         Ok("swapping".into())
+    }
+
+    fn flood(&self) -> String {
+        let ws = self.workspace.clone();
+        std::thread::spawn(move || {
+            let (a, b, beat) = (
+                ws.join("noise-a"),
+                ws.join("noise-b"),
+                ws.join(HEARTBEAT_FILE),
+            );
+            loop {
+                let _ = std::fs::write(&a, b"a");
+                let _ = std::fs::write(&b, b"b");
+                let _ = std::fs::write(&beat, b"");
+            }
+        });
+        "flooding".into()
     }
 
     fn giant(&self) -> Result<String> {

@@ -160,7 +160,8 @@ impl Channel for TestChannel {
             Capabilities::OPEN_DM
                 .with(Capabilities::TYPING)
                 .with(Capabilities::WEBHOOK)
-                .with(Capabilities::BUTTONS),
+                .with(Capabilities::BUTTONS)
+                .with(Capabilities::FILES),
         )
         .description("Scriptable plugin for the host's tests");
 
@@ -207,7 +208,12 @@ impl Channel for TestChannel {
             "target_message_id": m.target_message_id.as_ref().map(RString::as_str).into_option(),
             "reaction": m.reaction.as_str(),
             "buttons": m.buttons.iter().map(|b| json!({"id": b.id.as_str(), "label": b.label.as_str()})).collect::<Vec<_>>(),
-            "files": m.files.iter().map(|f| json!({"name": f.name.as_str(), "size": f.data.len()})).collect::<Vec<_>>(),
+            // The head of each file's content, so tests can tell what the host actually sent.
+            "files": m.files.iter().map(|f| json!({
+                "name": f.name.as_str(),
+                "size": f.data.len(),
+                "head": String::from_utf8_lossy(&f.data[..f.data.len().min(4096)]),
+            })).collect::<Vec<_>>(),
         }))?;
         Ok(Some(id))
     }
