@@ -6,6 +6,8 @@
 //!   `hang` sleeps `hang_ms` (default one hour) and then succeeds.
 //! * `record_path`: every `deliver`, `set_typing` and `open_dm` call is appended to this file
 //!   as one JSON line.
+//! * `hold_dir`: a delivered text with `[hold:<name>:before|after]` parks the call until the
+//!   test releases it (see [`Settings`]), so a test can kill the host mid-call.
 //!
 //! Webhooks inject traffic through the boundary: a `POST` with
 //! `{chat_id, message_id?, thread_id?, sender_handle?, sender_name?, text, is_group?, mentioned?}`
@@ -51,6 +53,12 @@ struct Settings {
     hang_ms: u64,
     #[serde(default)]
     record_path: Option<PathBuf>,
+    /// Where `[hold:<name>:before|after]` in a delivered text parks the call: the plugin
+    /// writes `<name>.held` here and waits for `<name>.release` (at most `hang_ms`), before
+    /// recording the message (`before`: the platform never took it) or after (`after`: it
+    /// took it, the answer never came back). A test kills the host meanwhile.
+    #[serde(default)]
+    hold_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -154,8 +162,37 @@ impl TestChannel {
     }
 }
 
+impl TestChannel {
+    /// `[hold:<name>:before|after]` in `text`, if holds are set up and this one was not
+    /// released yet: the name and whether to hold after recording.
+    fn hold_of(&self, text: &str) -> Option<(String, bool)> {
+        let dir = self.settings.hold_dir.as_ref()?;
+        let start = text.find("[hold:")?;
+        let rest = &text[start + 6..];
+        let (spec, _) = rest.split_once(']')?;
+        let (name, when) = spec.split_once(':')?;
+        if dir.join(format!("{name}.release")).exists() {
+            return None;
+        }
+        Some((name.to_string(), when == "after"))
+    }
+
+    fn hold(&self, name: &str) {
+        let Some(dir) = &self.settings.hold_dir else {
+            return;
+        };
+        let _ = std::fs::write(dir.join(format!("{name}.held")), b"");
+        let release = dir.join(format!("{name}.release"));
+        let end = std::time::Instant::now() + Duration::from_millis(self.settings.hang_ms);
+        while !release.exists() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Channel for TestChannel {
     const INFO: ChannelInfo = ChannelInfo::new("Test", "test", env!("CARGO_PKG_VERSION"))
+        .max_text_length(4096)
         .capabilities(
             Capabilities::OPEN_DM
                 .with(Capabilities::TYPING)
@@ -196,7 +233,13 @@ impl Channel for TestChannel {
 
     fn deliver(&self, m: OutboundMessage) -> Result<Option<String>, PluginError> {
         self.settings.act(self.settings.deliver, "deliver")?;
+        let hold = self.hold_of(m.text.as_str());
+        if let Some((name, false)) = &hold {
+            self.hold(name);
+        }
         let id = format!("msg-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let extra: serde_json::Value =
+            serde_json::from_str(m.extra_json.as_str()).unwrap_or(serde_json::Value::Null);
         self.record(json!({
             "call": "deliver",
             "at_us": now_us(),
@@ -208,6 +251,7 @@ impl Channel for TestChannel {
             "target_message_id": m.target_message_id.as_ref().map(RString::as_str).into_option(),
             "reaction": m.reaction.as_str(),
             "buttons": m.buttons.iter().map(|b| json!({"id": b.id.as_str(), "label": b.label.as_str()})).collect::<Vec<_>>(),
+            "idempotency_key": extra.get("idempotency_key"),
             // The head of each file's content, so tests can tell what the host actually sent.
             "files": m.files.iter().map(|f| json!({
                 "name": f.name.as_str(),
@@ -215,6 +259,9 @@ impl Channel for TestChannel {
                 "head": String::from_utf8_lossy(&f.data[..f.data.len().min(4096)]),
             })).collect::<Vec<_>>(),
         }))?;
+        if let Some((name, true)) = &hold {
+            self.hold(name);
+        }
         Ok(Some(id))
     }
 
