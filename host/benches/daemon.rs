@@ -89,6 +89,9 @@ impl Daemon {
                 "run",
                 "--image",
                 IMAGE,
+                // Cold starts are measured, not the queue for container slots.
+                "--max-containers",
+                "64",
                 "--webhook-listen",
                 &format!("127.0.0.1:{port}"),
             ])

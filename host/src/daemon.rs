@@ -58,6 +58,8 @@ const RECHECK_MAX: Duration = Duration::from_millis(256);
 /// Looks at one session that found nothing new are at least this far apart, however many
 /// file events its agent makes.
 const RECHECK_MIN_GAP: Duration = Duration::from_millis(5);
+/// How often running containers are checked while sessions wait for a slot.
+const CROWDED_CHECK: Duration = Duration::from_secs(2);
 /// Session DB connections unused this long are closed.
 const IDLE_CONNECTION: Duration = Duration::from_secs(120);
 
@@ -188,6 +190,8 @@ struct Daemon {
     typing: Mutex<HashMap<ChatAddress, Typing>>,
     /// File events per session not yet looked at (see [`Daemon::outbound_event`]).
     outbound_events: Mutex<HashMap<SessionId, u64>>,
+    /// A [`Daemon::relieve_crowding`] loop runs.
+    crowding: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -280,6 +284,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         failed_wakes: Mutex::new(HashSet::new()),
         typing: Mutex::new(HashMap::new()),
         outbound_events: Mutex::new(HashMap::new()),
+        crowding: Default::default(),
     });
 
     // Catch up on what the previous run left: claims to recover, work to wake, replies to send.
@@ -401,7 +406,7 @@ impl Daemon {
     /// Acts on what routing asked for: write the queued messages into their sessions, wake
     /// agents, ask approvers, answer the sender.
     fn after_route(self: &Arc<Self>, outcome: RouteOutcome) {
-        for r in &outcome.routed {
+        for r in outcome.routed.iter().filter(|r| r.queued) {
             self.writer.schedule(r.session.clone());
         }
         for r in outcome.routed.iter().filter(|r| r.trigger) {
@@ -494,6 +499,7 @@ impl Daemon {
     fn on_notice(self: &Arc<Self>, notice: Notice) {
         match notice {
             Notice::Outbound(id) => self.outbound_event(id),
+            Notice::Crowded => self.relieve_crowding(),
             Notice::GaveUp {
                 session,
                 message_id,
@@ -502,6 +508,30 @@ impl Daemon {
                 tokio::spawn(async move { d.tell_gave_up(&session, &message_id).await });
             }
         }
+    }
+
+    /// While sessions wait for a container slot, checks the running containers every couple
+    /// of seconds, so one that has gone idle gives its slot up soon (one loop at a time).
+    fn relieve_crowding(self: &Arc<Self>) {
+        if self
+            .crowding
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let d = self.clone();
+        tokio::spawn(async move {
+            while d.supervisor.waiting_count() > 0 {
+                d.supervisor.check_running().await;
+                tokio::time::sleep(CROWDED_CHECK).await;
+            }
+            d.crowding
+                .store(false, std::sync::atomic::Ordering::Release);
+            // A session queued while the loop was ending must not wait for the sweep.
+            if d.supervisor.waiting_count() > 0 {
+                d.relieve_crowding();
+            }
+        });
     }
 
     /// Delivers what a session's agent wrote.
@@ -707,9 +737,6 @@ impl Daemon {
         let d = self.clone();
         tokio::spawn(async move {
             d.supervisor.check_running().await;
-            if let Err(e) = d.db.write(crate::sessions::queue::purge_written) {
-                tracing::warn!(error = %e, "could not purge written queue rows");
-            }
             if d.sessions.evict_idle(IDLE_CONNECTION) > 0 {
                 release_freed_memory();
             }

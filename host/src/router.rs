@@ -4,12 +4,14 @@
 //! sender, then for each wired agent (highest priority first) decide whether the message
 //! engages it, pass it through the access gate ([`access::inbound_gate`]: the chat's
 //! unknown-sender policy and the wiring's sender scope) and the command gate, resolve the
-//! session per the wiring's session mode, and queue the message for it. A message nobody
+//! session per the wiring's session mode, and give the message to it. A message nobody
 //! receives is logged as `MESSAGE DROPPED` with a hint, and recorded.
 //!
-//! Routing touches the central DB only (plus attachment files in the host's own inbox
-//! directories): no session DB, which a container could hold locked. What must happen next
-//! (write the queued rows, wake a container, ask an approver, answer the sender directly) is
+//! The decision is one central transaction and touches no session file. Then, outside the
+//! central lock, each message goes straight into its session's `inbound.db` if that DB takes
+//! it without waiting, and into the central queue otherwise (a container can hold its DB
+//! locked; one that does must not slow routing for anyone). What must happen next (write
+//! the queued rows, wake a container, ask an approver, answer the sender directly) is
 //! returned in [`RouteOutcome`] for the daemon to carry out.
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::ids::{AgentGroupId, ApprovalId, ChannelType, ChatAddress, PlatformId, UserId};
 use crate::sessions::dir::inbox_folder;
+use crate::sessions::inbound::Insert;
 use crate::sessions::queue::{self, Queued};
 use crate::sessions::{FileName, Session, SessionStore, registry};
 use crate::store::approvals::{self, Held};
@@ -156,13 +159,15 @@ pub struct ChannelCaps {
     pub threads: bool,
 }
 
-/// A message queued for a session.
+/// A message given to a session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routed {
     pub session: Session,
     pub message_id: String,
     /// False for accumulated context (no wake).
     pub trigger: bool,
+    /// In the central queue, not yet in the session's `inbound.db` (hand it to the writer).
+    pub queued: bool,
 }
 
 /// A message held until an approver decides about its sender.
@@ -235,6 +240,8 @@ pub struct Router {
 struct Planned {
     session: Session,
     trigger: bool,
+    /// The session has messages waiting in the queue: this one must go after them.
+    behind: bool,
 }
 
 /// What the command gate made of a message for one agent.
@@ -259,10 +266,10 @@ impl Router {
         }
     }
 
-    /// Routes one inbound message: decides who gets it and queues it for their sessions, in
-    /// the central DB only. An `Ok` means it is durable (the plugin may acknowledge it to the
-    /// platform); an `Err` means nothing was queued, so the platform should redeliver. The
-    /// sessions' writer moves the queued rows into their `inbound.db` files.
+    /// Routes one inbound message: decides who gets it (in the central DB) and gives it to
+    /// their sessions. An `Ok` means it is durable, in the session's `inbound.db` or in the
+    /// central queue (the plugin may acknowledge it to the platform); an `Err` means the
+    /// platform should redeliver (what was already written is recognised as a redelivery).
     pub fn route(&self, msg: &Inbound) -> Result<RouteOutcome> {
         let caps = *self.channels.get(&msg.channel).ok_or_else(|| {
             Error::invalid(format!(
@@ -286,30 +293,48 @@ impl Router {
             Some(s) => Some(UserId::new(&msg.channel, &s.handle)?),
             None => None,
         };
-        // Attachment bytes go to disk before the rows that point at them are queued; without
-        // any, deciding and queueing is one transaction.
-        let with_files = msg.attachments.iter().any(|a| !a.data.is_empty());
         let (plan, mut outcome) = self.db.write(|tx| {
             let mut outcome = RouteOutcome::default();
             let plan = self.plan(tx, &msg, caps, sender.as_ref(), &mut outcome)?;
-            if !with_files {
-                for p in &plan {
-                    let row = self.row(&msg, sender.as_ref(), p, Vec::new())?;
-                    self.queue(tx, p, row, &mut outcome)?;
-                }
-            }
             Ok((plan, outcome))
         })?;
-        if with_files {
-            let rows = plan
-                .iter()
-                .map(|p| {
-                    let refs = self.save_attachments(&msg, p)?;
-                    self.row(&msg, sender.as_ref(), p, refs)
-                })
-                .collect::<Result<Vec<_>>>()?;
+        // Outside the central lock: attachments to disk, then each message straight into its
+        // session if the session DB takes it at once, else into the queue (durable before
+        // this returns either way).
+        let mut queue = Vec::new();
+        for p in &plan {
+            let refs = if msg.attachments.iter().any(|a| !a.data.is_empty()) {
+                self.save_attachments(&msg, p)?
+            } else {
+                Vec::new()
+            };
+            let row = self.row(&msg, sender.as_ref(), p, refs)?;
+            if !p.behind {
+                match self.sessions.try_insert(&p.session, &row) {
+                    Ok(Insert::Inserted { .. }) => {
+                        outcome.routed.push(Routed {
+                            session: p.session.clone(),
+                            message_id: row.id,
+                            trigger: p.trigger,
+                            queued: false,
+                        });
+                        continue;
+                    }
+                    Ok(Insert::Duplicate) => {
+                        tracing::debug!(message = row.id, "redelivered message ignored");
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = %p.session.id, error = %e, "session DB busy; message queued")
+                    }
+                }
+            }
+            queue.push((p, row));
+        }
+        if !queue.is_empty() {
             self.db.write(|tx| {
-                for (p, row) in plan.iter().zip(rows) {
+                for (p, row) in queue {
                     self.queue(tx, p, row, &mut outcome)?;
                 }
                 Ok(())
@@ -367,6 +392,7 @@ impl Router {
                 {
                     let session = self.session_for(tx, wiring, &chat, msg, caps)?;
                     plan.push(Planned {
+                        behind: queue::has_waiting(tx, &session.id)?,
                         session,
                         trigger: false,
                     });
@@ -389,6 +415,7 @@ impl Router {
             }
             let session = self.session_for(tx, wiring, &chat, msg, caps)?;
             plan.push(Planned {
+                behind: queue::has_waiting(tx, &session.id)?,
                 session,
                 trigger: true,
             });
@@ -701,6 +728,7 @@ impl Router {
                 session: p.session.clone(),
                 message_id: row.id,
                 trigger: p.trigger,
+                queued: true,
             });
         } else {
             tracing::debug!(message = row.id, "redelivered message ignored");

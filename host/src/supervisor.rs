@@ -41,7 +41,7 @@ pub const RETRY_BASE: Duration = Duration::from_secs(5);
 pub const MAX_INBOUND_WAL_BYTES: u64 = 64 * 1024 * 1024;
 /// With sessions waiting for a container slot, a container without work is stopped after
 /// this long instead of the full idle timeout.
-pub const IDLE_WHEN_CROWDED: Duration = Duration::from_secs(30);
+pub const IDLE_WHEN_CROWDED: Duration = Duration::from_secs(5);
 /// Claims of a container the host looks at per check (real ones are a handful).
 const MAX_CLAIMS: usize = 64;
 
@@ -101,6 +101,9 @@ struct Running {
 pub enum Notice {
     /// Something may be waiting in this session's outbound.db.
     Outbound(SessionId),
+    /// A session waits for a container slot: look for containers to stop (and keep looking
+    /// while sessions wait).
+    Crowded,
     /// Tell a chat its message could not be handled (the agent kept failing).
     GaveUp {
         session: SessionId,
@@ -244,6 +247,7 @@ impl Supervisor {
                     tracing::info!(session = %session.id, running = running.len(), waiting = waiting.len() + 1,
                         "container limit reached; the session waits for a slot");
                     waiting.push_back(session.clone());
+                    let _ = self.notices.send(Notice::Crowded);
                 }
                 return Ok(());
             }

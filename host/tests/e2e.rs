@@ -411,6 +411,40 @@ fn idle_containers_are_stopped() {
     s.expect_delivered(&daemon, "room", 2);
 }
 
+/// At the container limit a new session waits its turn (it is not refused): the running
+/// container that has gone idle gives its slot up, and the waiting message is answered.
+#[test]
+fn past_the_container_limit_sessions_wait_their_turn() {
+    if !require_engine("past_the_container_limit_sessions_wait_their_turn") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("first", "room-a", ECHO);
+    s.agent("second", "room-b", ECHO);
+    let port = s.port.to_string();
+    let daemon = Daemon::start(
+        &s.data,
+        &s.plugins_toml(),
+        &[
+            "--webhook-listen",
+            &format!("127.0.0.1:{port}"),
+            "--max-containers",
+            "1",
+        ],
+    );
+    s.say("room-a", "alice", "m1", "hi a");
+    s.expect_delivered(&daemon, "room-a", 1);
+    s.say("room-b", "bob", "m2", "hi b");
+    // Answered once the first container, idle, has given its slot up.
+    s.expect_delivered(&daemon, "room-b", 1);
+    assert!(
+        daemon.log().contains("container limit reached"),
+        "{}",
+        daemon.log()
+    );
+    assert!(containers(&s.data).len() <= 1, "never more than the limit");
+}
+
 #[test]
 fn a_required_plugin_that_fails_stops_the_daemon() {
     let dir = tempfile::tempdir().unwrap();

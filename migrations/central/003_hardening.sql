@@ -1,9 +1,10 @@
--- Messages decided for a session and not yet written into its inbound.db. Routing, task
--- firing and agent-to-agent delivery only append here (in their own transaction); each
--- session's writer moves the rows into that session's inbound.db. So a session DB that
--- is slow or held locked by its container delays only its own session.
+-- Messages decided for a session and not yet written into its inbound.db: those whose
+-- session DB was busy when they came (or had messages waiting already), and those of task
+-- firing, agent-to-agent delivery and the host's notes, which append here in their own
+-- transaction. Each session's writer moves the rows into that session's inbound.db, so a
+-- session DB that is slow or held locked by its container delays only its own session.
 CREATE TABLE inbound_queue (
-    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq                 INTEGER PRIMARY KEY,
     session_id          TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     -- messages_in.id; a redelivery of the same message is the same row.
     message_id          TEXT NOT NULL,
@@ -19,11 +20,8 @@ CREATE TABLE inbound_queue (
     source_session_id   TEXT,
     on_wake             INTEGER NOT NULL DEFAULT 0,
     queued_at           TEXT NOT NULL,
-    -- 1 once in inbound.db; kept a while so a platform's redelivery is recognised here.
-    written             INTEGER NOT NULL DEFAULT 0,
     UNIQUE (session_id, message_id)
 );
-CREATE INDEX inbound_queue_waiting ON inbound_queue(written, session_id, seq);
 
 -- Agent-to-agent messages: the route back for a reply is decided from here, never from
 -- anything a container wrote.

@@ -57,6 +57,7 @@ impl<P: Platforms> Delivery<P> {
         let key = row.key.as_string();
         let mut first_id = None;
         let mut done = 0;
+        let last = parts.len().saturating_sub(1);
         for (n, part) in parts.into_iter().enumerate() {
             match progress.iter().find(|(p, _)| *p == n).map(|(_, s)| s) {
                 Some(PartState::Sent(id)) => {
@@ -84,6 +85,11 @@ impl<P: Platforms> Delivery<P> {
             match self.platforms.send(&chat.channel, part).await {
                 Ok(id) => {
                     done += 1;
+                    first_id = first_id.or(id.clone());
+                    if n == last {
+                        // The row's outcome, recorded next, stands for its last part.
+                        break;
+                    }
                     let (s, k, pid) = (session.clone(), key.clone(), id.clone());
                     if let Err(e) = self
                         .io(move |ss| {
@@ -97,7 +103,6 @@ impl<P: Platforms> Delivery<P> {
                             retry_after: None,
                         };
                     }
-                    first_id = first_id.or(id);
                 }
                 Err(SendError::Permanent(e)) if done == 0 => return Outcome::Failed(e),
                 Err(SendError::Permanent(e)) => {

@@ -190,6 +190,17 @@ impl SessionStore {
         f(&mut guard)
     }
 
+    /// Writes one message into the session's `inbound.db` only if that takes no waiting: a
+    /// busy DB (its container may hold it) fails at once, and the caller queues the message.
+    pub fn try_insert(&self, s: &Session, m: &queue::Queued) -> Result<inbound::Insert> {
+        self.with_inbound(s, |c| {
+            c.busy_timeout(Duration::ZERO)?;
+            let result = inbound::insert_message(c, m);
+            c.busy_timeout(HOST_BUSY_TIMEOUT)?;
+            result
+        })
+    }
+
     /// Runs `f` on a bounded, read-only reader of the session's `outbound.db` (cached).
     pub fn with_outbound<T>(
         &self,

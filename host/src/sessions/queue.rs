@@ -1,12 +1,13 @@
 //! The central `inbound_queue`: messages decided for a session and not yet in its
 //! `inbound.db`.
 //!
-//! Whoever decides that a session gets a message (the router, task firing, agent-to-agent
-//! delivery, the operator's welcome) appends it here inside its own central transaction:
-//! durable at once, and without touching any session file under the central lock. The
-//! session's [`writer`](super::writer) then moves the rows into `inbound.db`, so a session DB
-//! that is slow or locked by its container delays that session only. Written rows are kept
-//! for [`KEEP_WRITTEN`], so a platform's redelivery is recognised before it reaches a session.
+//! Task firing, agent-to-agent delivery, the host's notes and the operator's welcome append
+//! their messages here inside their own central transaction: durable at once, without
+//! touching any session file under the central lock. The router writes a message straight
+//! into its session when the session's DB takes it at once, and queues it here otherwise
+//! (busy, or messages already waiting, which must stay first). The session's
+//! [`writer`](super::writer) moves the rows into `inbound.db` and forgets them, so a session
+//! DB that is slow or locked by its container delays that session only.
 
 use rusqlite::{Connection, params};
 
@@ -14,9 +15,6 @@ use nanoclaw_schema::session::InKind;
 
 use crate::error::Result;
 use crate::ids::SessionId;
-
-/// How long rows stay after they were written into their session.
-pub const KEEP_WRITTEN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// One message for a session's `messages_in`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +62,7 @@ impl Queued {
     }
 }
 
-/// Appends `m` for `session`. False when the same message is already there (a redelivery).
+/// Appends `m` for `session`. False when the same message is already waiting (a redelivery).
 pub fn push(conn: &Connection, session: &SessionId, m: &Queued) -> Result<bool> {
     let n = conn
         .prepare_cached(
@@ -96,7 +94,7 @@ pub fn peek(conn: &Connection, session: &SessionId, limit: usize) -> Result<Vec<
     let mut stmt = conn.prepare_cached(
         "SELECT seq, message_id, kind, timestamp, trigger, channel_type, platform_id, thread_id,
                 platform_message_id, content, process_after, source_session_id, on_wake
-         FROM inbound_queue WHERE written = 0 AND session_id = ?1 ORDER BY seq LIMIT ?2",
+         FROM inbound_queue WHERE session_id = ?1 ORDER BY seq LIMIT ?2",
     )?;
     let rows = stmt
         .query_map(params![session, limit as i64], |r| {
@@ -124,40 +122,32 @@ pub fn peek(conn: &Connection, session: &SessionId, limit: usize) -> Result<Vec<
     Ok(rows)
 }
 
-/// Marks the rows of `session` up to queue position `upto` written (they are in `inbound.db`).
-pub fn written_upto(conn: &Connection, session: &SessionId, upto: i64) -> Result<usize> {
+/// Forgets the rows of `session` up to queue position `upto` (they are in `inbound.db`).
+pub fn remove_upto(conn: &Connection, session: &SessionId, upto: i64) -> Result<usize> {
     Ok(conn
-        .prepare_cached(
-            "UPDATE inbound_queue SET written = 1 WHERE written = 0 AND session_id = ?1 AND seq <= ?2",
-        )?
+        .prepare_cached("DELETE FROM inbound_queue WHERE session_id = ?1 AND seq <= ?2")?
         .execute(params![session, upto])?)
-}
-
-/// Forgets rows written longer than [`KEEP_WRITTEN`] ago.
-pub fn purge_written(conn: &Connection) -> Result<usize> {
-    let now = jiff::Timestamp::now();
-    let cutoff = nanoclaw_schema::time::format(
-        now.checked_sub(jiff::SignedDuration::try_from(KEEP_WRITTEN).unwrap_or_default())
-            .unwrap_or(now),
-    );
-    Ok(conn
-        .prepare_cached("DELETE FROM inbound_queue WHERE written = 1 AND queued_at < ?1")?
-        .execute([cutoff])?)
 }
 
 /// Sessions with rows waiting.
 pub fn sessions_waiting(conn: &Connection) -> Result<Vec<SessionId>> {
-    let mut stmt =
-        conn.prepare("SELECT DISTINCT session_id FROM inbound_queue WHERE written = 0")?;
+    let mut stmt = conn.prepare("SELECT DISTINCT session_id FROM inbound_queue")?;
     let rows = stmt
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
+/// Whether any row waits for `session`.
+pub fn has_waiting(conn: &Connection, session: &SessionId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM inbound_queue WHERE session_id = ?1)")?
+        .query_row([session], |r| r.get(0))?)
+}
+
 /// How many rows wait for `session`.
 pub fn waiting(conn: &Connection, session: &SessionId) -> Result<i64> {
     Ok(conn
-        .prepare_cached("SELECT COUNT(*) FROM inbound_queue WHERE written = 0 AND session_id = ?1")?
+        .prepare_cached("SELECT COUNT(*) FROM inbound_queue WHERE session_id = ?1")?
         .query_row([session], |r| r.get(0))?)
 }
