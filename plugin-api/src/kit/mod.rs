@@ -41,12 +41,23 @@ mod channel;
 #[doc(hidden)]
 pub mod export;
 mod guard;
+mod health;
+#[cfg(feature = "kit-http")]
+pub mod http;
+pub mod inbound;
+pub mod lifecycle;
 mod log;
+pub mod retry;
 mod runtime;
+mod secret;
 mod signature;
 pub mod testing;
 mod text;
 mod time;
+#[cfg(feature = "kit-webhook")]
+pub mod webhook;
+#[cfg(feature = "kit-ws")]
+pub mod ws;
 
 pub use buttons::{
     BUTTON_ID_MAX_BYTES, BUTTON_ID_PREFIX, ButtonChoice, ButtonId, decode_button_id,
@@ -54,6 +65,11 @@ pub use buttons::{
 };
 pub use channel::{Channel, ChannelInfo, Context, Host};
 pub use guard::{guard, guard_or, panic_message};
+pub use health::HealthCell;
+pub use inbound::{Dedupe, Handed, Inbox};
+pub use lifecycle::{AsyncChannel, Hosted, Lifecycle, StopSignal, Stopped};
+pub use retry::{Backoff, BackoffPolicy, Rate, RateLimiter};
+pub use secret::{REDACTED, Secret, redact_all};
 pub use log::{HostLogLayer, install_tracing, with_current_host};
 pub use runtime::runtime;
 pub use signature::{hmac_sha1_hex, hmac_sha256_hex, verify_hmac_sha1_hex, verify_hmac_sha256_hex};
@@ -69,7 +85,10 @@ pub use tracing;
 
 /// `use nanoclaw_plugin_api::kit::prelude::*;` brings in what a channel implementation needs.
 pub mod prelude {
-    pub use super::{Channel, ChannelInfo, Context, Host, tracing};
+    pub use super::{
+        AsyncChannel, Channel, ChannelInfo, Context, Host, Hosted, Lifecycle, Secret, StopSignal,
+        tracing,
+    };
     pub use crate::abi::{
         ActionEvent, Attachment, Button, Capabilities, ErrorKind, Health, HealthStatus,
         InboundEvent, LogLevel, OutboundFile, OutboundMessage, OutboundOp, PluginError,
