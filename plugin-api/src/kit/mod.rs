@@ -54,10 +54,6 @@ mod signature;
 pub mod testing;
 mod text;
 mod time;
-#[cfg(feature = "kit-webhook")]
-pub mod webhook;
-#[cfg(feature = "kit-ws")]
-pub mod ws;
 
 pub use buttons::{
     BUTTON_ID_MAX_BYTES, BUTTON_ID_PREFIX, ButtonChoice, ButtonId, decode_button_id,
@@ -68,10 +64,10 @@ pub use guard::{guard, guard_or, panic_message};
 pub use health::HealthCell;
 pub use inbound::{Dedupe, Handed, Inbox};
 pub use lifecycle::{AsyncChannel, Hosted, Lifecycle, StopSignal, Stopped};
-pub use retry::{Backoff, BackoffPolicy, Rate, RateLimiter};
-pub use secret::{REDACTED, Secret, redact_all};
 pub use log::{HostLogLayer, install_tracing, with_current_host};
+pub use retry::{Backoff, BackoffPolicy, Rate, RateLimiter};
 pub use runtime::runtime;
+pub use secret::{REDACTED, Secret, redact_all};
 pub use signature::{hmac_sha1_hex, hmac_sha256_hex, verify_hmac_sha1_hex, verify_hmac_sha256_hex};
 pub use text::split_text;
 pub use time::now_ms;
