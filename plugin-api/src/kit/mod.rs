@@ -54,6 +54,8 @@ mod signature;
 pub mod testing;
 mod text;
 mod time;
+#[cfg(feature = "kit-webhook")]
+pub mod webhook;
 
 pub use buttons::{
     BUTTON_ID_MAX_BYTES, BUTTON_ID_PREFIX, ButtonChoice, ButtonId, decode_button_id,
