@@ -8,15 +8,15 @@
 //!
 //! let token = Secret::new("xoxb-…");
 //! let client = ClientConfig::new("slack", "0.1.0").build()?;
-//! let response = client
+//! let request = client
 //!     .post("https://slack.com/api/chat.postMessage")
-//!     .bearer_auth(token.expose())
-//!     .send()
-//!     .await
-//!     .map_err(|e| http::HttpError::from_reqwest(e, &[&token]).to_plugin_error("chat.postMessage"))?;
-//! let body = http::read_capped(http::check(response, &[&token]).await?, 1 << 20, &[&token])
-//!     .await
-//!     .map_err(|e| e.to_plugin_error("chat.postMessage"))?;
+//!     .bearer_auth(token.expose());
+//! let call = async {
+//!     let response = http::send(request, &[&token]).await?;
+//!     http::read_capped(response, 1 << 20, &[&token]).await
+//! };
+//! // 429 → RATE_LIMITED with retry_after_ms, 401 → AUTH, 5xx → NETWORK, …
+//! let body = call.await.map_err(|e| e.to_plugin_error("chat.postMessage"))?;
 //! # let _ = body; Ok(()) }
 //! ```
 
@@ -35,12 +35,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of an error body is kept in [`HttpError::Status`].
 const ERROR_BODY_BYTES: usize = 512;
 
-/// Makes ring the process's rustls provider (reqwest is built with `rustls-no-provider`,
-/// and a cdylib has its own copy of rustls). Idempotent.
-pub fn install_crypto_provider() {
-    // An error only means a provider is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use super::tls::install_crypto_provider;
 
 /// Builds a [`reqwest::Client`]: rustls with ring, connect and request timeouts, the user
 /// agent `nanoclaw-<plugin>/<version>`, and no redirects unless asked (a redirect would
@@ -249,6 +244,19 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Sends `request` and [`check`]s the answer: a success response, or an [`HttpError`] whose
+/// message holds neither the URL nor `secrets`.
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    secrets: &[&Secret],
+) -> Result<reqwest::Response, HttpError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| HttpError::from_reqwest(e, secrets))?;
+    check(response, secrets).await
 }
 
 /// Passes a success response through; turns any other into [`HttpError::Status`] with its

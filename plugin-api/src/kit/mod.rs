@@ -54,8 +54,12 @@ mod signature;
 pub mod testing;
 mod text;
 mod time;
+#[cfg(any(feature = "kit-http", feature = "kit-ws"))]
+mod tls;
 #[cfg(feature = "kit-webhook")]
 pub mod webhook;
+#[cfg(feature = "kit-ws")]
+pub mod ws;
 
 pub use buttons::{
     BUTTON_ID_MAX_BYTES, BUTTON_ID_PREFIX, ButtonChoice, ButtonId, decode_button_id,
