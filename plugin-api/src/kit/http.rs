@@ -107,6 +107,61 @@ impl ClientConfig {
     }
 }
 
+/// An API root from a channel's settings (`api_base_url`, so tests and operators can point
+/// the channel at a fake or a proxy): `http`/`https` with a host, no query, fragment or
+/// credentials, kept without its trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiBase {
+    url: String,
+    path: String,
+    plain_remote: bool,
+}
+
+impl ApiBase {
+    /// Checks `raw`. Errors are `CONFIG`, quote the URL with `secrets` redacted, and name
+    /// the setting `setting`.
+    pub fn parse(setting: &str, raw: &str, secrets: &[&Secret]) -> Result<Self, PluginError> {
+        let bad = |why: &str| {
+            PluginError::config(format!("{setting} `{}`: {why}", redact_all(raw, secrets)))
+        };
+        let url = reqwest::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("must be an http:// or https:// URL"));
+        }
+        let Some(host) = url.host_str() else {
+            return Err(bad("has no host"));
+        };
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(bad("must not have a query, a fragment or credentials"));
+        }
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        Ok(Self {
+            url: url.as_str().trim_end_matches('/').to_owned(),
+            path: url.path().to_owned(),
+            plain_remote: url.scheme() == "http" && !loopback,
+        })
+    }
+
+    /// The root without a trailing slash: append `/method` paths to it.
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL's path (for platform-specific checks).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Plain `http` to another machine: credentials would travel unencrypted (warn).
+    pub fn is_plain_remote(&self) -> bool {
+        self.plain_remote
+    }
+}
+
 /// Why an HTTP exchange failed. Messages never contain URLs or the secrets given when the
 /// error was made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -571,6 +626,40 @@ mod tests {
             assert!(!refused.to_string().contains("SECRET"), "{refused}");
             assert!(!refused.to_string().contains("127.0.0.1"), "{refused}");
         });
+    }
+
+    #[test]
+    fn api_bases() {
+        let secret = Secret::new("TOKEN123");
+        let parse = |raw: &str| ApiBase::parse("api_base_url", raw, &[&secret]);
+        let base = parse("https://api.example.org/").expect("ok");
+        assert_eq!(
+            (base.as_str(), base.is_plain_remote()),
+            ("https://api.example.org", false)
+        );
+        assert!(
+            !parse("http://127.0.0.1:8081")
+                .expect("ok")
+                .is_plain_remote()
+        );
+        assert!(!parse("http://localhost:1/").expect("ok").is_plain_remote());
+        let v6 = parse("http://[::1]:8081/proxy/").expect("ok");
+        assert_eq!(v6.as_str(), "http://[::1]:8081/proxy");
+        assert_eq!(v6.path(), "/proxy/");
+        assert!(parse("http://10.0.0.5:8081").expect("ok").is_plain_remote());
+        for bad in [
+            "ftp://x",
+            "not a url",
+            "https://x/?a=1",
+            "https://u:p@x/",
+            "https://x/#f",
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert_eq!(err.kind, ErrorKind::CONFIG);
+            assert!(err.message.starts_with("api_base_url `"), "{err}");
+        }
+        let err = parse("https://x/TOKEN123?q").expect_err("query");
+        assert!(!err.message.contains("TOKEN123"), "{err}");
     }
 
     #[test]

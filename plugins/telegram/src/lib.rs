@@ -34,6 +34,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use nanoclaw_plugin_api::kit::http::ApiBase;
 use nanoclaw_plugin_api::kit::inbound::HandOverPolicy;
 use nanoclaw_plugin_api::kit::prelude::*;
 use serde::Deserialize;
@@ -105,31 +106,15 @@ impl ChatIdSetting {
 /// Checks `api_base_url` and returns it without a trailing slash, and whether it is plain
 /// http to another machine. Errors quote the URL with the token redacted.
 fn validate_base_url(raw: &str, token: &Secret) -> Result<(String, bool), PluginError> {
-    let bad =
-        |why: &str| PluginError::config(format!("api_base_url `{}`: {why}", token.redact(raw)));
-    let url = reqwest::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("must be an http:// or https:// URL"));
+    let base = ApiBase::parse("api_base_url", raw, &[token])?;
+    if base.path().contains("/bot") && base.path().contains(':') {
+        return Err(PluginError::config(format!(
+            "api_base_url `{}`: must be the API root such as https://api.telegram.org, without \
+             /bot<token> (the token goes in bot_token only)",
+            token.redact(raw)
+        )));
     }
-    let Some(host) = url.host_str() else {
-        return Err(bad("has no host"));
-    };
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(bad("must not have a query, a fragment or credentials"));
-    }
-    if url.path().contains("/bot") && url.path().contains(':') {
-        return Err(bad(
-            "must be the API root such as https://api.telegram.org, without /bot<token> \
-             (the token goes in bot_token only)",
-        ));
-    }
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    let plain_remote = url.scheme() == "http" && !loopback;
-    Ok((url.as_str().trim_end_matches('/').to_owned(), plain_remote))
+    Ok((base.as_str().to_owned(), base.is_plain_remote()))
 }
 
 /// Writes to this instance's host log, with the token redacted from every line (the kit's
