@@ -386,6 +386,19 @@ impl RateLimiter {
         }
     }
 
+    /// Like [`acquire`](RateLimiter::acquire), but gives up without taking a slot when the
+    /// wait would exceed `max_wait`, returning that wait: a host call cannot sit out a long
+    /// server pause, so answer `RATE_LIMITED` with it and let the host retry later.
+    pub async fn acquire_within(&self, chat: &str, max_wait: Duration) -> Result<(), Duration> {
+        loop {
+            match self.try_acquire(chat) {
+                Ok(()) => return Ok(()),
+                Err(wait) if wait > max_wait => return Err(wait),
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
     /// Holds back `chat` (or, with `None`, everything) for `retry_after`, as the server asked.
     pub fn pause(&self, chat: Option<&str>, retry_after: Duration) {
         let now = Instant::now();
@@ -520,6 +533,22 @@ mod tests {
         limiter.pause(None, Duration::from_secs(1));
         limiter.acquire("b").await;
         assert_eq!(start.elapsed(), Duration::from_millis(3500));
+        limiter.pause(Some("c"), Duration::from_secs(60));
+        assert_eq!(
+            limiter.acquire_within("c", Duration::from_secs(5)).await,
+            Err(Duration::from_secs(60))
+        );
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(3500),
+            "gave up at once"
+        );
+        limiter.pause(Some("d"), Duration::from_secs(2));
+        assert_eq!(
+            limiter.acquire_within("d", Duration::from_secs(5)).await,
+            Ok(())
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(5500));
     }
 
     #[test]

@@ -28,15 +28,20 @@
 //! * Built on the kit: [`TelegramChannel`] is the kit's `Hosted` lifecycle (runtime, stop,
 //!   teardown) around the async [`Telegram`]; HTTP, error kinds, redaction, backoff and the
 //!   hand-over to the host come from `nanoclaw_plugin_api::kit`.
+//! * Outbound calls are paced by the kit's rate limiter: about 30 a second overall, and a
+//!   chat Telegram answered 429 for waits its `retry_after` (up to 5 s inside a `deliver`;
+//!   longer goes back to the host as `RATE_LIMITED`).
 //! * Outbound Markdown becomes Telegram HTML (the `format` module); when Telegram cannot parse it the
 //!   text is re-sent plain. Every API call's text is at most 4096 UTF-16 units.
 //! * The token appears in request URLs only; errors and log lines never contain it.
 
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use nanoclaw_plugin_api::kit::http::ApiBase;
 use nanoclaw_plugin_api::kit::inbound::HandOverPolicy;
 use nanoclaw_plugin_api::kit::prelude::*;
+use nanoclaw_plugin_api::kit::{Rate, RateLimiter};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -53,6 +58,11 @@ use inbound::BotIdentity;
 pub const DEFAULT_API_BASE_URL: &str = "https://api.telegram.org";
 const DEFAULT_POLL_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_SKIP_AFTER_REFUSALS: u32 = 8;
+/// Telegram's published bot limit: about 30 messages a second overall.
+const GLOBAL_RATE_PER_SEC: f64 = 30.0;
+/// Longest a `deliver` waits out a pause Telegram asked for; longer ones go back to the host
+/// as `RATE_LIMITED` with the remaining time.
+const MAX_LIMITER_WAIT: Duration = Duration::from_secs(5);
 
 /// Settings as the host passes them (JSON, secrets resolved).
 #[derive(Deserialize)]
@@ -147,6 +157,8 @@ pub(crate) struct Shared {
     pub(crate) allowed_chats: Option<Vec<i64>>,
     pub(crate) poll_timeout_secs: u64,
     pub(crate) hand_over: HandOverPolicy,
+    /// Outbound pacing: the global rate, and the pauses 429 answers ask for.
+    limiter: RateLimiter,
     bot: OnceLock<BotIdentity>,
 }
 
@@ -241,6 +253,7 @@ impl AsyncChannel for Telegram {
                     max_refusals: settings.skip_after_refusals,
                     ..HandOverPolicy::default()
                 },
+                limiter: RateLimiter::new(Some(Rate::per_second(GLOBAL_RATE_PER_SEC)), None),
                 bot: OnceLock::new(),
             }),
             start_offset: Mutex::new(None),
@@ -308,7 +321,20 @@ impl AsyncChannel for Telegram {
 
     async fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
         let shared = &self.shared;
-        outbound::deliver(&shared.api, &shared.log, &message).await
+        let chat = message.chat_id.as_str();
+        if let Err(wait) = shared.limiter.acquire_within(chat, MAX_LIMITER_WAIT).await {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            return Err(PluginError::rate_limited(
+                format!("Telegram asked to slow down for chat {chat}"),
+                Some(ms),
+            ));
+        }
+        let result = outbound::deliver(&shared.api, &shared.log, &message).await;
+        if let Err(error) = &result {
+            // A 429 holds back the next calls to that chat for its retry_after.
+            shared.limiter.note(Some(chat), error);
+        }
+        result
     }
 
     async fn set_typing(&self, chat_id: &str, _thread_id: Option<&str>) {
