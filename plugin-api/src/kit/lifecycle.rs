@@ -165,6 +165,26 @@ impl Lifecycle {
         self.inner.host.log(level, &self.inner.log_target, &line);
     }
 
+    /// [`Lifecycle::log`] at `ERROR`.
+    pub fn error(&self, message: impl AsRef<str>) {
+        self.log(LogLevel::ERROR, message);
+    }
+
+    /// [`Lifecycle::log`] at `WARN`.
+    pub fn warn(&self, message: impl AsRef<str>) {
+        self.log(LogLevel::WARN, message);
+    }
+
+    /// [`Lifecycle::log`] at `INFO`.
+    pub fn info(&self, message: impl AsRef<str>) {
+        self.log(LogLevel::INFO, message);
+    }
+
+    /// [`Lifecycle::log`] at `DEBUG`.
+    pub fn debug(&self, message: impl AsRef<str>) {
+        self.log(LogLevel::DEBUG, message);
+    }
+
     /// Spawns a task that teardown waits for (up to the grace period) and then ends. Tasks
     /// spawned after stop are dropped unstarted.
     pub fn spawn<F>(&self, future: F)

@@ -127,33 +127,14 @@ fn validate_base_url(raw: &str, token: &Secret) -> Result<(String, bool), Plugin
     Ok((base.as_str().to_owned(), base.is_plain_remote()))
 }
 
-/// Writes to this instance's host log, with the token redacted from every line (the kit's
-/// lifecycle log, which knows the token).
-#[derive(Clone)]
-pub(crate) struct Log {
-    life: Lifecycle,
-}
-
-impl Log {
-    pub(crate) fn error(&self, message: impl AsRef<str>) {
-        self.life.log(LogLevel::ERROR, message);
-    }
-    pub(crate) fn warn(&self, message: impl AsRef<str>) {
-        self.life.log(LogLevel::WARN, message);
-    }
-    pub(crate) fn info(&self, message: impl AsRef<str>) {
-        self.life.log(LogLevel::INFO, message);
-    }
-    pub(crate) fn debug(&self, message: impl AsRef<str>) {
-        self.life.log(LogLevel::DEBUG, message);
-    }
-}
+/// Writes to this instance's host log with the token redacted (the kit's lifecycle log,
+/// which knows the token).
+pub(crate) type Log = Lifecycle;
 
 /// What the poll loop and the host-facing methods share.
 pub(crate) struct Shared {
     pub(crate) api: Api,
     pub(crate) life: Lifecycle,
-    pub(crate) log: Log,
     pub(crate) allowed_chats: Option<Vec<i64>>,
     pub(crate) poll_timeout_secs: u64,
     pub(crate) hand_over: HandOverPolicy,
@@ -235,9 +216,8 @@ impl AsyncChannel for Telegram {
 
         life.add_secret(&token);
         let api = Api::new(&base_url, token)?;
-        let log = Log { life: life.clone() };
         if plain_remote {
-            log.warn(format!(
+            life.warn(format!(
                 "api_base_url {base_url} is plain http to another machine: the bot token \
                  travels unencrypted"
             ));
@@ -246,7 +226,6 @@ impl AsyncChannel for Telegram {
             shared: Arc::new(Shared {
                 api,
                 life: life.clone(),
-                log,
                 allowed_chats,
                 poll_timeout_secs: settings.poll_timeout_secs,
                 hand_over: HandOverPolicy {
@@ -306,7 +285,7 @@ impl AsyncChannel for Telegram {
             .await
             .map_err(|_| PluginError::other("the Telegram plugin is stopping"))??;
         *self.start_offset.lock().unwrap_or_else(|p| p.into_inner()) = offset;
-        shared.log.info(format!(
+        shared.life.info(format!(
             "polling Telegram as @{username} (bot id {}){}",
             me.id,
             offset.map_or_else(String::new, |o| format!(", from update {o}"))
@@ -329,7 +308,7 @@ impl AsyncChannel for Telegram {
                 Some(ms),
             ));
         }
-        let result = outbound::deliver(&shared.api, &shared.log, &message).await;
+        let result = outbound::deliver(&shared.api, &shared.life, &message).await;
         if let Err(error) = &result {
             // A 429 holds back the next calls to that chat for its retry_after.
             shared.limiter.note(Some(chat), error);
@@ -340,12 +319,12 @@ impl AsyncChannel for Telegram {
     async fn set_typing(&self, chat_id: &str, _thread_id: Option<&str>) {
         // The host refreshes the indicator every few seconds: a failure is not worth more.
         if let Err(e) = outbound::typing(&self.shared.api, chat_id).await {
-            self.shared.log.debug(format!("typing indicator: {e}"));
+            self.shared.life.debug(format!("typing indicator: {e}"));
         }
     }
 
     async fn shutdown(&self) {
-        self.shared.log.info("Telegram polling stopped");
+        self.shared.life.info("Telegram polling stopped");
     }
 }
 

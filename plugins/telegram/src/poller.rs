@@ -61,7 +61,7 @@ pub(crate) async fn run(shared: Arc<Shared>, offset: Option<i64>, stop: StopSign
         stop,
     };
     let _ = poller.run().await;
-    poller.shared.log.debug("poll loop ended");
+    poller.shared.life.debug("poll loop ended");
 }
 
 struct Poller {
@@ -83,7 +83,7 @@ impl Poller {
                     let health = self.shared.life.health();
                     health.ingested();
                     if self.failures > 0 {
-                        self.shared.log.info(format!(
+                        self.shared.life.info(format!(
                             "getUpdates works again after {} failed attempt(s)",
                             self.failures
                         ));
@@ -120,7 +120,7 @@ impl Poller {
 
     async fn poll_failed(&mut self, error: ApiError) -> Result<(), Stopped> {
         self.failures += 1;
-        let log = &self.shared.log;
+        let log = &self.shared.life;
         let health = self.shared.life.health();
         if error.is_unauthorized() {
             let reason = format!(
@@ -168,7 +168,9 @@ impl Poller {
     /// records the offset.
     async fn handle(&mut self, raw: Value) -> Result<(), Stopped> {
         let Some(update_id) = raw.get("update_id").and_then(Value::as_i64) else {
-            self.shared.log.warn("skipping an update without update_id");
+            self.shared
+                .life
+                .warn("skipping an update without update_id");
             return Ok(());
         };
         if self.offset.is_some_and(|offset| update_id < offset) {
@@ -181,7 +183,7 @@ impl Poller {
             Err(e) => Inbound::Skip(format!("update {update_id} is not understood: {e}")),
         };
         match inbound {
-            Inbound::Skip(reason) => self.shared.log.debug(format!("skipped {reason}")),
+            Inbound::Skip(reason) => self.shared.life.debug(format!("skipped {reason}")),
             Inbound::Message { mut event, files } => {
                 for file in files {
                     let attachment = self.fetch(file).await?;
@@ -205,7 +207,7 @@ impl Poller {
                     .await
                 {
                     self.shared
-                        .log
+                        .life
                         .debug(format!("answerCallbackQuery failed: {e}"));
                 }
             }
@@ -216,7 +218,7 @@ impl Poller {
 
     fn note_skip(&self, update_id: i64, handed: &Handed) {
         if let Handed::Skipped { refusals, .. } = handed {
-            self.shared.log.warn(format!(
+            self.shared.life.warn(format!(
                 "update {update_id} skipped after {refusals} refusal(s); moving the offset past it"
             ));
         }
@@ -232,7 +234,7 @@ impl Poller {
         if let Err(error) = saved {
             // The in-memory offset still moves on; after a restart the host dedupes what is
             // re-read.
-            self.shared.log.warn(format!(
+            self.shared.life.warn(format!(
                 "could not store the getUpdates offset {offset}: {error}"
             ));
         }
@@ -250,7 +252,7 @@ impl Poller {
             ..Attachment::default()
         };
         if file.size.is_some_and(|size| size > MAX_DOWNLOAD_BYTES) {
-            self.shared.log.info(format!(
+            self.shared.life.info(format!(
                 "not downloading {} `{}` ({} bytes): the Bot API serves files up to 20 MB",
                 file.kind,
                 file.name,
@@ -281,7 +283,7 @@ impl Poller {
                         backoff.next_delay()
                     };
                     let Some(delay) = retry else {
-                        self.shared.log.warn(format!(
+                        self.shared.life.warn(format!(
                             "could not download {} `{}`: {e}; passing it on without content",
                             file.kind, file.name
                         ));
