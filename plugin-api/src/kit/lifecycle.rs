@@ -358,8 +358,9 @@ impl<C: AsyncChannel> Hosted<C> {
                 torn_down: AtomicBool::new(false),
             }),
             Err(e) => {
-                // Nothing was spawned that needs waiting for.
-                runtime.shutdown_background();
+                // Whatever `make` may have spawned ends with the runtime.
+                life.stop();
+                runtime.shutdown_timeout(Duration::from_secs(1));
                 Err(e)
             }
         }
