@@ -15,6 +15,7 @@ use bollard::query_parameters::{
     WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
+use nanoclaw_plugin_api::kit::BackoffPolicy;
 use tokio::sync::{mpsc, watch};
 
 use super::naming::{ContainerName, InstallId, LABEL_AGENT_GROUP, LABEL_INSTALL, LABEL_SESSION};
@@ -762,7 +763,8 @@ async fn watch_exit(w: Watch) {
 /// there is no window to miss), retrying while the engine is unreachable.
 async fn wait_for_exit(docker: &Docker, id: &str, name: &ContainerName) -> ExitStatus {
     let mut first_failure: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff =
+        BackoffPolicy::exponential(Duration::from_millis(250), Duration::from_secs(10)).start();
     let code = loop {
         let error = match wait_once(docker, id).await {
             Some(Ok(code)) => break code,
@@ -781,8 +783,8 @@ async fn wait_for_exit(docker: &Docker, id: &str, name: &ContainerName) -> ExitS
             };
         }
         tracing::debug!(container = %name, %error, "waiting for container exit failed; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        // No attempt limit: WATCH_GIVE_UP above ends the loop.
+        backoff.wait().await;
     };
     let oom_killed = match docker.inspect_container(id, None).await {
         Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nanoclaw_plugin_api::abi::{HostServicesBox, PluginConfig};
+use nanoclaw_plugin_api::kit::BackoffPolicy;
 use semver::Version;
 
 use super::config::{InstanceName, LibraryLocator, PluginEntry, PluginsConfig};
@@ -42,7 +43,9 @@ pub struct LoadOptions {
     pub locator: Option<LibraryLocator>,
     /// Source of `{ env = "…" }` values.
     pub secrets: Arc<SecretSource>,
-    /// Delays between retries of a `start` that failed with a `NETWORK` error.
+    /// Delays between retries of a `start` that failed with a `NETWORK` error (each
+    /// shortened by up to a fifth at random, so plugins that failed together do not retry
+    /// in lockstep); empty = no retry.
     pub start_retry_backoff: Vec<Duration>,
     /// Calls in flight per plugin.
     pub max_in_flight: usize,
@@ -50,7 +53,7 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     /// Defaults: secrets from the process environment then `<data_dir>/.env`; start retried
-    /// after 2 s, 5 s and 10 s on network errors.
+    /// after about 2 s, 5 s and 10 s (jittered) on network errors.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         Self {
@@ -182,9 +185,8 @@ impl LoadedPlugins {
     pub async fn start_all(&mut self, opts: &LoadOptions) {
         let mut tasks = tokio::task::JoinSet::new();
         for handle in self.handles.clone() {
-            let backoff = opts.start_retry_backoff.clone();
+            let mut backoff = BackoffPolicy::delays(opts.start_retry_backoff.clone()).start();
             tasks.spawn(async move {
-                let mut delays = backoff.into_iter();
                 let result = loop {
                     match handle.start().await {
                         Err(e)
@@ -192,7 +194,7 @@ impl LoadedPlugins {
                                 p.kind == nanoclaw_plugin_api::abi::ErrorKind::NETWORK
                             }) =>
                         {
-                            match delays.next() {
+                            match backoff.next_delay() {
                                 Some(delay) => {
                                     tracing::warn!(
                                         plugin = handle.instance(),

@@ -283,6 +283,13 @@ pub trait Channel: Send + Sync + Sized + 'static {
 
     /// Stops receiving. Default: nothing.
     fn teardown(&self) {}
+
+    /// The crate whose `tracing` events count as the plugin's own (logged at `DEBUG`; its
+    /// dependencies' only from `INFO`). Default: the crate that defines `Self`.
+    #[doc(hidden)]
+    fn log_crate() -> &'static str {
+        super::lifecycle::crate_of::<Self>()
+    }
 }
 
 pub(crate) fn ropt_str<'a>(value: ROption<RStr<'a>>) -> Option<&'a str> {

@@ -54,11 +54,7 @@ pub extern "C" fn create<C: Channel>(
 ) -> RResult<ChannelAdapterBox, PluginError> {
     guard(|| {
         let host = Host::new(services);
-        let own_crate = std::any::type_name::<C>()
-            .split("::")
-            .next()
-            .unwrap_or_default();
-        super::log::install_plugin_tracing(&host, own_crate);
+        super::log::install_plugin_tracing(&host, C::log_crate());
         let ctx = Context {
             instance_name: config.instance_name.into_string(),
             settings_json: config.settings_json.into_string(),

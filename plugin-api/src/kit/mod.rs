@@ -27,26 +27,59 @@
 //!
 //! * [`Channel`]: the safe trait to implement; [`export_plugin!`](crate::export_plugin)
 //!   turns it into the exported root module, with a panic guard around every entry point.
+//! * [`AsyncChannel`] + [`Hosted`] ([`lifecycle`]): write `async fn`s instead; `Hosted<C>`
+//!   is a `Channel` that owns the runtime, runs `start` then the `run` loop, cancels calls
+//!   and ends every task at teardown (`export_plugin!(Hosted<MyChannel>)`). [`Lifecycle`]
+//!   gives the channel its stop signal, [`HealthCell`], host calls off the workers, task
+//!   tracking and a log that redacts [`Secret`]s.
+//! * [`retry`]: one [`Backoff`] (exponential, jittered, capped, reset on success, optional
+//!   attempt limit) for sync and async loops, and a [`RateLimiter`] (global and per-chat
+//!   token buckets that honour a server's `retry_after`).
+//! * [`inbound`]: [`Inbox`] hands events to the host until accepted, skipping and reporting
+//!   poison events; [`Dedupe`] keeps a platform's redeliveries from becoming second messages.
+//! * [`Secret`]: credentials whose `Debug`/`Display` never show them, with redaction.
+//! * `http` (feature `kit-http`): client builder, errors classified into `PluginError`
+//!   kinds (`Retry-After` honoured), capped downloads, multipart, `api_base_url` checks.
+//! * `webhook` (feature `kit-webhook`): Slack, Svix, Ed25519, Meta and Webex signatures,
+//!   RS256 JWTs against a JWKS.
+//! * `ws` (feature `kit-ws`): a reconnecting WebSocket client with heartbeats and resume.
 //! * [`guard`]: `catch_unwind` → [`PluginError`](crate::abi::PluginError) with kind `PANICKED`. A panic that crossed
 //!   the boundary would end the host process.
 //! * [`runtime`]: a small tokio runtime owned by the plugin (the host's runtime is invisible
-//!   inside a cdylib).
+//!   inside a cdylib); [`Hosted`] builds one for you.
 //! * [`HostLogLayer`] / [`install_tracing`]: the plugin's `tracing` events go to the host log.
 //! * [`split_text`], [`now_ms`], [`encode_button_id`] / [`decode_button_id`], the HMAC verifiers.
 //! * [`testing::MemoryHost`]: an in-memory [`HostServices`](crate::abi::HostServices) for
 //!   unit tests.
+//!
+//! The host builds this crate with `kit` only: the heavy dependencies behind `kit-http`,
+//! `kit-webhook` and `kit-ws` (reqwest, rustls, ring, tokio-tungstenite) are compiled only
+//! for the plugins that enable them.
 
 mod buttons;
 mod channel;
 #[doc(hidden)]
 pub mod export;
 mod guard;
+mod health;
+#[cfg(feature = "kit-http")]
+pub mod http;
+pub mod inbound;
+pub mod lifecycle;
 mod log;
+pub mod retry;
 mod runtime;
+mod secret;
 mod signature;
 pub mod testing;
 mod text;
 mod time;
+#[cfg(any(feature = "kit-http", feature = "kit-ws"))]
+mod tls;
+#[cfg(feature = "kit-webhook")]
+pub mod webhook;
+#[cfg(feature = "kit-ws")]
+pub mod ws;
 
 pub use buttons::{
     BUTTON_ID_MAX_BYTES, BUTTON_ID_PREFIX, ButtonChoice, ButtonId, decode_button_id,
@@ -54,8 +87,13 @@ pub use buttons::{
 };
 pub use channel::{Channel, ChannelInfo, Context, Host};
 pub use guard::{guard, guard_or, panic_message};
+pub use health::HealthCell;
+pub use inbound::{Dedupe, Handed, Inbox};
+pub use lifecycle::{AsyncChannel, Hosted, Lifecycle, StopSignal, Stopped};
 pub use log::{HostLogLayer, install_tracing, with_current_host};
+pub use retry::{Backoff, BackoffPolicy, Rate, RateLimiter};
 pub use runtime::runtime;
+pub use secret::{REDACTED, Secret, redact_all};
 pub use signature::{hmac_sha1_hex, hmac_sha256_hex, verify_hmac_sha1_hex, verify_hmac_sha256_hex};
 pub use text::split_text;
 pub use time::now_ms;
@@ -69,7 +107,10 @@ pub use tracing;
 
 /// `use nanoclaw_plugin_api::kit::prelude::*;` brings in what a channel implementation needs.
 pub mod prelude {
-    pub use super::{Channel, ChannelInfo, Context, Host, tracing};
+    pub use super::{
+        AsyncChannel, Channel, ChannelInfo, Context, Host, Hosted, Lifecycle, Secret, StopSignal,
+        tracing,
+    };
     pub use crate::abi::{
         ActionEvent, Attachment, Button, Capabilities, ErrorKind, Health, HealthStatus,
         InboundEvent, LogLevel, OutboundFile, OutboundMessage, OutboundOp, PluginError,

@@ -43,7 +43,7 @@ pub fn verify_hmac_sha1_hex(secret: &[u8], body: &[u8], signature_hex: &str) -> 
     mac.verify_slice(&expected).is_ok()
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
@@ -53,7 +53,7 @@ fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
-fn from_hex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),

@@ -21,17 +21,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::{now_ms, prelude::*};
+use nanoclaw_plugin_api::kit::{Stopped, now_ms, prelude::*};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::JoinHandle;
 
 use crate::identity::Identity;
 use crate::protocol::{
@@ -70,9 +69,9 @@ pub(crate) const SUPERSEDED: &str =
     "superseded: you opened another chat session; this one is closed";
 pub(crate) const SHUTTING_DOWN: &str = "nanoclaw is shutting down; this session is closed";
 
-/// Completes once shutdown is signalled (or its sender is gone).
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+/// Completes once the kit signals stop (teardown).
+async fn stopping(shutdown: &StopSignal) {
+    shutdown.stopped().await;
 }
 
 fn backlog_key(user: &str) -> String {
@@ -134,27 +133,26 @@ struct PumpHandle {
 /// State shared by the channel's methods (host threads) and its tasks.
 pub(crate) struct Shared {
     pub host: Host,
+    /// The kit's lifecycle: task tracking (teardown waits for the pumps), health.
+    pub life: Lifecycle,
     /// Identifies this plugin run in backlog entries.
     run: i64,
     pub limits: Limits,
     chats: Mutex<HashMap<String, Chat>>,
     seq: AtomicU64,
-    pub last_ingest_ms: AtomicI64,
     pub listening: AtomicBool,
-    pumps: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
-    pub fn new(host: Host, limits: Limits) -> Self {
+    pub fn new(life: &Lifecycle, limits: Limits) -> Self {
         Self {
-            host,
+            host: life.host().clone(),
+            life: life.clone(),
             run: now_ms(),
             limits,
             chats: Mutex::default(),
             seq: AtomicU64::new(1),
-            last_ingest_ms: AtomicI64::new(0),
             listening: AtomicBool::new(false),
-            pumps: Mutex::default(),
         }
     }
 
@@ -260,7 +258,7 @@ impl Shared {
     }
 
     /// The user's pump, started on first use.
-    fn pump_for(self: &Arc<Self>, user: &str, shutdown: &watch::Receiver<bool>) -> PumpHandle {
+    fn pump_for(self: &Arc<Self>, user: &str, shutdown: &StopSignal) -> PumpHandle {
         let mut chats = self.chats();
         let chat = chats.entry(user.to_owned()).or_default();
         if let Some(pump) = &chat.pump {
@@ -286,17 +284,9 @@ impl Shared {
             gone: Vec::new(),
             torn_line: false,
         };
-        let task = tokio::spawn(pump.run());
-        self.pumps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task);
+        // Teardown waits for the pumps: they save unsent replies to the backlog.
+        self.life.spawn(pump.run());
         handle
-    }
-
-    /// The pump tasks started so far (teardown waits for them to save their queues).
-    pub fn take_pumps(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut *self.pumps.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Hands a client's message to the host. The error is the text of the `error` line.
@@ -319,10 +309,15 @@ impl Shared {
             timestamp_ms: now_ms(),
             ..InboundEvent::default()
         };
-        let host = self.host.clone();
-        match tokio::task::spawn_blocking(move || host.on_inbound(event)).await {
+        // One attempt: the user is told at once and sends it again (a retry loop here
+        // would leave them waiting without a word).
+        match self
+            .life
+            .host_call(move |host| host.on_inbound(event))
+            .await
+        {
             Ok(Ok(())) => {
-                self.last_ingest_ms.store(now_ms(), Ordering::Relaxed);
+                self.life.health().ingested();
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -332,10 +327,7 @@ impl Shared {
                     e.message
                 ))
             }
-            Err(e) => {
-                tracing::error!(user = who.user, "inbound hand-off failed: {e}");
-                Err("message not accepted (internal error); please send it again".into())
-            }
+            Err(Stopped) => Err("message not accepted (the channel is stopping)".into()),
         }
     }
 }
@@ -383,7 +375,7 @@ struct Pump {
     events: mpsc::Receiver<PumpEvent>,
     events_closed: bool,
     wake: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: StopSignal,
     conn: Option<Conn>,
     attaching: VecDeque<Conn>,
     control: VecDeque<(u64, ServerLine)>,
@@ -429,7 +421,7 @@ impl Pump {
     }
 
     fn shutting_down(&self) -> bool {
-        self.events_closed || *self.shutdown.borrow() || self.shutdown.has_changed().is_err()
+        self.events_closed || self.shutdown.is_stopped()
     }
 
     fn next_step(&mut self) -> Step {
@@ -501,7 +493,7 @@ impl Pump {
     async fn wait(&mut self) {
         tokio::select! {
             biased;
-            () = stopping(&mut self.shutdown) => {}
+            () = stopping(&self.shutdown) => {}
             event = self.events.recv() => {
                 let current = self.conn.as_ref().map(|c| c.id);
                 self.take_event(event, current);
@@ -526,7 +518,7 @@ impl Pump {
         while written < bytes.len() {
             tokio::select! {
                 biased;
-                () = stopping(&mut self.shutdown) => {
+                () = stopping(&self.shutdown) => {
                     self.torn_line = written > 0;
                     return Wrote::Interrupted;
                 }
@@ -755,7 +747,7 @@ impl Pump {
 pub(crate) async fn serve_connection(
     shared: Arc<Shared>,
     stream: UnixStream,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: StopSignal,
 ) {
     let uid = match stream.peer_cred() {
         Ok(cred) => cred.uid(),
@@ -791,7 +783,7 @@ pub(crate) async fn serve_connection(
             biased;
             // The pump dropped the connection (superseded, gone, shutting down).
             _ = stopped.changed() => break,
-            () = stopping(&mut shutdown) => break,
+            () = stopping(&shutdown) => break,
             line = lines.next_line() => line,
         };
         let reply = match line {
@@ -832,16 +824,17 @@ pub(crate) async fn serve_connection(
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     listener: tokio::net::UnixListener,
-    shutdown: watch::Receiver<bool>,
+    shutdown: StopSignal,
 ) {
-    let mut stop = shutdown.clone();
     loop {
         tokio::select! {
             biased;
-            () = stopping(&mut stop) => break,
+            () = stopping(&shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_connection(Arc::clone(&shared), stream, shutdown.clone()));
+                    shared
+                        .life
+                        .spawn(serve_connection(Arc::clone(&shared), stream, shutdown.clone()));
                 }
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.

@@ -67,14 +67,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::{self, prelude::*};
+use nanoclaw_plugin_api::kit::prelude::*;
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use chats::{Limits, Shared};
-
-/// How long teardown waits for the pumps to save unsent replies.
-const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// `[plugins.cli.settings]`.
 #[derive(Debug, Default, Deserialize)]
@@ -85,25 +81,25 @@ struct Settings {
     socket_path: Option<PathBuf>,
 }
 
+/// The channel as the host loads it: the kit's lifecycle around [`Cli`].
+pub type CliChannel = Hosted<Cli>;
+
 /// The local chat channel.
-pub struct CliChannel {
+pub struct Cli {
     socket_path: PathBuf,
     socket_dir: PathBuf,
     /// The socket's directory is the plugin's own data dir, which we may chmod 0700.
     dir_is_ours: bool,
     shared: Arc<Shared>,
-    running: Mutex<Option<Running>>,
+    /// Between `start` and `run`: the bound listener.
+    listener: Mutex<Option<tokio::net::UnixListener>>,
+    /// The socket we created, once listening (teardown removes it while it is still ours).
+    socket: Mutex<Option<socket::FileId>>,
 }
 
-struct Running {
-    runtime: tokio::runtime::Runtime,
-    shutdown: watch::Sender<bool>,
-    socket: socket::FileId,
-}
-
-impl CliChannel {
-    fn running(&self) -> MutexGuard<'_, Option<Running>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
+impl Cli {
+    fn socket(&self) -> MutexGuard<'_, Option<socket::FileId>> {
+        self.socket.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The socket this channel listens on.
@@ -111,7 +107,7 @@ impl CliChannel {
         &self.socket_path
     }
 
-    fn with_limits(ctx: Context, limits: Limits) -> Result<Self, PluginError> {
+    fn with_limits(ctx: Context, life: &Lifecycle, limits: Limits) -> Result<Self, PluginError> {
         let settings: Settings = ctx.settings()?;
         let socket_path = ctx
             .data_dir
@@ -122,74 +118,48 @@ impl CliChannel {
             socket_path,
             socket_dir,
             dir_is_ours,
-            shared: Arc::new(Shared::new(ctx.host, limits)),
-            running: Mutex::new(None),
+            shared: Arc::new(Shared::new(life, limits)),
+            listener: Mutex::new(None),
+            socket: Mutex::new(None),
         })
-    }
-
-    fn stop(&self) {
-        let Some(running) = self.running().take() else {
-            return;
-        };
-        let _ = running.shutdown.send(true);
-        let pumps = self.shared.take_pumps();
-        running.runtime.block_on(async {
-            let deadline = tokio::time::Instant::now() + TEARDOWN_GRACE;
-            for pump in pumps {
-                if tokio::time::timeout_at(deadline, pump).await.is_err() {
-                    tracing::warn!(
-                        "chat sessions did not close in time; unsent replies may be lost"
-                    );
-                    break;
-                }
-            }
-        });
-        running.runtime.shutdown_timeout(Duration::from_secs(1));
-        self.shared.listening.store(false, Ordering::Relaxed);
-        socket::remove_ours(&self.socket_path, running.socket);
     }
 }
 
-impl Channel for CliChannel {
+impl AsyncChannel for Cli {
     const INFO: ChannelInfo = ChannelInfo::new("Local chat", "cli", env!("CARGO_PKG_VERSION"))
         // Plain text only: no buttons, files, edits or reactions.
         .capabilities(Capabilities::TYPING)
         .description("Terminal chat on this machine over a Unix socket (`nanoclaw chat`)");
+    /// Teardown waits this long for the sessions to save unsent replies.
+    const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-    fn create(ctx: Context) -> Result<Self, PluginError> {
-        Self::with_limits(ctx, Limits::default())
+    fn create(ctx: Context, life: &Lifecycle) -> Result<Self, PluginError> {
+        Self::with_limits(ctx, life, Limits::default())
     }
 
-    fn start(&self) -> Result<(), PluginError> {
-        let mut running = self.running();
-        if running.is_some() {
-            return Ok(());
-        }
+    async fn start(&self) -> Result<(), PluginError> {
         socket::prepare_dir(&self.socket_dir, self.dir_is_ours)?;
-        let runtime = kit::runtime("cli", 1)
-            .map_err(|e| PluginError::other(format!("cannot start the cli runtime: {e}")))?;
-        runtime.block_on(socket::remove_stale(&self.socket_path))?;
-        let (listener, socket) = {
-            let _entered = runtime.enter();
-            socket::bind(&self.socket_path)?
-        };
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        socket::remove_stale(&self.socket_path).await?;
+        let (listener, socket) = socket::bind(&self.socket_path)?;
         self.shared.listening.store(true, Ordering::Relaxed);
-        runtime.spawn(chats::accept_loop(
-            Arc::clone(&self.shared),
-            listener,
-            shutdown_rx,
-        ));
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+        *self.socket() = Some(socket);
         tracing::info!(socket = %self.socket_path.display(), "local chat listening");
-        *running = Some(Running {
-            runtime,
-            shutdown,
-            socket,
-        });
         Ok(())
     }
 
-    fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
+    async fn run(self: Arc<Self>, stop: StopSignal) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(listener) = listener {
+            chats::accept_loop(Arc::clone(&self.shared), listener, stop).await;
+        }
+    }
+
+    async fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
         if message.op != OutboundOp::SEND {
             return Err(PluginError::unsupported(format_args!(
                 "{} on the local chat",
@@ -210,13 +180,13 @@ impl Channel for CliChannel {
             .map(Some)
     }
 
-    fn set_typing(&self, chat_id: &str, _thread_id: Option<&str>) {
+    async fn set_typing(&self, chat_id: &str, _thread_id: Option<&str>) {
         self.shared.set_typing(chat_id);
     }
 
-    fn health(&self) -> Health {
-        let last = self.shared.last_ingest_ms.load(Ordering::Relaxed);
-        if self.running().is_none() {
+    async fn health(&self, current: Health) -> Health {
+        let last = current.last_ingest_ms;
+        if self.socket().is_none() {
             return Health::new(HealthStatus::DOWN, "not listening", last);
         }
         if !self.shared.listening.load(Ordering::Relaxed) {
@@ -233,15 +203,12 @@ impl Channel for CliChannel {
         )
     }
 
-    fn teardown(&self) {
-        self.stop();
-    }
-}
-
-impl Drop for CliChannel {
-    fn drop(&mut self) {
-        // The host always calls teardown; this covers embedders (and tests) that don't.
-        self.stop();
+    async fn shutdown(&self) {
+        self.shared.listening.store(false, Ordering::Relaxed);
+        let socket = self.socket().take();
+        if let Some(socket) = socket {
+            socket::remove_ours(&self.socket_path, socket);
+        }
     }
 }
 

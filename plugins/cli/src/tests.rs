@@ -42,8 +42,10 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("plugins").join("cli");
         std::fs::create_dir_all(&data_dir).expect("data dir");
-        let channel =
-            CliChannel::with_limits(context(&mem, &data_dir, settings), limits).expect("create");
+        let channel = CliChannel::create_with(context(&mem, &data_dir, settings), |ctx, life| {
+            Cli::with_limits(ctx, life, limits)
+        })
+        .expect("create");
         Self { mem, dir, channel }
     }
 

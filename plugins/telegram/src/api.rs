@@ -4,48 +4,18 @@
 //! uploads); files are downloaded from `<base>/file/bot<token>/<file_path>`. Telegram answers
 //! `{"ok":true,"result":…}` or `{"ok":false,"error_code":…,"description":…,"parameters":…}`.
 //!
-//! The token is part of every URL, so no URL ever leaves this module: reqwest errors are
-//! stripped of theirs, and every message is passed through [`Secret::redact`] as well.
+//! The token is part of every URL, so no URL ever leaves this module: the kit strips URLs
+//! from HTTP errors and redacts the token from every message.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use nanoclaw_plugin_api::abi::PluginError;
+pub(crate) use nanoclaw_plugin_api::kit::Secret;
+use nanoclaw_plugin_api::kit::http::{self, ClientConfig, HttpError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-/// How long to wait for a TCP/TLS connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The bot token. Its `Debug` never shows it.
-#[derive(Clone)]
-pub(crate) struct Secret(Arc<str>);
-
-impl Secret {
-    pub(crate) fn new(token: &str) -> Self {
-        Self(Arc::from(token))
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// `text` with every occurrence of the token replaced by `<redacted>`.
-    pub(crate) fn redact(&self, text: &str) -> String {
-        if self.0.is_empty() {
-            return text.to_owned();
-        }
-        text.replace(&*self.0, "<redacted>")
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// Checks the shape of a bot token, `<bot id>:<secret>` with at least 30 characters of
 /// `[A-Za-z0-9_-]` after the colon. The error never contains the token.
@@ -117,7 +87,8 @@ impl ApiError {
         matches!(self.code(), Some(401 | 404))
     }
 
-    /// The error for the host, with `method` named in the message.
+    /// The error for the host, with `method` named in the message (classified by the
+    /// kit; Telegram's own `retry_after` counts, 1 s when a 429 gives none).
     pub(crate) fn to_plugin_error(&self, method: &str) -> PluginError {
         let message = format!("Telegram {method}: {self}");
         match self {
@@ -126,20 +97,34 @@ impl ApiError {
             } => PluginError::timeout(message),
             Self::Network { .. } => PluginError::network(message),
             Self::Api {
-                code: 429,
+                code,
                 retry_after_secs,
                 ..
-            } => PluginError::rate_limited(
-                message,
-                Some(retry_after_secs.unwrap_or(1).saturating_mul(1000)),
-            ),
-            Self::Api {
-                code: 401 | 403, ..
-            } => PluginError::auth(message),
-            Self::Api { code: 400, .. } => PluginError::invalid_input(message),
-            Self::Api { code: 404, .. } => PluginError::not_found(message),
-            Self::Api { code, .. } if *code >= 500 => PluginError::network(message),
-            Self::Api { .. } | Self::Decode(_) => PluginError::other(message),
+            } => {
+                let retry_after = match code {
+                    429 => Some(Duration::from_secs(retry_after_secs.unwrap_or(1))),
+                    _ => retry_after_secs.map(Duration::from_secs),
+                };
+                http::classify(*code, retry_after, message)
+            }
+            Self::Decode(_) => PluginError::other(message),
+        }
+    }
+
+    fn from_http(error: HttpError, token: &Secret) -> Self {
+        match error {
+            HttpError::Network { message, timed_out } => Self::Network { message, timed_out },
+            HttpError::Status {
+                status,
+                retry_after,
+                ..
+            } => Self::Api {
+                code: status,
+                description: format!("HTTP {status} without a Bot API answer"),
+                retry_after_secs: retry_after.map(|d| d.as_secs()),
+                migrate_to_chat_id: None,
+            },
+            other => Self::Decode(token.redact(&other.to_string())),
         }
     }
 }
@@ -196,17 +181,13 @@ pub(crate) struct Api {
 
 impl Api {
     /// `base` is the API root without a trailing slash, e.g. `https://api.telegram.org`.
-    pub(crate) fn new(base: &str, token: Secret) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            // A redirect would carry the token somewhere we did not choose.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!(
-                "nanoclaw-plugin-telegram/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+    /// Requests carry their own timeouts (long polls run longer than any default).
+    pub(crate) fn new(base: &str, token: Secret) -> Result<Self, PluginError> {
+        let http = ClientConfig::for_channel(
+            &<crate::Telegram as nanoclaw_plugin_api::kit::AsyncChannel>::INFO,
+        )
+        .timeout(None)
+        .build()?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -254,14 +235,18 @@ impl Api {
     ) -> Result<T, ApiError> {
         let response = request.send().await.map_err(|e| self.network(e))?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| self.network(e))?;
+        let retry_after = http::retry_after(response.headers());
+        // Bot API answers are small; a runaway body is cut off rather than buffered.
+        let body = http::read_capped(response, MAX_ANSWER_BYTES, &[&self.token])
+            .await
+            .map_err(|e| ApiError::from_http(e, &self.token))?;
         let envelope: Envelope = match serde_json::from_slice(&body) {
             Ok(envelope) => envelope,
             Err(_) if !(200..300).contains(&status) => {
                 return Err(ApiError::Api {
                     code: status,
                     description: format!("HTTP {status} without a Bot API answer"),
-                    retry_after_secs: None,
+                    retry_after_secs: retry_after.map(|d| d.as_secs()),
                     migrate_to_chat_id: None,
                 });
             }
@@ -274,7 +259,10 @@ impl Api {
                 description: self
                     .token
                     .redact(envelope.description.as_deref().unwrap_or("no description")),
-                retry_after_secs: parameters.as_ref().and_then(|p| p.retry_after),
+                retry_after_secs: parameters
+                    .as_ref()
+                    .and_then(|p| p.retry_after)
+                    .or(retry_after.map(|d| d.as_secs())),
                 migrate_to_chat_id: parameters.and_then(|p| p.migrate_to_chat_id),
             });
         }
@@ -296,59 +284,40 @@ impl Api {
             self.token.expose(),
             file_path.trim_start_matches('/')
         );
-        let mut response = self
+        let response = self
             .http
             .get(url)
             .timeout(timeout)
             .send()
             .await
             .map_err(|e| self.network(e))?;
-        let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Err(ApiError::Api {
+        let secrets = [&self.token];
+        let response = http::check(response, &secrets).await.map_err(|e| match e {
+            HttpError::Status { status, .. } => ApiError::Api {
                 code: status,
                 description: format!("file download answered HTTP {status}"),
                 retry_after_secs: None,
                 migrate_to_chat_id: None,
-            });
-        }
-        let too_big = || ApiError::Decode(format!("file is larger than {max_bytes} bytes"));
-        if response.content_length().is_some_and(|len| len > max_bytes) {
-            return Err(too_big());
-        }
-        let mut data = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.network(e))? {
-            if u64::try_from(data.len() + chunk.len()).unwrap_or(u64::MAX) > max_bytes {
-                return Err(too_big());
-            }
-            data.extend_from_slice(&chunk);
-        }
-        Ok(data)
+            },
+            other => ApiError::from_http(other, &self.token),
+        })?;
+        http::read_capped(response, max_bytes, &secrets)
+            .await
+            .map_err(|e| match e {
+                HttpError::TooLarge { limit } => {
+                    ApiError::Decode(format!("file is larger than {limit} bytes"))
+                }
+                other => ApiError::from_http(other, &self.token),
+            })
     }
 
     fn network(&self, error: reqwest::Error) -> ApiError {
-        let timed_out = error.is_timeout();
-        ApiError::Network {
-            message: self.token.redact(&error_chain(&error.without_url())),
-            timed_out,
-        }
+        ApiError::from_http(HttpError::from_reqwest(error, &[&self.token]), &self.token)
     }
 }
 
-/// `error: cause: cause…` (the caller strips the URL, which holds the token).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// Largest Bot API answer read (a full `getUpdates` batch is far below this).
+const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // The Bot API types we read. Unknown fields are ignored; nearly everything is optional.

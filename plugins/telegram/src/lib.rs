@@ -8,6 +8,7 @@
 //! | `api_base_url` | `https://api.telegram.org` | a fake or a local Bot API server for tests |
 //! | `poll_timeout_secs` | `30` | long-poll duration, 1–300 |
 //! | `allowed_chats` | all chats | chat ids (numbers or strings) whose messages and clicks are handed to the host; others are dropped |
+//! | `skip_after_refusals` | `8` | times the host may refuse one update (retried with backoff, 1 s doubling to 30 s) before it is skipped as poison, 1–1000 |
 //!
 //! # Behaviour
 //!
@@ -21,20 +22,28 @@
 //! * Ids are raw: chat id and `from.id` as decimal strings, `message_id` as a string.
 //! * The `getUpdates` offset lives in the host's state store and only moves after the host
 //!   accepted an update, so nothing is lost or handled twice across restarts (the host
-//!   dedupes the at most one update that is re-read). See the `poller` module.
+//!   dedupes the at most one update that is re-read). An update the host keeps refusing is
+//!   skipped after `skip_after_refusals` attempts and reported (log and health), so it
+//!   never blocks the ones behind it. See the `poller` module.
+//! * Built on the kit: [`TelegramChannel`] is the kit's `Hosted` lifecycle (runtime, stop,
+//!   teardown) around the async [`Telegram`]; HTTP, error kinds, redaction, backoff and the
+//!   hand-over to the host come from `nanoclaw_plugin_api::kit`.
+//! * Outbound calls are paced by the kit's rate limiter: about 30 a second overall, and a
+//!   chat Telegram answered 429 for waits its `retry_after` (up to 5 s inside a `deliver`;
+//!   longer goes back to the host as `RATE_LIMITED`).
 //! * Outbound Markdown becomes Telegram HTML (the `format` module); when Telegram cannot parse it the
 //!   text is re-sent plain. Every API call's text is at most 4096 UTF-16 units.
 //! * The token appears in request URLs only; errors and log lines never contain it.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::{self, now_ms, prelude::*};
+use nanoclaw_plugin_api::kit::http::ApiBase;
+use nanoclaw_plugin_api::kit::inbound::HandOverPolicy;
+use nanoclaw_plugin_api::kit::prelude::*;
+use nanoclaw_plugin_api::kit::{Rate, RateLimiter};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::runtime::{Handle, Runtime};
-use tokio::sync::watch;
 
 mod api;
 mod format;
@@ -48,10 +57,12 @@ use inbound::BotIdentity;
 /// The default Bot API endpoint.
 pub const DEFAULT_API_BASE_URL: &str = "https://api.telegram.org";
 const DEFAULT_POLL_TIMEOUT_SECS: u64 = 30;
-/// How long teardown waits for the runtime's tasks.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
-/// Log target of everything this plugin writes.
-const LOG_TARGET: &str = "nanoclaw_plugin_telegram";
+const DEFAULT_SKIP_AFTER_REFUSALS: u32 = 8;
+/// Telegram's published bot limit: about 30 messages a second overall.
+const GLOBAL_RATE_PER_SEC: f64 = 30.0;
+/// Longest a `deliver` waits out a pause Telegram asked for; longer ones go back to the host
+/// as `RATE_LIMITED` with the remaining time.
+const MAX_LIMITER_WAIT: Duration = Duration::from_secs(5);
 
 /// Settings as the host passes them (JSON, secrets resolved).
 #[derive(Deserialize)]
@@ -64,6 +75,12 @@ struct Settings {
     poll_timeout_secs: u64,
     #[serde(default)]
     allowed_chats: Option<Vec<ChatIdSetting>>,
+    #[serde(default = "default_skip_after_refusals")]
+    skip_after_refusals: u32,
+}
+
+fn default_skip_after_refusals() -> u32 {
+    DEFAULT_SKIP_AFTER_REFUSALS
 }
 
 fn default_base_url() -> String {
@@ -99,118 +116,30 @@ impl ChatIdSetting {
 /// Checks `api_base_url` and returns it without a trailing slash, and whether it is plain
 /// http to another machine. Errors quote the URL with the token redacted.
 fn validate_base_url(raw: &str, token: &Secret) -> Result<(String, bool), PluginError> {
-    let bad =
-        |why: &str| PluginError::config(format!("api_base_url `{}`: {why}", token.redact(raw)));
-    let url = reqwest::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("must be an http:// or https:// URL"));
+    let base = ApiBase::parse("api_base_url", raw, &[token])?;
+    if base.path().contains("/bot") && base.path().contains(':') {
+        return Err(PluginError::config(format!(
+            "api_base_url `{}`: must be the API root such as https://api.telegram.org, without \
+             /bot<token> (the token goes in bot_token only)",
+            token.redact(raw)
+        )));
     }
-    let Some(host) = url.host_str() else {
-        return Err(bad("has no host"));
-    };
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(bad("must not have a query, a fragment or credentials"));
-    }
-    if url.path().contains("/bot") && url.path().contains(':') {
-        return Err(bad(
-            "must be the API root such as https://api.telegram.org, without /bot<token> \
-             (the token goes in bot_token only)",
-        ));
-    }
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    let plain_remote = url.scheme() == "http" && !loopback;
-    Ok((url.as_str().trim_end_matches('/').to_owned(), plain_remote))
+    Ok((base.as_str().to_owned(), base.is_plain_remote()))
 }
 
-/// Writes to this instance's host log, with the token redacted from every line.
-#[derive(Clone)]
-pub(crate) struct Log {
-    host: Host,
-    token: Secret,
-}
-
-impl Log {
-    fn emit(&self, level: LogLevel, message: &str) {
-        self.host
-            .log(level, LOG_TARGET, &self.token.redact(message));
-    }
-    pub(crate) fn error(&self, message: impl AsRef<str>) {
-        self.emit(LogLevel::ERROR, message.as_ref());
-    }
-    pub(crate) fn warn(&self, message: impl AsRef<str>) {
-        self.emit(LogLevel::WARN, message.as_ref());
-    }
-    pub(crate) fn info(&self, message: impl AsRef<str>) {
-        self.emit(LogLevel::INFO, message.as_ref());
-    }
-    pub(crate) fn debug(&self, message: impl AsRef<str>) {
-        self.emit(LogLevel::DEBUG, message.as_ref());
-    }
-}
-
-/// Health as the poll loop sees it.
-pub(crate) struct HealthCell {
-    state: Mutex<(HealthStatus, String)>,
-    last_ingest_ms: AtomicI64,
-}
-
-impl HealthCell {
-    fn new() -> Self {
-        Self {
-            state: Mutex::new((HealthStatus::UNKNOWN, "not started".to_owned())),
-            last_ingest_ms: AtomicI64::new(0),
-        }
-    }
-
-    fn set(&self, status: HealthStatus, detail: String) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        // DOWN (a refused token, a teardown) is final: the loop must not paper over it.
-        if state.0 == HealthStatus::DOWN && status != HealthStatus::DOWN {
-            return;
-        }
-        *state = (status, detail);
-    }
-
-    /// Sets the state even over DOWN (a successful start).
-    fn reset(&self, status: HealthStatus, detail: String) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (status, detail);
-    }
-
-    pub(crate) fn ingested(&self) {
-        self.last_ingest_ms.store(now_ms(), Ordering::Relaxed);
-    }
-    pub(crate) fn ok(&self) {
-        self.set(HealthStatus::OK, String::new());
-    }
-    pub(crate) fn degraded(&self, detail: String) {
-        self.set(HealthStatus::DEGRADED, detail);
-    }
-    pub(crate) fn down(&self, detail: String) {
-        self.set(HealthStatus::DOWN, detail);
-    }
-
-    fn get(&self) -> Health {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        Health::new(
-            state.0,
-            state.1.clone(),
-            self.last_ingest_ms.load(Ordering::Relaxed),
-        )
-    }
-}
+/// Writes to this instance's host log with the token redacted (the kit's lifecycle log,
+/// which knows the token).
+pub(crate) type Log = Lifecycle;
 
 /// What the poll loop and the host-facing methods share.
 pub(crate) struct Shared {
-    pub(crate) host: Host,
     pub(crate) api: Api,
-    pub(crate) log: Log,
-    pub(crate) health: HealthCell,
+    pub(crate) life: Lifecycle,
     pub(crate) allowed_chats: Option<Vec<i64>>,
     pub(crate) poll_timeout_secs: u64,
+    pub(crate) hand_over: HandOverPolicy,
+    /// Outbound pacing: the global rate, and the pauses 429 answers ask for.
+    limiter: RateLimiter,
     bot: OnceLock<BotIdentity>,
 }
 
@@ -224,34 +153,24 @@ impl Shared {
     }
 }
 
+/// The channel as the host loads it: the kit's lifecycle around [`Telegram`].
+pub type TelegramChannel = Hosted<Telegram>;
+
 /// One Telegram bot.
-pub struct TelegramChannel {
+pub struct Telegram {
     shared: Arc<Shared>,
-    runtime: Mutex<Option<Runtime>>,
-    handle: Handle,
-    stop: watch::Sender<bool>,
-    started: Mutex<bool>,
-    torn_down: AtomicBool,
+    /// The offset `start` read, for the poll loop it spawns.
+    start_offset: Mutex<Option<i64>>,
 }
 
-impl TelegramChannel {
-    fn block_on<T>(
-        &self,
-        future: impl Future<Output = Result<T, PluginError>>,
-    ) -> Result<T, PluginError> {
-        if self.torn_down.load(Ordering::Acquire) {
-            return Err(PluginError::other("the Telegram plugin was torn down"));
-        }
-        self.handle.block_on(future)
-    }
-
+impl Telegram {
     /// The bot's `@username`, once started.
     pub fn bot_username(&self) -> Option<String> {
         self.shared.bot.get().map(|b| b.username.clone())
     }
 }
 
-impl Channel for TelegramChannel {
+impl AsyncChannel for Telegram {
     const INFO: ChannelInfo = ChannelInfo::new("Telegram", "telegram", env!("CARGO_PKG_VERSION"))
         .capabilities(
             Capabilities::EDIT
@@ -263,15 +182,21 @@ impl Channel for TelegramChannel {
         .max_text_length(4000)
         .description("Telegram Bot API (long polling)");
 
-    fn create(ctx: Context) -> Result<Self, PluginError> {
+    fn create(ctx: Context, life: &Lifecycle) -> Result<Self, PluginError> {
         let settings: Settings = ctx.settings()?;
         api::validate_token(&settings.bot_token).map_err(PluginError::config)?;
-        let token = Secret::new(&settings.bot_token);
+        let token = Secret::new(settings.bot_token.as_str());
         let (base_url, plain_remote) = validate_base_url(&settings.api_base_url, &token)?;
         if !(1..=300).contains(&settings.poll_timeout_secs) {
             return Err(PluginError::config(format!(
                 "poll_timeout_secs must be between 1 and 300, not {}",
                 settings.poll_timeout_secs
+            )));
+        }
+        if !(1..=1000).contains(&settings.skip_after_refusals) {
+            return Err(PluginError::config(format!(
+                "skip_after_refusals must be between 1 and 1000, not {}",
+                settings.skip_after_refusals
             )));
         }
         let allowed_chats = match &settings.allowed_chats {
@@ -289,67 +214,49 @@ impl Channel for TelegramChannel {
             ),
         };
 
-        // reqwest is built with `rustls-no-provider`: this library's copy of rustls needs a
-        // provider. An error means another instance already installed it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let api = Api::new(&base_url, token.clone()).map_err(PluginError::config)?;
-        let log = Log {
-            host: ctx.host.clone(),
-            token,
-        };
+        life.add_secret(&token);
+        let api = Api::new(&base_url, token)?;
         if plain_remote {
-            log.warn(format!(
+            life.warn(format!(
                 "api_base_url {base_url} is plain http to another machine: the bot token \
                  travels unencrypted"
             ));
         }
-        let runtime = kit::runtime("telegram", 1)
-            .map_err(|e| PluginError::other(format!("cannot start the plugin runtime: {e}")))?;
-        let handle = runtime.handle().clone();
-        let (stop, _) = watch::channel(false);
         Ok(Self {
             shared: Arc::new(Shared {
-                host: ctx.host,
                 api,
-                log,
-                health: HealthCell::new(),
+                life: life.clone(),
                 allowed_chats,
                 poll_timeout_secs: settings.poll_timeout_secs,
+                hand_over: HandOverPolicy {
+                    max_refusals: settings.skip_after_refusals,
+                    ..HandOverPolicy::default()
+                },
+                limiter: RateLimiter::new(Some(Rate::per_second(GLOBAL_RATE_PER_SEC)), None),
                 bot: OnceLock::new(),
             }),
-            runtime: Mutex::new(Some(runtime)),
-            handle,
-            stop,
-            started: Mutex::new(false),
-            torn_down: AtomicBool::new(false),
+            start_offset: Mutex::new(None),
         })
     }
 
-    fn start(&self) -> Result<(), PluginError> {
-        // Held for the whole start: a concurrent second start waits, then sees `true`.
-        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
-        if *started {
-            return Ok(());
-        }
+    async fn start(&self) -> Result<(), PluginError> {
         let shared = &self.shared;
-        let me: User = self.block_on(async {
-            shared
-                .api
-                .call("getMe", &json!({}), outbound::CALL_TIMEOUT)
-                .await
-                .map_err(|e| {
-                    if e.is_unauthorized() {
-                        let reason = format!(
-                            "Telegram rejected the bot token ({e}): it is wrong or was revoked. \
-                             Get the current token from @BotFather and update TELEGRAM_BOT_TOKEN"
-                        );
-                        shared.health.down(reason.clone());
-                        PluginError::auth(reason)
-                    } else {
-                        e.to_plugin_error("getMe")
-                    }
-                })
-        })?;
+        let me: User = shared
+            .api
+            .call("getMe", &json!({}), outbound::CALL_TIMEOUT)
+            .await
+            .map_err(|e| {
+                if e.is_unauthorized() {
+                    let reason = format!(
+                        "Telegram rejected the bot token ({e}): it is wrong or was revoked. \
+                         Get the current token from @BotFather and update TELEGRAM_BOT_TOKEN"
+                    );
+                    shared.life.health().down(reason.clone());
+                    PluginError::auth(reason)
+                } else {
+                    e.to_plugin_error("getMe")
+                }
+            })?;
         let Some(username) = me.username.clone().filter(|u| !u.is_empty()) else {
             return Err(PluginError::other(
                 "getMe returned no username: is this token a bot's?",
@@ -362,88 +269,62 @@ impl Channel for TelegramChannel {
         });
 
         // Polling and a webhook exclude each other; keep what is pending.
-        self.block_on(async {
-            shared
-                .api
-                .call::<serde_json::Value>(
-                    "deleteWebhook",
-                    &json!({"drop_pending_updates": false}),
-                    outbound::CALL_TIMEOUT,
-                )
-                .await
-                .map_err(|e| e.to_plugin_error("deleteWebhook"))
-        })?;
+        shared
+            .api
+            .call::<serde_json::Value>(
+                "deleteWebhook",
+                &json!({"drop_pending_updates": false}),
+                outbound::CALL_TIMEOUT,
+            )
+            .await
+            .map_err(|e| e.to_plugin_error("deleteWebhook"))?;
 
-        let offset = poller::load_offset(&shared.host)?;
-        shared.health.reset(HealthStatus::OK, String::new());
-        self.handle.spawn(poller::run(
-            Arc::clone(shared),
-            offset,
-            self.stop.subscribe(),
-        ));
-        shared.log.info(format!(
+        let offset = shared
+            .life
+            .host_call(poller::load_offset)
+            .await
+            .map_err(|_| PluginError::other("the Telegram plugin is stopping"))??;
+        *self.start_offset.lock().unwrap_or_else(|p| p.into_inner()) = offset;
+        shared.life.info(format!(
             "polling Telegram as @{username} (bot id {}){}",
             me.id,
             offset.map_or_else(String::new, |o| format!(", from update {o}"))
         ));
-        *started = true;
         Ok(())
     }
 
-    fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
+    async fn run(self: Arc<Self>, stop: StopSignal) {
+        let offset = *self.start_offset.lock().unwrap_or_else(|p| p.into_inner());
+        poller::run(Arc::clone(&self.shared), offset, stop).await;
+    }
+
+    async fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
         let shared = &self.shared;
-        self.block_on(outbound::deliver(&shared.api, &shared.log, &message))
+        let chat = message.chat_id.as_str();
+        if let Err(wait) = shared.limiter.acquire_within(chat, MAX_LIMITER_WAIT).await {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            return Err(PluginError::rate_limited(
+                format!("Telegram asked to slow down for chat {chat}"),
+                Some(ms),
+            ));
+        }
+        let result = outbound::deliver(&shared.api, &shared.life, &message).await;
+        if let Err(error) = &result {
+            // A 429 holds back the next calls to that chat for its retry_after.
+            shared.limiter.note(Some(chat), error);
+        }
+        result
     }
 
-    fn set_typing(&self, chat_id: &str, _thread_id: Option<&str>) {
-        if self.torn_down.load(Ordering::Acquire) {
-            return;
+    async fn set_typing(&self, chat_id: &str, _thread_id: Option<&str>) {
+        // The host refreshes the indicator every few seconds: a failure is not worth more.
+        if let Err(e) = outbound::typing(&self.shared.api, chat_id).await {
+            self.shared.life.debug(format!("typing indicator: {e}"));
         }
-        // Fire and forget: the host refreshes the indicator every few seconds anyway.
-        let shared = Arc::clone(&self.shared);
-        let chat_id = chat_id.to_owned();
-        self.handle.spawn(async move {
-            if let Err(e) = outbound::typing(&shared.api, &chat_id).await {
-                shared.log.debug(format!("typing indicator: {e}"));
-            }
-        });
     }
 
-    fn health(&self) -> Health {
-        self.shared.health.get()
-    }
-
-    fn teardown(&self) {
-        if self.torn_down.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        // Wakes the loop, which drops its in-flight getUpdates (closing the connection).
-        self.stop.send_replace(true);
-        let runtime = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(runtime) = runtime {
-            runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
-        }
-        self.shared.health.down("stopped".to_owned());
-        self.shared.log.info("Telegram polling stopped");
-    }
-}
-
-impl Drop for TelegramChannel {
-    fn drop(&mut self) {
-        // Without teardown (a failed start, a test): don't block on leftover tasks.
-        let runtime = self
-            .runtime
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(runtime) = runtime {
-            self.stop.send_replace(true);
-            runtime.shutdown_background();
-        }
+    async fn shutdown(&self) {
+        self.shared.life.info("Telegram polling stopped");
     }
 }
 
@@ -492,6 +373,10 @@ mod tests {
         assert!(
             config_error(json!({"bot_token": TOKEN, "poll_timeout_secs": 0}))
                 .contains("poll_timeout_secs")
+        );
+        assert!(
+            config_error(json!({"bot_token": TOKEN, "skip_after_refusals": 0}))
+                .contains("skip_after_refusals")
         );
         assert!(
             config_error(json!({"bot_token": TOKEN, "allowed_chats": []}))

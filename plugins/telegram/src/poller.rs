@@ -4,15 +4,18 @@
 //! accepted it (`on_inbound` / `on_action` returned `Ok`), and Telegram is only told to drop
 //! it (the next `getUpdates` with a higher `offset`) after that. So a crash or a stop at any
 //! point loses nothing and re-reads at most the one update that was handed over but not yet
-//! recorded; the host dedupes that by message id. A refused update is retried, with backoff,
-//! until the host takes it or the plugin stops: it is never skipped.
+//! recorded; the host dedupes that by message id. A refused update is retried with backoff
+//! (the kit's [`Inbox`]); one the host refuses `skip_after_refusals` times, or refuses as
+//! invalid, is poison: it is skipped, logged and reported in the health detail, and the
+//! offset moves past it so the updates behind it are not blocked.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use nanoclaw_plugin_api::kit::inbound::{Handed, Inbox};
 use nanoclaw_plugin_api::kit::prelude::*;
+use nanoclaw_plugin_api::kit::{Backoff, BackoffPolicy, Stopped};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::Shared;
 use crate::api::{ApiError, File, Update};
@@ -29,29 +32,9 @@ const DOWNLOAD_ATTEMPTS: u32 = 3;
 /// The updates we ask for (see the crate docs for why not `edited_message`).
 pub(crate) const ALLOWED_UPDATES: [&str; 2] = ["message", "callback_query"];
 
-/// Exponential backoff, 1 s doubling to 30 s.
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) const FIRST: Duration = Duration::from_secs(1);
-    pub(crate) const CAP: Duration = Duration::from_secs(30);
-
-    pub(crate) fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    /// The delay to wait now; the following one doubles.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::CAP);
-        delay
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
+/// Between failed polls and downloads: 1 s doubling to 30 s.
+fn backoff_policy() -> BackoffPolicy {
+    BackoffPolicy::exponential(Duration::from_secs(1), Duration::from_secs(30))
 }
 
 /// Reads the stored offset (`None` = start from whatever Telegram has pending).
@@ -67,50 +50,52 @@ pub(crate) fn load_offset(host: &Host) -> Result<Option<i64>, PluginError> {
     }
 }
 
-/// The plugin is stopping: unwind the loop without recording anything more.
-struct Stopped;
-
-/// Runs until `stop` turns true, or the token is refused.
-pub(crate) async fn run(shared: Arc<Shared>, offset: Option<i64>, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` fires, or the token is refused.
+pub(crate) async fn run(shared: Arc<Shared>, offset: Option<i64>, stop: StopSignal) {
     let mut poller = Poller {
+        inbox: Inbox::with_policy(&shared.life, shared.hand_over.clone()),
         shared,
         offset,
-        backoff: Backoff::new(),
+        backoff: backoff_policy().start(),
         failures: 0,
+        stop,
     };
-    let _ = poller.run(&mut stop).await;
-    poller.shared.log.debug("poll loop ended");
+    let _ = poller.run().await;
+    poller.shared.life.debug("poll loop ended");
 }
 
 struct Poller {
     shared: Arc<Shared>,
+    inbox: Inbox,
     offset: Option<i64>,
     backoff: Backoff,
     /// Consecutive failed `getUpdates` calls.
     failures: u32,
+    stop: StopSignal,
 }
 
 impl Poller {
-    async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
+    async fn run(&mut self) -> Result<(), Stopped> {
         loop {
-            let batch = until_stopped(stop, self.get_updates()).await?;
+            let batch = self.stop.run(self.get_updates()).await?;
             match batch {
                 Ok(updates) => {
-                    self.shared.health.ingested();
+                    let health = self.shared.life.health();
+                    health.ingested();
                     if self.failures > 0 {
-                        self.shared.log.info(format!(
+                        self.shared.life.info(format!(
                             "getUpdates works again after {} failed attempt(s)",
                             self.failures
                         ));
                     }
                     self.failures = 0;
                     self.backoff.reset();
-                    self.shared.health.ok();
+                    health.ok();
                     for raw in updates {
-                        self.handle(raw, stop).await?;
+                        self.handle(raw).await?;
                     }
                 }
-                Err(error) => self.poll_failed(error, stop).await?,
+                Err(error) => self.poll_failed(error).await?,
             }
         }
     }
@@ -133,14 +118,10 @@ impl Poller {
             .await
     }
 
-    async fn poll_failed(
-        &mut self,
-        error: ApiError,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), Stopped> {
+    async fn poll_failed(&mut self, error: ApiError) -> Result<(), Stopped> {
         self.failures += 1;
-        let log = &self.shared.log;
-        let health = &self.shared.health;
+        let log = &self.shared.life;
+        let health = self.shared.life.health();
         if error.is_unauthorized() {
             let reason = format!(
                 "Telegram rejected the bot token ({error}); polling stopped. Check \
@@ -149,18 +130,17 @@ impl Poller {
             log.error(&reason);
             health.down(reason);
             // Nothing will work until an operator fixes the token: wait for the stop.
-            let _ = stop.wait_for(|stopped| *stopped).await;
+            self.stop.stopped().await;
             return Err(Stopped);
         }
         let delay = match &error {
             ApiError::Api {
                 code: 429,
-                retry_after_secs,
+                retry_after_secs: Some(secs),
                 ..
-            } => retry_after_secs
-                .map(|s| Duration::from_secs(s.max(1)))
-                .unwrap_or_else(|| self.backoff.next_delay()),
-            _ => self.backoff.next_delay(),
+            } => Duration::from_secs((*secs).max(1)),
+            // The policy has no attempt limit: the fallback is never used.
+            _ => self.backoff.next_delay().unwrap_or(Duration::from_secs(30)),
         };
         let what = match error.code() {
             Some(409) => format!(
@@ -181,17 +161,16 @@ impl Poller {
             log.debug(&what);
         }
         health.degraded(what);
-        sleep_or_stop(stop, delay).await
+        self.stop.sleep(delay).await
     }
 
-    /// Hands one update to the host, retrying until it is accepted, then records the offset.
-    async fn handle(
-        &mut self,
-        raw: Value,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), Stopped> {
+    /// Hands one update to the host until it is accepted (or skipped as poison), then
+    /// records the offset.
+    async fn handle(&mut self, raw: Value) -> Result<(), Stopped> {
         let Some(update_id) = raw.get("update_id").and_then(Value::as_i64) else {
-            self.shared.log.warn("skipping an update without update_id");
+            self.shared
+                .life
+                .warn("skipping an update without update_id");
             return Ok(());
         };
         if self.offset.is_some_and(|offset| update_id < offset) {
@@ -204,23 +183,19 @@ impl Poller {
             Err(e) => Inbound::Skip(format!("update {update_id} is not understood: {e}")),
         };
         match inbound {
-            Inbound::Skip(reason) => self.shared.log.debug(format!("skipped {reason}")),
+            Inbound::Skip(reason) => self.shared.life.debug(format!("skipped {reason}")),
             Inbound::Message { mut event, files } => {
                 for file in files {
-                    let attachment = self.fetch(file, stop).await?;
+                    let attachment = self.fetch(file).await?;
                     event.attachments.push(attachment);
                 }
-                let host = self.shared.host.clone();
-                let what = format!("message {} of chat {}", event.message_id, event.chat_id);
-                self.hand_over(&what, stop, move || host.on_inbound((*event).clone()))
-                    .await?;
+                let handed = self.inbox.deliver(*event).await?;
+                self.note_skip(update_id, &handed);
             }
             Inbound::Click { query_id, event } => {
                 if let Some(event) = event {
-                    let host = self.shared.host.clone();
-                    let what = format!("button click on message {}", event.message_id);
-                    self.hand_over(&what, stop, move || host.on_action((*event).clone()))
-                        .await?;
+                    let handed = self.inbox.action(*event).await?;
+                    self.note_skip(update_id, &handed);
                 }
                 // Stops the spinner on the user's button. Best effort: a late answer only
                 // fails with "query is too old".
@@ -232,81 +207,43 @@ impl Poller {
                     .await
                 {
                     self.shared
-                        .log
+                        .life
                         .debug(format!("answerCallbackQuery failed: {e}"));
                 }
             }
         }
         self.offset = Some(update_id + 1);
-        self.save_offset(update_id + 1).await;
-        Ok(())
+        self.save_offset(update_id + 1).await
     }
 
-    /// Calls the host (a blocking call, so off the runtime's workers) until it accepts.
-    async fn hand_over<F>(
-        &self,
-        what: &str,
-        stop: &mut watch::Receiver<bool>,
-        call: F,
-    ) -> Result<(), Stopped>
-    where
-        F: Fn() -> Result<(), PluginError> + Clone + Send + 'static,
-    {
-        let mut backoff = Backoff::new();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let result = until_stopped(stop, tokio::task::spawn_blocking(call.clone())).await?;
-            let error = match result {
-                Ok(Ok(())) => {
-                    if attempt > 1 {
-                        self.shared
-                            .log
-                            .info(format!("the host accepted {what} after {attempt} attempts"));
-                        self.shared.health.ok();
-                    }
-                    return Ok(());
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(join) => format!("host call failed: {join}"),
-            };
-            let delay = backoff.next_delay();
-            let detail = format!(
-                "the host did not accept {what} ({error}); retrying in {}s",
-                delay.as_secs()
-            );
-            if attempt == 1 || attempt.is_multiple_of(10) {
-                self.shared.log.warn(&detail);
-            }
-            self.shared.health.degraded(detail);
-            sleep_or_stop(stop, delay).await?;
+    fn note_skip(&self, update_id: i64, handed: &Handed) {
+        if let Handed::Skipped { refusals, .. } = handed {
+            self.shared.life.warn(format!(
+                "update {update_id} skipped after {refusals} refusal(s); moving the offset past it"
+            ));
         }
     }
 
-    async fn save_offset(&self, offset: i64) {
-        let host = self.shared.host.clone();
+    async fn save_offset(&self, offset: i64) -> Result<(), Stopped> {
         let value = offset.to_string();
-        let saved =
-            tokio::task::spawn_blocking(move || host.kv_set(OFFSET_KEY, &value, None)).await;
-        let error = match saved {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(join) => join.to_string(),
-        };
-        // The in-memory offset still moves on; after a restart the host dedupes what is
-        // re-read.
-        self.shared.log.warn(format!(
-            "could not store the getUpdates offset {offset}: {error}"
-        ));
+        let saved = self
+            .shared
+            .life
+            .host_call(move |host| host.kv_set(OFFSET_KEY, &value, None))
+            .await?;
+        if let Err(error) = saved {
+            // The in-memory offset still moves on; after a restart the host dedupes what is
+            // re-read.
+            self.shared.life.warn(format!(
+                "could not store the getUpdates offset {offset}: {error}"
+            ));
+        }
+        Ok(())
     }
 
     /// Downloads one inbound file into an attachment. Failures keep the metadata (the
     /// message is worth more than the file) after a few attempts.
-    async fn fetch(
-        &self,
-        file: FileRef,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<Attachment, Stopped> {
+    async fn fetch(&self, file: FileRef) -> Result<Attachment, Stopped> {
         let mut attachment = Attachment {
             kind: file.kind.into(),
             name: file.name.as_str().into(),
@@ -315,7 +252,7 @@ impl Poller {
             ..Attachment::default()
         };
         if file.size.is_some_and(|size| size > MAX_DOWNLOAD_BYTES) {
-            self.shared.log.info(format!(
+            self.shared.life.info(format!(
                 "not downloading {} `{}` ({} bytes): the Bot API serves files up to 20 MB",
                 file.kind,
                 file.name,
@@ -323,9 +260,9 @@ impl Poller {
             ));
             return Ok(attachment);
         }
-        let mut backoff = Backoff::new();
-        for attempt in 1..=DOWNLOAD_ATTEMPTS {
-            match until_stopped(stop, self.download(&file.file_id)).await? {
+        let mut backoff = backoff_policy().max_attempts(DOWNLOAD_ATTEMPTS).start();
+        loop {
+            match self.stop.run(self.download(&file.file_id)).await? {
                 Ok(Some(data)) => {
                     attachment.size = data.len() as u64;
                     attachment.data = data.into();
@@ -340,18 +277,22 @@ impl Poller {
                             ..
                         }
                     ) || matches!(e, ApiError::Decode(_));
-                    if permanent || attempt == DOWNLOAD_ATTEMPTS {
-                        self.shared.log.warn(format!(
+                    let retry = if permanent {
+                        None
+                    } else {
+                        backoff.next_delay()
+                    };
+                    let Some(delay) = retry else {
+                        self.shared.life.warn(format!(
                             "could not download {} `{}`: {e}; passing it on without content",
                             file.kind, file.name
                         ));
                         return Ok(attachment);
-                    }
-                    sleep_or_stop(stop, backoff.next_delay()).await?;
+                    };
+                    self.stop.sleep(delay).await?;
                 }
             }
         }
-        Ok(attachment)
     }
 
     /// `getFile` then the download. `Ok(None)` when Telegram gives no path (too big).
@@ -372,38 +313,9 @@ impl Poller {
     }
 }
 
-/// Runs `future` unless `stop` turns true first (then the future is dropped: an in-flight
-/// request is cancelled).
-async fn until_stopped<T>(
-    stop: &mut watch::Receiver<bool>,
-    future: impl Future<Output = T>,
-) -> Result<T, Stopped> {
-    if *stop.borrow() {
-        return Err(Stopped);
-    }
-    tokio::select! {
-        biased;
-        _ = stop.wait_for(|stopped| *stopped) => Err(Stopped),
-        value = future => Ok(value),
-    }
-}
-
-async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> Result<(), Stopped> {
-    until_stopped(stop, tokio::time::sleep(delay)).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_secs(1));
-    }
 
     #[test]
     fn stored_offset_must_be_a_number() {

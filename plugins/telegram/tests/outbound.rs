@@ -416,3 +416,30 @@ fn telegram_errors_map_to_error_kinds() {
     channel.deliver(text("still here")).expect("deliver");
     channel.teardown();
 }
+
+/// After a 429, the next send to that chat waits out Telegram's `retry_after` instead of
+/// being refused again.
+#[test]
+fn a_429_holds_back_the_next_send_to_that_chat() {
+    let (fake, _mem, channel, _) = with_dm();
+    fake.fail_next_method(
+        "sendMessage",
+        1,
+        Failure::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    let err = channel.deliver(text("first")).expect_err("429");
+    assert_eq!(err.kind, ErrorKind::RATE_LIMITED);
+    assert_eq!(err.retry_after_ms.into_option(), Some(1000));
+    let start = std::time::Instant::now();
+    channel
+        .deliver(text("second"))
+        .expect("sent after the pause");
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    channel.teardown();
+}

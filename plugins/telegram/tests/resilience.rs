@@ -109,6 +109,67 @@ fn a_refused_message_is_retried_and_survives_a_restart() {
     second.teardown();
 }
 
+/// A poison update: the host refuses one message every time. After `skip_after_refusals`
+/// refusals it is skipped and reported, the offset moves past it, and the messages behind it
+/// (already waiting, and new ones) reach the host.
+#[test]
+fn a_poison_update_is_skipped_after_the_set_refusals_and_the_rest_flow() {
+    let fake = fake();
+    let gate = GateHost::new(MemoryHost::new());
+    gate.refuse("poison", PluginError::other("cannot store this one"));
+    let mut with_limit = settings(&fake);
+    with_limit["skip_after_refusals"] = json!(3);
+    let channel = create_with(gate.host(), with_limit).expect("create");
+    channel.start().expect("start");
+    say(&fake, "before");
+    let poison = fake
+        .send_user_message(UserMessage::private(ann(), "poison"))
+        .expect("inject");
+    say(&fake, "after");
+    wait_until("the messages around the poison", || {
+        texts(&gate.mem) == ["before", "after"]
+    });
+    assert_eq!(
+        gate.refusals(),
+        3,
+        "refused exactly skip_after_refusals times"
+    );
+
+    // The offset is past the poison update: Telegram is told to drop it, a restart won't
+    // read it again.
+    wait_until("all confirmed", || fake.pending_updates() == 0);
+    let stored: i64 = gate
+        .mem
+        .host()
+        .kv_get("offset")
+        .expect("kv")
+        .expect("offset")
+        .parse()
+        .expect("number");
+    assert!(
+        stored > poison.update_id,
+        "{stored} <= {}",
+        poison.update_id
+    );
+
+    // Reported: an error line and the health detail; the channel itself is fine.
+    assert!(gate.mem.logs().iter().any(|l| l.level == LogLevel::ERROR
+        && l.message.contains("skipping message")
+        && l.message.contains("cannot store this one")));
+    let health = channel.health();
+    assert_eq!(health.status, HealthStatus::OK, "{health:?}");
+    assert!(
+        health.detail.contains("skipped 1 inbound event"),
+        "{health:?}"
+    );
+
+    say(&fake, "later");
+    wait_until("a new message", || {
+        texts(&gate.mem).contains(&"later".to_owned())
+    });
+    channel.teardown();
+}
+
 #[test]
 fn a_refused_message_is_delivered_once_the_host_accepts_again() {
     let fake = fake();

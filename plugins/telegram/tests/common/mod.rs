@@ -90,6 +90,9 @@ struct Gate {
     hold_text: Option<String>,
     held: bool,
     released: bool,
+    /// Messages with this text are refused (not stored) with this error.
+    refuse: Option<(String, PluginError)>,
+    refusals: u32,
 }
 
 impl GateHost {
@@ -104,6 +107,17 @@ impl GateHost {
     pub fn hold(&self, text: &str) {
         let mut gate = self.gate.0.lock().expect("gate");
         gate.hold_text = Some(text.to_owned());
+    }
+
+    /// From now on, every message with this text is refused with `error`, as a host does
+    /// with an event it cannot store; others are stored as usual.
+    pub fn refuse(&self, text: &str, error: PluginError) {
+        self.gate.0.lock().expect("gate").refuse = Some((text.to_owned(), error));
+    }
+
+    /// How many times a message was refused.
+    pub fn refusals(&self) -> u32 {
+        self.gate.0.lock().expect("gate").refusals
     }
 
     /// True once a call is being held.
@@ -128,6 +142,16 @@ impl GateHost {
 impl HostServices for GateHost {
     fn on_inbound(&self, event: InboundEvent) -> RResult<(), PluginError> {
         let text = event.text.to_string();
+        {
+            let mut gate = self.gate.0.lock().expect("gate");
+            if let Some((refused, error)) = &gate.refuse
+                && *refused == text
+            {
+                let error = error.clone();
+                gate.refusals += 1;
+                return RResult::RErr(error);
+            }
+        }
         let result = HostServices::on_inbound(&self.mem, event);
         let (lock, cvar) = &*self.gate;
         let mut gate = lock.lock().expect("gate");
