@@ -27,12 +27,19 @@
 //!
 //! * [`Channel`]: the safe trait to implement; [`export_plugin!`](crate::export_plugin)
 //!   turns it into the exported root module, with a panic guard around every entry point.
+//! * [`render`] (feature `kit-render`): the agent's Markdown parsed once into a
+//!   [`Document`](render::Document) and rendered per platform: Telegram HTML, Slack mrkdwn,
+//!   Discord Markdown, Teams/Webex Markdown, WhatsApp, Matrix HTML, email HTML, plain text.
+//! * [`Rendered`]: rendered text, split after rendering ([`Rendered::split`]) in the
+//!   platform's unit without breaking a tag, an entity, a surrogate pair or (where it can) a
+//!   URL; tags open at a cut are closed and reopened. [`Rendered::verbatim`] needs no
+//!   feature. [`split_text`] is the older plain splitter by characters.
 //! * [`guard`]: `catch_unwind` → [`PluginError`](crate::abi::PluginError) with kind `PANICKED`. A panic that crossed
 //!   the boundary would end the host process.
 //! * [`runtime`]: a small tokio runtime owned by the plugin (the host's runtime is invisible
 //!   inside a cdylib).
 //! * [`HostLogLayer`] / [`install_tracing`]: the plugin's `tracing` events go to the host log.
-//! * [`split_text`], [`now_ms`], [`encode_button_id`] / [`decode_button_id`], the HMAC verifiers.
+//! * [`now_ms`], [`encode_button_id`] / [`decode_button_id`], the HMAC verifiers.
 //! * [`testing::MemoryHost`]: an in-memory [`HostServices`](crate::abi::HostServices) for
 //!   unit tests.
 
@@ -40,8 +47,12 @@ mod buttons;
 mod channel;
 #[doc(hidden)]
 pub mod export;
+mod format;
 mod guard;
 mod log;
+#[cfg(feature = "kit-render")]
+pub mod render;
+mod rendered;
 mod runtime;
 mod signature;
 pub mod testing;
@@ -53,8 +64,10 @@ pub use buttons::{
     encode_button_id,
 };
 pub use channel::{Channel, ChannelInfo, Context, Host};
+pub use format::{LengthUnit, Markup, TextLimit};
 pub use guard::{guard, guard_or, panic_message};
 pub use log::{HostLogLayer, install_tracing, with_current_host};
+pub use rendered::{ELLIPSIS, MIN_SPLIT_LIMIT, Part, Rendered};
 pub use runtime::runtime;
 pub use signature::{hmac_sha1_hex, hmac_sha256_hex, verify_hmac_sha1_hex, verify_hmac_sha256_hex};
 pub use text::split_text;
