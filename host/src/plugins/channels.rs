@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nanoclaw_plugin_api::abi::{Capabilities, OutboundMessage};
 
-use super::{LoadedPlugins, PluginHandle};
+use super::{CallError, LoadedPlugins, PluginHandle};
 use crate::access::{DmChannels, DmRoute};
 use crate::delivery::{PlatformLimits, Platforms, SendError};
 use crate::ids::{ChannelType, PlatformId};
@@ -28,6 +28,24 @@ impl PluginChannels {
 
     pub fn plugins(&self) -> &Arc<LoadedPlugins> {
         &self.plugins
+    }
+
+    /// The platform-ready parts of an outbound message, from the channel's plugin
+    /// (`prepare`): deliver them with [`Platforms::send`], one at a time, in order.
+    pub async fn prepare(
+        &self,
+        channel: &ChannelType,
+        message: OutboundMessage,
+    ) -> Result<Vec<OutboundMessage>, SendError> {
+        let handle = self.running(channel)?;
+        handle.prepare(message).await.map_err(send_error)
+    }
+
+    fn running(&self, channel: &ChannelType) -> Result<&PluginHandle, SendError> {
+        self.get(channel).ok_or_else(|| SendError::Transient {
+            message: format!("no {channel} plugin is running"),
+            retry_after: None,
+        })
     }
 
     /// Shows "typing…" in a chat, if the channel can; failures only matter to the log.
@@ -55,22 +73,20 @@ impl Platforms for PluginChannels {
         channel: &ChannelType,
         message: OutboundMessage,
     ) -> Result<Option<String>, SendError> {
-        let Some(handle) = self.get(channel) else {
-            return Err(SendError::Transient {
-                message: format!("no {channel} plugin is running"),
-                retry_after: None,
-            });
-        };
-        handle.deliver(message).await.map_err(|e| {
-            if e.is_transient() {
-                SendError::Transient {
-                    message: e.to_string(),
-                    retry_after: e.retry_after(),
-                }
-            } else {
-                SendError::Permanent(e.to_string())
-            }
-        })
+        let handle = self.running(channel)?;
+        handle.deliver(message).await.map_err(send_error)
+    }
+}
+
+/// A failed plugin call as delivery sees it: worth retrying or not.
+fn send_error(e: CallError) -> SendError {
+    if e.is_transient() {
+        SendError::Transient {
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    } else {
+        SendError::Permanent(e.to_string())
     }
 }
 

@@ -27,6 +27,10 @@
 //!
 //! * [`Channel`]: the safe trait to implement; [`export_plugin!`](crate::export_plugin)
 //!   turns it into the exported root module, with a panic guard around every entry point.
+//! * Outbound text: [`Channel::render`] (the ABI's `prepare`) turns the agent's message into
+//!   platform-ready parts that [`Channel::deliver`] sends as given; see [`prepare`] for the
+//!   contract and [`prepare::prepare_default`] for what the default does with
+//!   [`ChannelInfo`]'s [`Markup`], `max_text_length` and [`LengthUnit`].
 //! * [`render`] (feature `kit-render`): the agent's Markdown parsed once into a
 //!   [`Document`](render::Document) and rendered per platform: Telegram HTML, Slack mrkdwn,
 //!   Discord Markdown, Teams/Webex Markdown, WhatsApp, Matrix HTML, email HTML, plain text.
@@ -41,7 +45,9 @@
 //! * [`HostLogLayer`] / [`install_tracing`]: the plugin's `tracing` events go to the host log.
 //! * [`now_ms`], [`encode_button_id`] / [`decode_button_id`], the HMAC verifiers.
 //! * [`testing::MemoryHost`]: an in-memory [`HostServices`](crate::abi::HostServices) for
-//!   unit tests.
+//!   unit tests, and [`testing::send`] to prepare and deliver a message as the host does.
+//!   Fake platform servers for integration tests live in the `nanoclaw-fake-platform` crate
+//!   (a dev-dependency, never part of a release plugin).
 
 mod buttons;
 mod channel;
@@ -50,6 +56,7 @@ pub mod export;
 mod format;
 mod guard;
 mod log;
+pub mod prepare;
 #[cfg(feature = "kit-render")]
 pub mod render;
 mod rendered;
@@ -82,7 +89,7 @@ pub use tracing;
 
 /// `use nanoclaw_plugin_api::kit::prelude::*;` brings in what a channel implementation needs.
 pub mod prelude {
-    pub use super::{Channel, ChannelInfo, Context, Host, tracing};
+    pub use super::{Channel, ChannelInfo, Context, Host, LengthUnit, Markup, tracing};
     pub use crate::abi::{
         ActionEvent, Attachment, Button, Capabilities, ErrorKind, Health, HealthStatus,
         InboundEvent, LogLevel, OutboundFile, OutboundMessage, OutboundOp, PluginError,

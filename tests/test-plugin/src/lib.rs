@@ -2,8 +2,10 @@
 //!
 //! It is a real cdylib loaded through the real ABI. Settings (JSON) script its behaviour:
 //!
-//! * `create`, `start`, `deliver`: `"ok"` (default) | `"error"` | `"panic"` | `"hang"`;
-//!   `hang` sleeps `hang_ms` (default one hour) and then succeeds.
+//! * `create`, `start`, `prepare`, `deliver`: `"ok"` (default) | `"error"` | `"panic"` |
+//!   `"hang"`; `hang` sleeps `hang_ms` (default one hour) and then succeeds.
+//! * `prepare` passes the message through as one part, unless `part_chars` is set: then the
+//!   text is split into parts of at most that many characters (the kit's verbatim split).
 //! * `record_path`: every `deliver`, `set_typing` and `open_dm` call is appended to this file
 //!   as one JSON line.
 //!
@@ -20,7 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::{now_ms, prelude::*};
+use nanoclaw_plugin_api::kit::{TextLimit, now_ms, prelude::*, prepare};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -46,7 +48,11 @@ struct Settings {
     #[serde(default)]
     start: Behaviour,
     #[serde(default)]
+    prepare: Behaviour,
+    #[serde(default)]
     deliver: Behaviour,
+    #[serde(default)]
+    part_chars: Option<usize>,
     #[serde(default = "default_hang_ms")]
     hang_ms: u64,
     #[serde(default)]
@@ -191,6 +197,16 @@ impl Channel for TestChannel {
 
     fn start(&self) -> Result<(), PluginError> {
         self.settings.act(self.settings.start, "start")
+    }
+
+    fn render(&self, m: OutboundMessage) -> Result<Vec<OutboundMessage>, PluginError> {
+        self.settings.act(self.settings.prepare, "prepare")?;
+        match self.settings.part_chars {
+            Some(max) => {
+                prepare::prepare_with(m, Markup::Verbatim, TextLimit::new(max, LengthUnit::Chars))
+            }
+            None => Ok(vec![m]),
+        }
     }
 
     fn deliver(&self, m: OutboundMessage) -> Result<Option<String>, PluginError> {
