@@ -74,6 +74,18 @@ impl PartInfo {
     }
 }
 
+/// The plain-text fallback recorded with [`set_plain_text`] (sealed or not yet).
+pub fn plain_text_of(message: &OutboundMessage) -> Option<String> {
+    if message.extra_json.is_empty() {
+        return None;
+    }
+    extra_object(message.extra_json.as_str())
+        .get(PREPARED_KEY)?
+        .get("plain_text")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// True when `message` was made by the kit's `prepare`.
 pub fn is_prepared(message: &OutboundMessage) -> bool {
     PartInfo::of(message).is_some()
@@ -310,5 +322,6 @@ mod tests {
         assert_eq!(v["keep"], json!(1));
         assert_eq!(v[PREPARED_KEY]["plain_text"], json!("x"));
         assert_eq!(PartInfo::of(&m), None, "not sealed yet");
+        assert_eq!(plain_text_of(&m).as_deref(), Some("x"));
     }
 }

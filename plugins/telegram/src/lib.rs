@@ -22,8 +22,9 @@
 //! * The `getUpdates` offset lives in the host's state store and only moves after the host
 //!   accepted an update, so nothing is lost or handled twice across restarts (the host
 //!   dedupes the at most one update that is re-read). See the `poller` module.
-//! * Outbound Markdown becomes Telegram HTML (the `format` module); when Telegram cannot parse it the
-//!   text is re-sent plain. Every API call's text is at most 4096 UTF-16 units.
+//! * Outbound Markdown becomes Telegram HTML in `prepare` (the `format` module), split into
+//!   parts of at most 4096 UTF-16 units (captions 1024); `deliver` sends one part, and its
+//!   plain text when Telegram cannot parse the HTML.
 //! * The token appears in request URLs only; errors and log lines never contain it.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -260,7 +261,9 @@ impl Channel for TelegramChannel {
                 .with(Capabilities::FILES)
                 .with(Capabilities::BUTTONS),
         )
-        .max_text_length(4000)
+        .max_text_length(4096)
+        .text_unit(LengthUnit::Utf16)
+        .markup(Markup::TelegramHtml)
         .description("Telegram Bot API (long polling)");
 
     fn create(ctx: Context) -> Result<Self, PluginError> {
@@ -388,6 +391,10 @@ impl Channel for TelegramChannel {
         ));
         *started = true;
         Ok(())
+    }
+
+    fn render(&self, message: OutboundMessage) -> Result<Vec<OutboundMessage>, PluginError> {
+        format::prepare(message)
     }
 
     fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
@@ -541,7 +548,9 @@ mod tests {
     fn manifest() {
         let info = TelegramChannel::INFO;
         assert_eq!(info.channel_type, "telegram");
-        assert_eq!(info.max_text_length, 4000);
+        assert_eq!(info.max_text_length, 4096);
+        assert_eq!(info.text_unit, LengthUnit::Utf16);
+        assert_eq!(info.markup, Markup::TelegramHtml);
         assert!(!info.capabilities.contains(Capabilities::OPEN_DM));
         assert!(!info.capabilities.contains(Capabilities::WEBHOOK));
         assert!(
