@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use nanoclaw_fake_telegram::{Failure, FakeTelegram, Sent, UserMessage};
+use nanoclaw_fake_telegram::{Commit, Failure, FakeTelegram, Sent, UserMessage};
 use nanoclaw_plugin_api::kit::Channel;
 use nanoclaw_plugin_api::kit::prelude::*;
 use nanoclaw_plugin_api::kit::testing::{self, MemoryHost};
@@ -443,4 +443,40 @@ fn telegram_errors_map_to_error_kinds() {
     // And after all that, sending works.
     channel.deliver(text("still here")).expect("deliver");
     channel.teardown();
+}
+
+/// A call in flight when the plugin stops: the fake holds `sendMessage`. Held before
+/// Telegram handles it and dropped, nothing was sent; handled before the answer, Telegram
+/// has the message although `deliver` never heard back (so the host retries it).
+#[test]
+fn a_call_in_flight_when_the_plugin_stops() {
+    let (fake, _mem, channel, _) = with_dm();
+    let hold = fake.hold_next(Some("sendMessage"), Commit::AfterRelease);
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| channel.deliver(text("never arrives")));
+        assert!(fake.wait_held(hold, WAIT));
+        assert!(sent_of(&fake, "sendMessage").is_empty());
+        assert!(fake.discard(hold));
+        let err = call.join().expect("join").expect_err("no answer");
+        assert_eq!(err.kind, ErrorKind::NETWORK, "{err}");
+    });
+    assert!(
+        sent_of(&fake, "sendMessage").is_empty(),
+        "Telegram never got it"
+    );
+
+    let hold = fake.hold_next(Some("sendMessage"), Commit::BeforeResponding);
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| channel.deliver(text("arrives unanswered")));
+        assert!(fake.wait_held(hold, WAIT));
+        assert_eq!(sent_of(&fake, "sendMessage").len(), 1, "Telegram has it");
+        // The plugin stops while its call waits for the answer.
+        channel.teardown();
+        let err = call.join().expect("join").expect_err("stopped mid-call");
+        assert!(err.is_transient(), "{err}");
+    });
+    assert!(fake.release(hold));
+    let sent = sent_of(&fake, "sendMessage");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].plain_text.as_deref(), Some("arrives unanswered"));
 }
