@@ -509,6 +509,8 @@ async fn prepare_then_deliver_each_part_through_the_real_boundary() {
     assert!(parts.iter().all(|p| p.text.chars().count() <= 40));
     assert!(parts[..3].iter().all(|p| p.buttons.is_empty()));
     assert_eq!(parts[3].buttons.len(), 1, "buttons on the last part");
+    let again = h.prepare(parts[0].clone()).await.expect("prepare a part");
+    assert_eq!(again, vec![parts[0].clone()], "a part is already prepared");
     for part in &parts {
         h.deliver(part.clone()).await.expect("deliver");
     }

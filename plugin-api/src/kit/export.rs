@@ -152,6 +152,10 @@ impl<C: Channel> ChannelAdapter for Adapter<C> {
 
     fn prepare(&self, message: OutboundMessage) -> RResult<RVec<OutboundMessage>, PluginError> {
         guard(|| {
+            if is_prepared(&message) {
+                // Already a part: rendering it again would escape its markup twice.
+                return Ok(RVec::from(vec![message]));
+            }
             self.with(|c| c.render(message))
                 .map(|parts| prepare::to_abi(parts, C::INFO.markup))
         })

@@ -31,8 +31,8 @@
 //!   platform-ready parts that [`Channel::deliver`] sends as given; see [`prepare`] for the
 //!   contract and [`prepare::prepare_default`] for what the default does with
 //!   [`ChannelInfo`]'s [`Markup`], `max_text_length` and [`LengthUnit`].
-//! * [`render`] (feature `kit-render`): the agent's Markdown parsed once into a
-//!   [`Document`](render::Document) and rendered per platform: Telegram HTML, Slack mrkdwn,
+//! * `render` (feature `kit-render`): the agent's Markdown parsed once into a
+//!   `render::Document` and rendered per platform: Telegram HTML, Slack mrkdwn,
 //!   Discord Markdown, Teams/Webex Markdown, WhatsApp, Matrix HTML, email HTML, plain text.
 //! * [`Rendered`]: rendered text, split after rendering ([`Rendered::split`]) in the
 //!   platform's unit without breaking a tag, an entity, a surrogate pair or (where it can) a

@@ -127,7 +127,7 @@ pub(crate) fn seal(parts: Vec<OutboundMessage>, markup: Markup) -> Vec<OutboundM
         .collect()
 }
 
-/// Renders the agent's text in `markup`: Markdown through [`render`](super::render) with the
+/// Renders the agent's text in `markup`: Markdown through `kit::render` with the
 /// `kit-render` feature; without it (or for [`Markup::Verbatim`]) the text as it is.
 pub fn render_text(text: &str, markup: Markup) -> Rendered {
     #[cfg(feature = "kit-render")]
