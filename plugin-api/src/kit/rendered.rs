@@ -91,6 +91,8 @@ struct Wrapper {
     /// Written after every line break inside the wrapper (a quote's `> `, a list item's
     /// hanging indent).
     prefix: String,
+    /// The same for the plain text (whitespace only: indentation).
+    plain_prefix: String,
 }
 
 /// Rendered text, ready to be sent whole ([`text`](Self::text)) or in parts
@@ -142,6 +144,7 @@ impl Builder {
             open: open.to_owned(),
             close: close.to_owned(),
             prefix: prefix.to_owned(),
+            plain_prefix: String::new(),
         });
         u32::try_from(self.out.wrappers.len() - 1).unwrap_or(u32::MAX)
     }
@@ -171,15 +174,31 @@ impl Builder {
         let Some(&top) = self.stack.last() else {
             return;
         };
-        let (close, prefix) = {
+        let (close, prefix, plain_prefix) = {
             let w = &self.out.wrappers[top as usize];
-            (w.close.clone(), w.prefix.clone())
+            (w.close.clone(), w.prefix.clone(), w.plain_prefix.clone())
         };
         let id = self.add_wrapper(open, &close, &prefix);
+        self.out.wrappers[id as usize].plain_prefix = plain_prefix;
         if let Some(last) = self.stack.last_mut() {
             *last = id;
         }
         self.push(Kind::Retag(id), "", "");
+    }
+
+    /// Indents the plain text of lines after breaks inside the innermost wrapper.
+    pub(crate) fn indent_plain(&mut self, indent: &str) {
+        if let Some(&top) = self.stack.last() {
+            indent.clone_into(&mut self.out.wrappers[top as usize].plain_prefix);
+        }
+    }
+
+    /// The plain-text indentation of every open wrapper.
+    pub(crate) fn plain_prefix(&self) -> String {
+        self.stack
+            .iter()
+            .map(|&id| self.out.wrappers[id as usize].plain_prefix.as_str())
+            .collect()
     }
 
     /// The line prefixes of every open wrapper, outermost first.

@@ -103,6 +103,8 @@ pub struct ListItem {
     pub task: Option<bool>,
     /// The item's content.
     pub children: Vec<Child>,
+    /// A blank line came before it (a loose list).
+    pub after_blank_line: bool,
 }
 
 /// Inline elements.
@@ -354,14 +356,23 @@ impl<'a> Reader<'a> {
             Event::Start(Tag::List(start)) => {
                 let ordered = start.is_some();
                 let mut items = Vec::new();
+                let mut prev_end: Option<usize> = None;
                 loop {
                     match self.next() {
-                        Some((Event::Start(Tag::Item), _)) => {
+                        Some((Event::Start(Tag::Item), item)) => {
                             let saved = self.task.take();
                             let children = self.blocks(Some(&TagEnd::Item));
+                            let after_blank_line =
+                                prev_end.is_some_and(|p| self.blank_between(p, item.start));
+                            let end = self.at.saturating_sub(1);
+                            prev_end = self.events.get(end).map(|(_, r)| {
+                                let text = self.source.get(item.start..r.end).unwrap_or_default();
+                                item.start + text.trim_end().len()
+                            });
                             items.push(ListItem {
                                 task: self.task.take(),
                                 children,
+                                after_blank_line,
                             });
                             self.task = saved;
                         }

@@ -139,6 +139,14 @@ fn matrix_and_email_html() {
          <td><strong>2</strong></td></tr></tbody></table>"
     );
     assert_eq!(
+        render_markdown("| a | b |\n|---|---|\n| 1 | 2 |", Markup::MatrixHtml).plain(),
+        "a | b\n1 | 2"
+    );
+    assert_eq!(
+        r("3. three\n4. four", Markup::MatrixHtml),
+        "<ol start=\"3\"><li>three</li><li>four</li></ol>"
+    );
+    assert_eq!(
         r("||s||", Markup::MatrixHtml),
         "<p><span data-mx-spoiler>s</span></p>"
     );

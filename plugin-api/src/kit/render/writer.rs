@@ -140,8 +140,8 @@ impl Writer {
     /// A separator between blocks, or a line break inside one.
     fn gap(&mut self, gap: Gap) {
         let plain = match gap {
-            Gap::Line => "\n",
-            Gap::Paragraph => "\n\n",
+            Gap::Line => format!("\n{}", self.b.plain_prefix()),
+            Gap::Paragraph => format!("\n\n{}", self.b.plain_prefix()),
         };
         let markup = if self.html_blocks() {
             String::new()
@@ -152,7 +152,7 @@ impl Writer {
                 Gap::Paragraph => format!("\n{}\n{prefix}", prefix.trim_end()),
             }
         };
-        self.b.brk(gap, &markup, plain);
+        self.b.brk(gap, &markup, &plain);
         self.line_start = true;
         self.glue = false;
     }
@@ -315,6 +315,7 @@ impl Writer {
         let html = self.html_blocks();
         if html {
             match start {
+                Some(1) => self.open_block("<ol>", "</ol>", ""),
                 Some(n) => self.open_block(&format!("<ol start=\"{n}\">"), "</ol>", ""),
                 None => self.open_block("<ul>", "</ul>", ""),
             }
@@ -322,9 +323,11 @@ impl Writer {
         for (i, item) in items.iter().enumerate() {
             let number = start.map(|n| n.saturating_add(i as u64));
             if i > 0 {
-                let loose = item.children.first().is_some_and(|c| c.after_blank_line)
-                    || items[i - 1].children.len() > 1;
-                self.gap(if loose { Gap::Paragraph } else { Gap::Line });
+                self.gap(if item.after_blank_line {
+                    Gap::Paragraph
+                } else {
+                    Gap::Line
+                });
             }
             let plain_bullet = match (item.task, number) {
                 (Some(true), _) => "☑ ".to_owned(),
@@ -341,6 +344,7 @@ impl Writer {
                 Markup::MatrixHtml | Markup::EmailHtml if item.task.is_none() => String::new(),
                 _ => plain_bullet.clone(),
             };
+            let indent = " ".repeat(plain_bullet.chars().count());
             if html {
                 if let Some(n) = number {
                     // A part cut inside this list reopens it at this item's number.
@@ -348,9 +352,9 @@ impl Writer {
                 }
                 self.open_block("<li>", "</li>", "");
             } else {
-                let indent = " ".repeat(plain_bullet.chars().count());
                 self.open_block("", "", &indent);
             }
+            self.b.indent_plain(&indent);
             self.b.glyph(&bullet, &plain_bullet, Boundary::Char);
             self.line_start = true;
             self.glue = true;
@@ -433,7 +437,11 @@ impl Writer {
 
     fn html_row(&mut self, cells: &[Vec<Inline>], tag: &str) {
         self.open_block("<tr>", "</tr>", "");
-        for cell in cells {
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                // Columns apart in the plain text too.
+                self.b.glyph("", " | ", Boundary::Char);
+            }
             self.open_block(&format!("<{tag}>"), &format!("</{tag}>"), "");
             self.inlines(cell);
             self.b.close();
@@ -636,7 +644,8 @@ impl Writer {
 
     fn line_break(&mut self) {
         if self.html_blocks() {
-            self.b.brk(Gap::Line, "<br>", "\n");
+            let plain = format!("\n{}", self.b.plain_prefix());
+            self.b.brk(Gap::Line, "<br>", &plain);
             self.line_start = true;
             return;
         }
@@ -663,11 +672,12 @@ impl Writer {
         for (i, c) in text.char_indices() {
             if c == '\n' {
                 if ctx == Ctx::Code {
-                    let prefix = self.b.prefix();
+                    let plain = format!("\n{}", self.b.plain_prefix());
                     if self.html_blocks() || self.m == Markup::TelegramHtml {
-                        self.b.brk(Gap::Line, "\n", "\n");
+                        self.b.brk(Gap::Line, "\n", &plain);
                     } else {
-                        self.b.brk(Gap::Line, &format!("\n{prefix}"), "\n");
+                        self.b
+                            .brk(Gap::Line, &format!("\n{}", self.b.prefix()), &plain);
                     }
                     self.line_start = true;
                 } else {
