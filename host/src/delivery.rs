@@ -52,13 +52,6 @@ pub const MAX_WAITING: usize = 256;
 /// Outbound file bytes held in memory at once, over all sessions.
 pub const FILE_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
 
-/// What a channel can take, from its plugin's manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlatformLimits {
-    pub max_text_length: Option<usize>,
-    pub capabilities: Capabilities,
-}
-
 /// Why a plugin did not post something.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
@@ -84,10 +77,18 @@ impl std::fmt::Display for SendError {
 /// The loaded channel plugins, as delivery sees them. The daemon implements this over its
 /// plugin handles; tests implement it directly.
 pub trait Platforms: Send + Sync + 'static {
-    /// `None` if no plugin for the channel is running.
-    fn limits(&self, channel: &ChannelType) -> Option<PlatformLimits>;
+    /// What the channel can do, from its manifest; `None` if no plugin for it is running.
+    fn capabilities(&self, channel: &ChannelType) -> Option<Capabilities>;
 
-    /// Posts one message; returns the platform's id for it.
+    /// The platform messages for one message: rendered in the platform's markup and split
+    /// within its limits, by the plugin. Deterministic, so a restart resumes the same parts.
+    fn prepare(
+        &self,
+        channel: &ChannelType,
+        message: OutboundMessage,
+    ) -> impl Future<Output = std::result::Result<Vec<OutboundMessage>, SendError>> + Send;
+
+    /// Posts one prepared part, as it is; returns the platform's id for it.
     fn send(
         &self,
         channel: &ChannelType,
@@ -418,7 +419,7 @@ impl<P: Platforms> Delivery<P> {
     }
 
     /// Posts a message the host itself composed (a refusal, an approval card) straight to a
-    /// chat, without an agent or an outbound row.
+    /// chat, without an agent or an outbound row; returns the first part's platform id.
     pub async fn send_direct(
         &self,
         chat: &ChatAddress,
@@ -426,14 +427,14 @@ impl<P: Platforms> Delivery<P> {
         text: &str,
         buttons: &[(String, String)],
     ) -> std::result::Result<Option<String>, SendError> {
-        let Some(limits) = self.platforms.limits(&chat.channel) else {
+        let Some(capabilities) = self.platforms.capabilities(&chat.channel) else {
             return Err(SendError::Transient {
                 message: format!("no {} plugin is running", chat.channel),
                 retry_after: None,
             });
         };
         let mut text = text.to_string();
-        let buttons = if buttons.is_empty() || limits.capabilities.contains(Capabilities::BUTTONS) {
+        let buttons = if buttons.is_empty() || capabilities.contains(Capabilities::BUTTONS) {
             buttons
                 .iter()
                 .map(|(id, label)| Button {
@@ -454,7 +455,12 @@ impl<P: Platforms> Delivery<P> {
             buttons: buttons.into(),
             ..Default::default()
         };
-        self.platforms.send(&chat.channel, message).await
+        let mut first_id = None;
+        for part in self.platforms.prepare(&chat.channel, message).await? {
+            let id = self.platforms.send(&chat.channel, part).await?;
+            first_id = first_id.or(id);
+        }
+        Ok(first_id)
     }
 }
 

@@ -270,12 +270,16 @@ pub struct Manifest {
     pub abi_version: RString,
     /// What the channel can do.
     pub capabilities: Capabilities,
-    /// The platform's maximum text length in characters; 0 = no limit. The host splits longer
-    /// text before `deliver`.
+    /// The platform's maximum text length per message; 0 = no limit. Counted in the unit
+    /// named by `extra_json`'s `"text_unit"` (`chars`, `utf16`, `bytes`; `chars` when
+    /// absent). Since ABI 1.1 the plugin splits, in [`ChannelAdapter::prepare`]; the number
+    /// is informative for the host.
     pub max_text_length: u32,
     /// One line for `nanoclaw plugins list`.
     pub description: RString,
-    /// JSON object for fields added after 1.0; `""` = none.
+    /// JSON object for fields added after 1.0; `""` = none. Since 1.1 the kit writes
+    /// `"markup"` (the markup `prepare` renders to, e.g. `"telegram_html"`) and
+    /// `"text_unit"` here.
     pub extra_json: RString,
 }
 
@@ -410,7 +414,9 @@ pub struct OutboundFile {
     pub data: RVec<u8>,
 }
 
-/// Something the host wants posted, passed to [`ChannelAdapter::deliver`].
+/// Something the host wants posted: the agent's message, passed to
+/// [`ChannelAdapter::prepare`], and each part that returns, passed to
+/// [`ChannelAdapter::deliver`].
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Default)]
 pub struct OutboundMessage {
@@ -420,7 +426,8 @@ pub struct OutboundMessage {
     pub chat_id: RString,
     /// Thread, for threaded channels.
     pub thread_id: ROption<RString>,
-    /// Text (markdown), already split to `max_text_length` by the host.
+    /// To `prepare`: the agent's text (Markdown). In a prepared part: the platform-ready
+    /// text (rendered markup, within the limit).
     pub text: RString,
     /// Edit/react target; for SEND, the message to reply to.
     pub target_message_id: ROption<RString>,
@@ -651,8 +658,26 @@ pub trait ChannelAdapter: Send + Sync {
     fn extension(&self, method: RStr<'_>, args_json: RStr<'_>) -> RResult<RString, PluginError>;
 
     /// Stop receiving and release resources. No other method is called afterwards.
+    ///
+    /// The prefix of the vtable (what every 1.x plugin has) ends here; methods added in
+    /// later minor versions come after it, with a default body that runs for plugins built
+    /// before them. abi_stable requires that this marker never moves within a major version.
     #[sabi(last_prefix_field)]
     fn teardown(&self);
+
+    /// (ABI 1.1) Turns the agent's message into the platform-ready parts that `deliver`
+    /// then sends, one call per part: the Markdown text rendered to the platform's markup
+    /// and split within its limit, files and buttons attached to the part the platform
+    /// wants them on. `EDIT` comes back as one part (cut, with an ellipsis, if too long);
+    /// `REACT` as it is. The host calls `deliver` once per part, in order, recording
+    /// progress after each, and passes each part back unchanged; `deliver` never renders or
+    /// splits again. Must be deterministic: after a restart the host prepares the same
+    /// message again and skips the parts already delivered.
+    fn prepare(&self, message: OutboundMessage) -> RResult<RVec<OutboundMessage>, PluginError> {
+        // What a plugin built on ABI 1.0 gets (its vtable has no `prepare`): its `deliver`
+        // still renders and splits by itself.
+        RResult::ROk(RVec::from(vec![message]))
+    }
 }
 
 /// The adapter object returned by `create`.

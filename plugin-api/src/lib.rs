@@ -9,7 +9,9 @@
 //!   (implemented by plugins) and [`abi::HostServices`] (implemented by the host).
 //! * [`kit`] (feature `kit`, on by default): what a plugin author uses. Implement
 //!   [`kit::Channel`] and call [`export_plugin!`]; the kit generates the root module, the ABI
-//!   marker and panic guards around every entry point.
+//!   marker and panic guards around every entry point, and implements `prepare` (render and
+//!   split outbound text) from [`kit::Channel::render`]. Feature `kit-render` adds the
+//!   Markdown renderer (`kit::render`, pulldown-cmark), which the host does not need.
 //! * The ABI marker ([`ABI_MARKER`], [`ABI_SECTION_ELF`]): a 64-byte string placed in its own
 //!   link section so the host can read a library's ABI version from the file, before any of
 //!   its code runs.

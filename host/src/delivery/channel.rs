@@ -39,13 +39,16 @@ impl<P: Platforms> Delivery<P> {
                 };
             }
         }
-        let Some(limits) = self.platforms.limits(&chat.channel) else {
+        let Some(capabilities) = self.platforms.capabilities(&chat.channel) else {
             return Outcome::Retry {
                 message: format!("no {} plugin is running", chat.channel),
                 retry_after: None,
             };
         };
-        let composed = match self.compose(session, row, chat, thread, op, limits).await {
+        let composed = match self
+            .compose(session, row, chat, thread, op, capabilities)
+            .await
+        {
             Ok(c) => c,
             Err(outcome) => return outcome,
         };

@@ -1,15 +1,16 @@
 //! From an agent's chat operation to the platform messages that carry it: the outbox files
-//! (read through [`SessionDir`](crate::sessions::SessionDir), within a memory budget), text
-//! split at the platform's limit, question cards with buttons that carry the host's card id,
-//! and fallbacks for what a channel cannot do.
+//! (read through [`SessionDir`](crate::sessions::SessionDir), within a memory budget),
+//! question cards with buttons that carry the host's card id, and fallbacks for what a
+//! channel cannot do; then the channel's plugin renders and splits it into parts (`prepare`).
 
+use abi_stable::std_types::ROption;
 use nanoclaw_plugin_api::abi::{Button, Capabilities, OutboundFile, OutboundMessage, OutboundOp};
-use nanoclaw_plugin_api::kit::{encode_button_id, split_text};
+use nanoclaw_plugin_api::kit::encode_button_id;
 use tokio::sync::SemaphorePermit;
 
 use nanoclaw_schema::session::limits;
 
-use super::{Delivery, Outcome, PlatformLimits, Platforms};
+use super::{Delivery, Outcome, Platforms, SendError};
 use crate::ids::ChatAddress;
 use crate::questions::{self, Card};
 use crate::sessions::outbound::{ChatOp, OutRow};
@@ -32,20 +33,20 @@ impl<P: Platforms> Delivery<P> {
         chat: &ChatAddress,
         thread: Option<&str>,
         op: &ChatOp,
-        limits: PlatformLimits,
+        capabilities: Capabilities,
     ) -> Result<Composed<'_>, Outcome> {
         let base = OutboundMessage {
             chat_id: chat.platform_id.as_str().into(),
             thread_id: thread.map(Into::into).into(),
             ..Default::default()
         };
-        let can = |cap: Capabilities| limits.capabilities.contains(cap);
+        let can = |cap: Capabilities| capabilities.contains(cap);
         let mut composed = Composed {
             parts: Vec::new(),
             card: None,
             _budget: None,
         };
-        match op {
+        let message = match op {
             ChatOp::Send { text, files } => {
                 let mut text = text.clone();
                 let mut loaded = Vec::new();
@@ -63,31 +64,12 @@ impl<P: Platforms> Delivery<P> {
                     loaded = data;
                     composed._budget = permit;
                 }
-                let mut chunks = match limits.max_text_length {
-                    Some(max) => split_text(&text, max),
-                    None => vec![text],
-                };
-                if chunks.is_empty() {
-                    chunks.push(String::new());
+                OutboundMessage {
+                    op: OutboundOp::SEND,
+                    text: text.into(),
+                    files: loaded.into(),
+                    ..base
                 }
-                if chunks.len() > limits::MAX_PARTS {
-                    return Err(Outcome::Failed(format!(
-                        "the text would take {} messages on {}, more than the limit of {}; send less",
-                        chunks.len(),
-                        chat.channel,
-                        limits::MAX_PARTS
-                    )));
-                }
-                let mut files = Some(loaded);
-                composed.parts = chunks
-                    .into_iter()
-                    .map(|chunk| OutboundMessage {
-                        op: OutboundOp::SEND,
-                        text: chunk.into(),
-                        files: files.take().unwrap_or_default().into(),
-                        ..base.clone()
-                    })
-                    .collect();
             }
             ChatOp::Edit { message_id, text } => {
                 if !can(Capabilities::EDIT) {
@@ -96,22 +78,12 @@ impl<P: Platforms> Delivery<P> {
                         chat.channel
                     )));
                 }
-                if let Some(max) = limits.max_text_length
-                    && text.chars().count() > max
-                {
-                    return Err(Outcome::Failed(format!(
-                        "an edit must fit one message ({max} characters on {})",
-                        chat.channel
-                    )));
-                }
-                composed.parts.push(OutboundMessage {
+                OutboundMessage {
                     op: OutboundOp::EDIT,
                     text: text.as_str().into(),
-                    target_message_id: abi_stable::std_types::ROption::RSome(
-                        message_id.as_str().into(),
-                    ),
+                    target_message_id: ROption::RSome(message_id.as_str().into()),
                     ..base
-                });
+                }
             }
             ChatOp::React { message_id, emoji } => {
                 if !can(Capabilities::REACTIONS) {
@@ -120,14 +92,12 @@ impl<P: Platforms> Delivery<P> {
                         chat.channel
                     )));
                 }
-                composed.parts.push(OutboundMessage {
+                OutboundMessage {
                     op: OutboundOp::REACT,
                     reaction: emoji.as_str().into(),
-                    target_message_id: abi_stable::std_types::ROption::RSome(
-                        message_id.as_str().into(),
-                    ),
+                    target_message_id: ROption::RSome(message_id.as_str().into()),
                     ..base
-                });
+                }
             }
             ChatOp::Question {
                 question_id,
@@ -156,16 +126,55 @@ impl<P: Platforms> Delivery<P> {
                     text.push_str(&format!("\n\nOptions: {}", options.join(", ")));
                     Vec::new()
                 };
-                composed.parts.push(OutboundMessage {
+                composed.card = Some(card);
+                OutboundMessage {
                     op: OutboundOp::SEND,
                     text: text.into(),
                     buttons: buttons.into(),
                     ..base
-                });
-                composed.card = Some(card);
+                }
             }
-        }
+        };
+        composed.parts = self.prepare(chat, message).await?;
         Ok(composed)
+    }
+
+    /// The platform messages for one logical message, from the channel's plugin (rendered
+    /// and split within the platform's limits), bounded by [`limits::MAX_PARTS`].
+    async fn prepare(
+        &self,
+        chat: &ChatAddress,
+        message: OutboundMessage,
+    ) -> Result<Vec<OutboundMessage>, Outcome> {
+        let parts = self
+            .platforms
+            .prepare(&chat.channel, message)
+            .await
+            .map_err(|e| match e {
+                SendError::Permanent(e) => Outcome::Failed(format!("could not prepare: {e}")),
+                SendError::Transient {
+                    message,
+                    retry_after,
+                } => Outcome::Retry {
+                    message,
+                    retry_after,
+                },
+            })?;
+        if parts.is_empty() {
+            return Err(Outcome::Failed(format!(
+                "the {} plugin made nothing to send of it",
+                chat.channel
+            )));
+        }
+        if parts.len() > limits::MAX_PARTS {
+            return Err(Outcome::Failed(format!(
+                "the message would take {} messages on {}, more than the limit of {}; send less",
+                parts.len(),
+                chat.channel,
+                limits::MAX_PARTS
+            )));
+        }
+        Ok(parts)
     }
 
     /// Reads `outbox/<id>/<files>` through checked descriptors, holding the bytes against

@@ -2,6 +2,8 @@ use super::*;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use nanoclaw_plugin_api::kit::prepare::prepare_with;
+use nanoclaw_plugin_api::kit::{LengthUnit, Markup, TextLimit};
 use nanoclaw_schema::session::content::ChatIn;
 use nanoclaw_schema::session::{InKind, OUTBOX_DIR};
 use nanoclaw_schema::time;
@@ -14,32 +16,40 @@ use crate::store::testing::{agent, chat};
 use crate::store::wirings::{self, SessionMode, WiringRules};
 
 /// A scripted set of channels: records what was sent; answers from a queue of results.
+/// Prepares the way the kit's default does for plain text, split at `max_chars`.
 #[derive(Default)]
 struct FakePlatforms {
     sent: Mutex<Vec<(String, OutboundMessage)>>,
     script: Mutex<VecDeque<std::result::Result<(), SendError>>>,
-    limits: HashMap<String, PlatformLimits>,
+    channels: HashMap<String, FakeChannel>,
+}
+
+#[derive(Clone, Copy)]
+struct FakeChannel {
+    capabilities: Capabilities,
+    /// 0 = no limit.
+    max_chars: usize,
 }
 
 impl FakePlatforms {
     fn new() -> Self {
-        let mut limits = HashMap::new();
-        limits.insert(
+        let mut channels = HashMap::new();
+        channels.insert(
             "telegram".to_string(),
-            PlatformLimits {
-                max_text_length: Some(20),
+            FakeChannel {
                 capabilities: Capabilities::EDIT | Capabilities::FILES | Capabilities::BUTTONS,
+                max_chars: 20,
             },
         );
-        limits.insert(
+        channels.insert(
             "cli".to_string(),
-            PlatformLimits {
-                max_text_length: None,
+            FakeChannel {
                 capabilities: Capabilities::NONE,
+                max_chars: 0,
             },
         );
         FakePlatforms {
-            limits,
+            channels,
             ..Default::default()
         }
     }
@@ -55,8 +65,22 @@ impl FakePlatforms {
 }
 
 impl Platforms for FakePlatforms {
-    fn limits(&self, channel: &ChannelType) -> Option<PlatformLimits> {
-        self.limits.get(channel.as_str()).copied()
+    fn capabilities(&self, channel: &ChannelType) -> Option<Capabilities> {
+        self.channels.get(channel.as_str()).map(|c| c.capabilities)
+    }
+
+    async fn prepare(
+        &self,
+        channel: &ChannelType,
+        message: OutboundMessage,
+    ) -> std::result::Result<Vec<OutboundMessage>, SendError> {
+        let max = self
+            .channels
+            .get(channel.as_str())
+            .map_or(0, |c| c.max_chars);
+        let limit = TextLimit::new(max, LengthUnit::Chars);
+        prepare_with(message, Markup::Verbatim, limit)
+            .map_err(|e| SendError::Permanent(e.to_string()))
     }
 
     async fn send(
@@ -478,8 +502,8 @@ async fn oversized_rows_fail_and_many_rows_are_paged() {
         "1",
         serde_json::json!({"op": "send", "text": "x", "files": names}),
     );
-    // Too many parts for the platform (the fake's limit is 20 characters).
-    let parts = f.say("telegram", "1", &"abcdefghij ".repeat(60));
+    // Too many parts for the platform (more than `MAX_PARTS` at the kit's smallest split).
+    let parts = f.say("telegram", "1", &"abcdefghij ".repeat(200));
     let fine = f.say("telegram", "1", "ok");
     f.drain().await;
     assert!(f.error_of(&long).unwrap().contains("characters"));

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use nanoclaw_plugin_api::abi::{Capabilities, OutboundMessage};
 
-use super::{LoadedPlugins, PluginHandle};
+use super::{CallError, LoadedPlugins, PluginHandle};
 use crate::access::{DmChannels, DmRoute};
-use crate::delivery::{PlatformLimits, Platforms, SendError};
+use crate::delivery::{Platforms, SendError};
 use crate::ids::{ChannelType, PlatformId};
 
 /// Loaded plugin instances keyed by channel type.
@@ -30,6 +30,13 @@ impl PluginChannels {
         &self.plugins
     }
 
+    fn running(&self, channel: &ChannelType) -> Result<&PluginHandle, SendError> {
+        self.get(channel).ok_or_else(|| SendError::Transient {
+            message: format!("no {channel} plugin is running"),
+            retry_after: None,
+        })
+    }
+
     /// Shows "typing…" in a chat, if the channel can; failures only matter to the log.
     pub async fn set_typing(&self, channel: &ChannelType, chat: &PlatformId, thread: Option<&str>) {
         if let Some(h) = self
@@ -43,11 +50,17 @@ impl PluginChannels {
 }
 
 impl Platforms for PluginChannels {
-    fn limits(&self, channel: &ChannelType) -> Option<PlatformLimits> {
-        self.get(channel).map(|h| PlatformLimits {
-            max_text_length: h.manifest().max_text_length.map(|n| n as usize),
-            capabilities: h.capabilities(),
-        })
+    fn capabilities(&self, channel: &ChannelType) -> Option<Capabilities> {
+        self.get(channel).map(PluginHandle::capabilities)
+    }
+
+    async fn prepare(
+        &self,
+        channel: &ChannelType,
+        message: OutboundMessage,
+    ) -> Result<Vec<OutboundMessage>, SendError> {
+        let handle = self.running(channel)?;
+        handle.prepare(message).await.map_err(send_error)
     }
 
     async fn send(
@@ -55,22 +68,20 @@ impl Platforms for PluginChannels {
         channel: &ChannelType,
         message: OutboundMessage,
     ) -> Result<Option<String>, SendError> {
-        let Some(handle) = self.get(channel) else {
-            return Err(SendError::Transient {
-                message: format!("no {channel} plugin is running"),
-                retry_after: None,
-            });
-        };
-        handle.deliver(message).await.map_err(|e| {
-            if e.is_transient() {
-                SendError::Transient {
-                    message: e.to_string(),
-                    retry_after: e.retry_after(),
-                }
-            } else {
-                SendError::Permanent(e.to_string())
-            }
-        })
+        let handle = self.running(channel)?;
+        handle.deliver(message).await.map_err(send_error)
+    }
+}
+
+/// A failed plugin call as delivery sees it: worth retrying or not.
+fn send_error(e: CallError) -> SendError {
+    if e.is_transient() {
+        SendError::Transient {
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    } else {
+        SendError::Permanent(e.to_string())
     }
 }
 

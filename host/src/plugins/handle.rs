@@ -363,6 +363,22 @@ impl PluginHandle {
             .map_err(|e| self.plugin_error("start", e))
     }
 
+    /// `prepare` (ABI 1.1): the platform-ready parts of an outbound message (rendered,
+    /// split within the platform's limit), to pass to [`deliver`](Self::deliver) one at a
+    /// time, unchanged and in order.
+    pub async fn prepare(
+        &self,
+        message: OutboundMessage,
+    ) -> Result<Vec<OutboundMessage>, CallError> {
+        self.call("prepare", self.inner.limits.call_timeout, move |a| {
+            a.prepare(message)
+        })
+        .await?
+        .into_result()
+        .map(|parts| parts.into_vec())
+        .map_err(|e| self.plugin_error("prepare", e))
+    }
+
     /// `deliver`: returns the platform message id, if the platform gives one.
     pub async fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, CallError> {
         self.call("deliver", self.inner.limits.call_timeout, move |a| {

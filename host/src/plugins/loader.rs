@@ -267,7 +267,8 @@ pub struct PluginManifest {
     pub abi_version: String,
     /// Capabilities.
     pub capabilities: Capabilities,
-    /// Maximum text length in characters, if limited.
+    /// Maximum text length per message, if limited, in the unit the manifest's
+    /// `extra_json` names (`text_unit`: `chars`, `utf16`, `bytes`; `chars` when absent).
     pub max_text_length: Option<u32>,
     /// One-line description.
     pub description: String,

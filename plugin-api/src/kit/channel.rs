@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use abi_stable::std_types::{ROption, RStr, RString};
 use serde::de::DeserializeOwned;
 
+use super::format::{LengthUnit, Markup, TextLimit};
 use crate::abi::{
     ActionEvent, Capabilities, Health, HostServicesBox, InboundEvent, LogLevel, OutboundMessage,
     PluginError, WebhookRequest, WebhookResponse,
@@ -13,14 +14,18 @@ use crate::abi::{
 /// Static description of a channel, turned into the ABI [`Manifest`](crate::abi::Manifest).
 ///
 /// ```
-/// use nanoclaw_plugin_api::kit::ChannelInfo;
+/// use nanoclaw_plugin_api::kit::{ChannelInfo, LengthUnit};
 /// use nanoclaw_plugin_api::abi::Capabilities;
 /// const INFO: ChannelInfo = ChannelInfo::new("Telegram", "telegram", "0.3.1")
 ///     .capabilities(Capabilities::EDIT.with(Capabilities::TYPING))
-///     .max_text_length(4000)
+///     .max_text_length(4096)
+///     .text_unit(LengthUnit::Utf16)
 ///     .description("Telegram Bot API (long polling)");
-/// assert_eq!(INFO.max_text_length, 4000);
+/// assert_eq!(INFO.text_limit().max, 4096);
 /// ```
+///
+/// With the `kit-render` feature, `.markup(Markup::TelegramHtml)` makes the default
+/// [`Channel::render`] turn the agent's Markdown into that markup before splitting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelInfo {
     /// Human label.
@@ -31,8 +36,13 @@ pub struct ChannelInfo {
     pub version: &'static str,
     /// What the channel can do.
     pub capabilities: Capabilities,
-    /// Maximum text length in characters, 0 = none.
+    /// Maximum text length per message, in [`text_unit`](Self::text_unit)s; 0 = none.
     pub max_text_length: u32,
+    /// How the platform counts text length.
+    pub text_unit: LengthUnit,
+    /// What the default [`Channel::render`] renders the agent's Markdown into
+    /// ([`Markup::Verbatim`] unless set with the `kit-render` feature).
+    pub markup: Markup,
     /// One line for operators.
     pub description: &'static str,
     /// JSON object with anything else, `""` = none.
@@ -52,6 +62,8 @@ impl ChannelInfo {
             version,
             capabilities: Capabilities::NONE,
             max_text_length: 0,
+            text_unit: LengthUnit::Chars,
+            markup: Markup::Verbatim,
             description: "",
             extra_json: "",
         }
@@ -61,10 +73,26 @@ impl ChannelInfo {
         self.capabilities = capabilities;
         self
     }
-    /// Sets the maximum text length (characters).
+    /// Sets the maximum text length per message (in [`text_unit`](Self::text_unit)s).
     pub const fn max_text_length(mut self, max: u32) -> Self {
         self.max_text_length = max;
         self
+    }
+    /// Sets how the platform counts length (default: characters).
+    pub const fn text_unit(mut self, unit: LengthUnit) -> Self {
+        self.text_unit = unit;
+        self
+    }
+    /// Sets the markup the default [`Channel::render`] renders Markdown into (needs the
+    /// `kit-render` feature; without it every channel passes text through verbatim).
+    #[cfg(feature = "kit-render")]
+    pub const fn markup(mut self, markup: Markup) -> Self {
+        self.markup = markup;
+        self
+    }
+    /// The limit as a [`TextLimit`].
+    pub const fn text_limit(&self) -> TextLimit {
+        TextLimit::new(self.max_text_length as usize, self.text_unit)
     }
     /// Sets the one-line description.
     pub const fn description(mut self, description: &'static str) -> Self {
@@ -252,7 +280,19 @@ pub trait Channel: Send + Sync + Sized + 'static {
         Ok(())
     }
 
-    /// Posts, edits or reacts; returns the platform message id.
+    /// Turns the agent's message into the parts [`deliver`](Self::deliver) sends, one
+    /// platform message (one API call) each: the text rendered and split within the limit,
+    /// files and buttons attached where the platform wants them. Runs for the ABI's
+    /// `prepare`; see [`prepare`](super::prepare) for the contract. Must be deterministic.
+    ///
+    /// Default: [`prepare_default`](super::prepare::prepare_default) with
+    /// [`INFO`](Self::INFO)'s markup and limit (files and buttons on the last part).
+    fn render(&self, message: OutboundMessage) -> Result<Vec<OutboundMessage>, PluginError> {
+        super::prepare::prepare_default(message, &Self::INFO)
+    }
+
+    /// Posts, edits or reacts with one part made by [`render`](Self::render), exactly as
+    /// given (never render or split again); returns the platform message id.
     fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError>;
 
     /// Shows a typing indicator once. Default: nothing.

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{ROption, RResult, RStr, RString};
+use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 
 use super::channel::ropt_str;
 use super::guard::{guard, guard_or};
+use super::prepare::{self, is_prepared};
 use super::{Channel, Context, Host, with_current_host};
 use crate::abi::{
     ChannelAdapter, ChannelAdapter_TO, ChannelAdapterBox, Health, HealthStatus, HostServicesBox,
@@ -31,11 +32,23 @@ pub fn manifest<C: Channel>() -> Manifest {
                 capabilities: info.capabilities,
                 max_text_length: info.max_text_length,
                 description: info.description.into(),
-                extra_json: info.extra_json.into(),
+                extra_json: manifest_extra(&info).into(),
             }
         },
         |_| Manifest::default(),
     )
+}
+
+/// The channel's own extra JSON with the text format added (`markup`, `text_unit`): the
+/// manifest has no fields for them, and its layout cannot change within 1.x.
+fn manifest_extra(info: &super::ChannelInfo) -> String {
+    let mut extra = match serde_json::from_str::<serde_json::Value>(info.extra_json) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    extra.insert("markup".to_owned(), info.markup.name().into());
+    extra.insert("text_unit".to_owned(), info.text_unit.name().into());
+    serde_json::Value::Object(extra).to_string()
 }
 
 /// The root module of a plugin whose channel is `C`.
@@ -114,8 +127,33 @@ impl<C: Channel> ChannelAdapter for Adapter<C> {
 
     fn deliver(&self, message: OutboundMessage) -> RResult<ROption<RString>, PluginError> {
         guard(|| {
-            self.with(|c| c.deliver(message))
-                .map(|id| id.map(RString::from).into())
+            self.with(|c| {
+                if is_prepared(&message) {
+                    return c.deliver(message);
+                }
+                // From a host that does not call `prepare` (ABI 1.0): prepare here and send
+                // every part; the id is the first part's.
+                let mut first = None;
+                for part in prepare::seal(c.render(message)?, C::INFO.markup) {
+                    let id = c.deliver(part)?;
+                    if first.is_none() {
+                        first = id;
+                    }
+                }
+                Ok(first)
+            })
+            .map(|id| id.map(RString::from).into())
+        })
+    }
+
+    fn prepare(&self, message: OutboundMessage) -> RResult<RVec<OutboundMessage>, PluginError> {
+        guard(|| {
+            if is_prepared(&message) {
+                // Already a part: rendering it again would escape its markup twice.
+                return Ok(RVec::from(vec![message]));
+            }
+            self.with(|c| c.render(message))
+                .map(|parts| prepare::to_abi(parts, C::INFO.markup))
         })
     }
 

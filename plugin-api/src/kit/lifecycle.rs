@@ -258,7 +258,15 @@ pub trait AsyncChannel: Send + Sync + Sized + 'static {
         async {}
     }
 
-    /// Posts, edits or reacts; returns the platform message id.
+    /// Turns the agent's message into the parts `deliver` sends, one platform message each;
+    /// runs synchronously (no I/O). See [`Channel::render`]. Default:
+    /// [`prepare_default`](super::prepare::prepare_default) with `INFO`'s markup and limit.
+    fn render(&self, message: OutboundMessage) -> Result<Vec<OutboundMessage>, PluginError> {
+        super::prepare::prepare_default(message, &Self::INFO)
+    }
+
+    /// Posts, edits or reacts with one part made by [`render`](Self::render), exactly as
+    /// given; returns the platform message id.
     fn deliver(
         &self,
         message: OutboundMessage,
@@ -449,6 +457,10 @@ impl<C: AsyncChannel> Channel for Hosted<C> {
         self.life.spawn(channel.run(self.life.stop_signal()));
         *started = true;
         Ok(())
+    }
+
+    fn render(&self, message: OutboundMessage) -> Result<Vec<OutboundMessage>, PluginError> {
+        self.channel.render(message)
     }
 
     fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {

@@ -43,23 +43,38 @@
 //! * `webhook` (feature `kit-webhook`): Slack, Svix, Ed25519, Meta and Webex signatures,
 //!   RS256 JWTs against a JWKS.
 //! * `ws` (feature `kit-ws`): a reconnecting WebSocket client with heartbeats and resume.
+//! * Outbound text: [`Channel::render`] (the ABI's `prepare`) turns the agent's message into
+//!   platform-ready parts that [`Channel::deliver`] sends as given; see [`prepare`] for the
+//!   contract and [`prepare::prepare_default`] for what the default does with
+//!   [`ChannelInfo`]'s [`Markup`], `max_text_length` and [`LengthUnit`].
+//! * `render` (feature `kit-render`): the agent's Markdown parsed once into a
+//!   `render::Document` and rendered per platform: Telegram HTML, Slack mrkdwn,
+//!   Discord Markdown, Teams/Webex Markdown, WhatsApp, Matrix HTML, email HTML, plain text.
+//! * [`Rendered`]: rendered text, split after rendering ([`Rendered::split`]) in the
+//!   platform's unit without breaking a tag, an entity, a surrogate pair or (where it can) a
+//!   URL; tags open at a cut are closed and reopened. [`Rendered::verbatim`] needs no
+//!   feature. [`split_text`] is the older plain splitter by characters.
 //! * [`guard`]: `catch_unwind` → [`PluginError`](crate::abi::PluginError) with kind `PANICKED`. A panic that crossed
 //!   the boundary would end the host process.
 //! * [`runtime`]: a small tokio runtime owned by the plugin (the host's runtime is invisible
 //!   inside a cdylib); [`Hosted`] builds one for you.
 //! * [`HostLogLayer`] / [`install_tracing`]: the plugin's `tracing` events go to the host log.
-//! * [`split_text`], [`now_ms`], [`encode_button_id`] / [`decode_button_id`], the HMAC verifiers.
+//! * [`now_ms`], [`encode_button_id`] / [`decode_button_id`], the HMAC verifiers.
 //! * [`testing::MemoryHost`]: an in-memory [`HostServices`](crate::abi::HostServices) for
-//!   unit tests.
+//!   unit tests, and [`testing::send`] to prepare and deliver a message as the host does.
+//!   Fake platform servers for integration tests live in the `nanoclaw-fake-platform` crate
+//!   (a dev-dependency, never part of a release plugin).
 //!
 //! The host builds this crate with `kit` only: the heavy dependencies behind `kit-http`,
-//! `kit-webhook` and `kit-ws` (reqwest, rustls, ring, tokio-tungstenite) are compiled only
+//! `kit-webhook`, `kit-ws` and `kit-render` (reqwest, rustls, ring, tokio-tungstenite,
+//! pulldown-cmark) are compiled only
 //! for the plugins that enable them.
 
 mod buttons;
 mod channel;
 #[doc(hidden)]
 pub mod export;
+mod format;
 mod guard;
 mod health;
 #[cfg(feature = "kit-http")]
@@ -67,6 +82,10 @@ pub mod http;
 pub mod inbound;
 pub mod lifecycle;
 mod log;
+pub mod prepare;
+#[cfg(feature = "kit-render")]
+pub mod render;
+mod rendered;
 pub mod retry;
 mod runtime;
 mod secret;
@@ -86,11 +105,13 @@ pub use buttons::{
     encode_button_id,
 };
 pub use channel::{Channel, ChannelInfo, Context, Host};
+pub use format::{LengthUnit, Markup, TextLimit};
 pub use guard::{guard, guard_or, panic_message};
 pub use health::HealthCell;
 pub use inbound::{Dedupe, Handed, Inbox};
 pub use lifecycle::{AsyncChannel, Hosted, Lifecycle, StopSignal, Stopped};
 pub use log::{HostLogLayer, install_tracing, with_current_host};
+pub use rendered::{ELLIPSIS, MIN_SPLIT_LIMIT, Part, Rendered};
 pub use retry::{Backoff, BackoffPolicy, Rate, RateLimiter};
 pub use runtime::runtime;
 pub use secret::{REDACTED, Secret, redact_all};
@@ -108,8 +129,8 @@ pub use tracing;
 /// `use nanoclaw_plugin_api::kit::prelude::*;` brings in what a channel implementation needs.
 pub mod prelude {
     pub use super::{
-        AsyncChannel, Channel, ChannelInfo, Context, Host, Hosted, Lifecycle, Secret, StopSignal,
-        tracing,
+        AsyncChannel, Channel, ChannelInfo, Context, Host, Hosted, LengthUnit, Lifecycle, Markup,
+        Secret, StopSignal, tracing,
     };
     pub use crate::abi::{
         ActionEvent, Attachment, Button, Capabilities, ErrorKind, Health, HealthStatus,

@@ -1,9 +1,10 @@
 //! An in-memory [`HostServices`] for tests (plugin unit tests, the host's loader tests,
-//! `nanoclaw plugins check`).
+//! `nanoclaw plugins check`), and [`prepare`] / [`send`] to drive a channel's outbound side
+//! the way the host does.
 //!
-//! It records inbound events, actions and log lines, and implements the state store with
-//! the same semantics as the host's database-backed one (TTL expiry, set-if-absent, token
-//! locks, capped lists).
+//! [`MemoryHost`] records inbound events, actions and log lines, and implements the state
+//! store with the same semantics as the host's database-backed one (TTL expiry,
+//! set-if-absent, token locks, capped lists).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +14,35 @@ use std::time::{Duration, Instant};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString, RVec};
 
-use super::Host;
+use super::{Channel, Host};
 use crate::abi::{
     ActionEvent, HostServices, HostServices_TO, HostServicesBox, InboundEvent, LogLevel,
-    PluginError,
+    OutboundMessage, PluginError,
 };
+
+/// What the ABI's `prepare` returns for `message`: `channel.render(message)`, each part
+/// marked as prepared.
+pub fn prepare<C: Channel>(
+    channel: &C,
+    message: OutboundMessage,
+) -> Result<Vec<OutboundMessage>, PluginError> {
+    Ok(super::prepare::seal(
+        channel.render(message)?,
+        C::INFO.markup,
+    ))
+}
+
+/// What the host does with an outbound message: [`prepare`] it, then `deliver` each part in
+/// order, stopping at the first error. Returns each part's platform id.
+pub fn send<C: Channel>(
+    channel: &C,
+    message: OutboundMessage,
+) -> Result<Vec<Option<String>>, PluginError> {
+    prepare(channel, message)?
+        .into_iter()
+        .map(|part| channel.deliver(part))
+        .collect()
+}
 
 /// One recorded [`HostServices::log`] call.
 #[derive(Debug, Clone, PartialEq, Eq)]

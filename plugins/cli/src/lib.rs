@@ -159,6 +159,12 @@ impl AsyncChannel for Cli {
         }
     }
 
+    /// The terminal shows the agent's text as written (Markdown reads fine there), whole:
+    /// one part, untouched.
+    fn render(&self, message: OutboundMessage) -> Result<Vec<OutboundMessage>, PluginError> {
+        Ok(vec![message])
+    }
+
     async fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
         if message.op != OutboundOp::SEND {
             return Err(PluginError::unsupported(format_args!(

@@ -247,6 +247,23 @@ fn deliver_reaches_the_connected_client() {
 }
 
 #[test]
+fn prepare_passes_the_text_through_whole() {
+    let f = Fixture::new();
+    let text = format!(
+        "  **Markdown** stays as written\n\n{}",
+        "long line ".repeat(2000)
+    );
+    let message = OutboundMessage {
+        chat_id: me().user.as_str().into(),
+        text: text.as_str().into(),
+        ..OutboundMessage::default()
+    };
+    let parts = nanoclaw_plugin_api::kit::testing::prepare(&f.channel, message).expect("prepare");
+    assert_eq!(parts.len(), 1, "no splitting");
+    assert_eq!(parts[0].text.as_str(), text, "no rendering");
+}
+
+#[test]
 fn deliver_without_a_client_is_kept_and_flushed_in_order_on_connect() {
     let f = Fixture::started();
     let ids: Vec<String> = (1..=3).map(|i| f.deliver(&format!("reply {i}"))).collect();

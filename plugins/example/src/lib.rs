@@ -4,7 +4,9 @@
 //!   the host's `/webhook/example` route, signed with `X-Signature: sha256=<hex HMAC-SHA256
 //!   of the body>`. The host hands the request to [`Channel::handle_webhook`]; we verify the
 //!   signature over the exact body bytes and call `on_inbound`.
-//! * Outbound: `deliver` appends one JSON line per message to `outbox_path`.
+//! * Outbound: the kit's default `prepare` renders the agent's Markdown as plain text and
+//!   splits it into parts of at most 2000 characters (from [`ChannelInfo`]); `deliver`
+//!   appends one JSON line per part to `outbox_path`.
 //!
 //! Settings (`[plugins.example.settings]` in plugins.toml):
 //! `secret = { env = "EXAMPLE_WEBHOOK_SECRET" }` and `outbox_path = "outbox.jsonl"`
@@ -60,6 +62,11 @@ impl Channel for ExampleChannel {
                 .with(Capabilities::REACTIONS)
                 .with(Capabilities::BUTTONS),
         )
+        // How outbound text looks: the kit renders Markdown to this markup and splits it
+        // within this limit (counted in this unit) before `deliver`.
+        .markup(Markup::PlainText)
+        .max_text_length(2000)
+        .text_unit(LengthUnit::Chars)
         .description("Signed JSON webhook in, JSON lines file out");
 
     // Validate settings and open files here, but don't connect to anything yet:
@@ -85,15 +92,18 @@ impl Channel for ExampleChannel {
         })
     }
 
-    // Called with text already split to max_text_length. Return the platform's id of what
-    // was posted: the host uses it later as the target of edits and reactions.
+    // Called once per part the kit's `prepare` made (text rendered and split, buttons on
+    // the last part): send it as it is. Return the platform's id of what was posted: the
+    // host uses it later as the target of edits and reactions.
     fn deliver(&self, m: OutboundMessage) -> Result<Option<String>, PluginError> {
         let id = format!("out-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let part = kit::prepare::PartInfo::of(&m);
         let line = json!({
             "id": id,
             "op": m.op.to_string(),
             "chat_id": m.chat_id.as_str(),
             "text": m.text.as_str(),
+            "part": part.as_ref().map(|p| format!("{}/{}", p.index + 1, p.count)),
             "target_message_id": m.target_message_id.as_ref().map(RString::as_str).into_option(),
             "reaction": m.reaction.as_str(),
             "buttons": m.buttons.iter().map(|b| json!([b.id.as_str(), b.label.as_str()])).collect::<Vec<_>>(),
@@ -247,6 +257,51 @@ mod tests {
         assert_eq!(ch.handle_webhook(signed(body)).expect("w").status, 503);
     }
 
+    fn outbox(dir: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("outbox.jsonl"))
+            .expect("outbox")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    #[test]
+    fn markdown_is_rendered_and_split_before_deliver() {
+        let (mem, dir) = (MemoryHost::new(), tempfile::tempdir().expect("tempdir"));
+        let ch = channel(&mem, dir.path());
+        let words = "word ".repeat(700);
+        let card = OutboundMessage {
+            chat_id: "c1".into(),
+            text: format!("**Approve?** {}", words.trim_end()).into(),
+            buttons: vec![Button {
+                id: "ncq:q1:0".into(),
+                label: "Yes".into(),
+            }]
+            .into(),
+            ..Default::default()
+        };
+        // What the host does: prepare, then deliver each part in order.
+        let ids = kit::testing::send(&ch, card).expect("send");
+        assert_eq!(ids.len(), 2);
+        let lines = outbox(dir.path());
+        assert!(
+            lines[0]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Approve? word"))
+        );
+        assert!(lines.iter().all(|l| {
+            l["text"]
+                .as_str()
+                .is_some_and(|t| t.chars().count() <= 2000)
+        }));
+        assert_eq!(
+            (lines[0]["part"].as_str(), lines[1]["part"].as_str()),
+            (Some("1/2"), Some("2/2"))
+        );
+        assert_eq!(lines[0]["buttons"], json!([]));
+        assert_eq!(lines[1]["buttons"], json!([["ncq:q1:0", "Yes"]]));
+    }
+
     #[test]
     fn deliver_appends_json_lines() {
         let (mem, dir) = (MemoryHost::new(), tempfile::tempdir().expect("tempdir"));
@@ -268,11 +323,7 @@ mod tests {
             })
             .expect("deliver");
         assert_ne!(first, second);
-        let text = std::fs::read_to_string(dir.path().join("outbox.jsonl")).expect("outbox");
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json line"))
-            .collect();
+        let lines = outbox(dir.path());
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["text"], "hello");
         assert_eq!(lines[0]["id"].as_str(), first.as_deref());

@@ -31,8 +31,9 @@
 //! * Outbound calls are paced by the kit's rate limiter: about 30 a second overall, and a
 //!   chat Telegram answered 429 for waits its `retry_after` (up to 5 s inside a `deliver`;
 //!   longer goes back to the host as `RATE_LIMITED`).
-//! * Outbound Markdown becomes Telegram HTML (the `format` module); when Telegram cannot parse it the
-//!   text is re-sent plain. Every API call's text is at most 4096 UTF-16 units.
+//! * Outbound Markdown becomes Telegram HTML in `prepare` (the `format` module), split into
+//!   parts of at most 4096 UTF-16 units (captions 1024); `deliver` sends one part, and its
+//!   plain text when Telegram cannot parse the HTML.
 //! * The token appears in request URLs only; errors and log lines never contain it.
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -179,7 +180,9 @@ impl AsyncChannel for Telegram {
                 .with(Capabilities::FILES)
                 .with(Capabilities::BUTTONS),
         )
-        .max_text_length(4000)
+        .max_text_length(4096)
+        .text_unit(LengthUnit::Utf16)
+        .markup(Markup::TelegramHtml)
         .description("Telegram Bot API (long polling)");
 
     fn create(ctx: Context, life: &Lifecycle) -> Result<Self, PluginError> {
@@ -296,6 +299,10 @@ impl AsyncChannel for Telegram {
     async fn run(self: Arc<Self>, stop: StopSignal) {
         let offset = *self.start_offset.lock().unwrap_or_else(|p| p.into_inner());
         poller::run(Arc::clone(&self.shared), offset, stop).await;
+    }
+
+    fn render(&self, message: OutboundMessage) -> Result<Vec<OutboundMessage>, PluginError> {
+        format::prepare(message)
     }
 
     async fn deliver(&self, message: OutboundMessage) -> Result<Option<String>, PluginError> {
@@ -426,7 +433,9 @@ mod tests {
     fn manifest() {
         let info = TelegramChannel::INFO;
         assert_eq!(info.channel_type, "telegram");
-        assert_eq!(info.max_text_length, 4000);
+        assert_eq!(info.max_text_length, 4096);
+        assert_eq!(info.text_unit, LengthUnit::Utf16);
+        assert_eq!(info.markup, Markup::TelegramHtml);
         assert!(!info.capabilities.contains(Capabilities::OPEN_DM));
         assert!(!info.capabilities.contains(Capabilities::WEBHOOK));
         assert!(

@@ -1,20 +1,22 @@
 //! Host → Telegram: messages, files, buttons, edits, reactions, typing.
+//!
+//! `deliver` sends exactly the part `prepare` made (see the `format` module): one message,
+//! one document or one edit; it never renders or splits.
 
 use std::time::Duration;
 
 use nanoclaw_plugin_api::kit::prelude::*;
+use nanoclaw_plugin_api::kit::prepare::plain_text_of;
 use serde_json::{Value, json};
 
 use crate::Log;
 use crate::api::{Api, ApiError, SentMessage};
-use crate::format::{CAPTION_LIMIT, Chunk, MESSAGE_LIMIT, render_chunks};
+use crate::format::MAX_UPLOAD_BYTES;
 
 /// Per-request timeout of calls made for the host (its own call timeout is 30 s).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Uploads get a little longer.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(25);
-/// The Bot API refuses uploads above 50 MB.
-const MAX_UPLOAD_BYTES: usize = 50 * 1024 * 1024;
 /// Telegram's limit on `callback_data`.
 const MAX_CALLBACK_DATA: usize = 64;
 
@@ -137,65 +139,60 @@ pub(crate) fn reaction_emoji(name: &str) -> Result<Option<String>, PluginError> 
     Ok(Some(emoji.to_owned()))
 }
 
-/// Carries out one `deliver` call.
+/// Carries out one `deliver` call: one prepared part.
 pub(crate) async fn deliver(
     api: &Api,
     log: &Log,
     m: &OutboundMessage,
 ) -> Result<Option<String>, PluginError> {
     match m.op {
-        OutboundOp::SEND => send(api, log, m).await,
+        OutboundOp::SEND => send(api, log, m).await.map(|id| Some(id.to_string())),
         OutboundOp::EDIT => edit(api, log, m).await,
         OutboundOp::REACT => react(api, m).await,
         other => Err(PluginError::unsupported(format_args!("operation {other}"))),
     }
 }
 
-async fn send(api: &Api, log: &Log, m: &OutboundMessage) -> Result<Option<String>, PluginError> {
-    let chat = chat_ref(m.chat_id.as_str())?;
-    let mut reply_to = target_of(m)?;
-    let mut keyboard = keyboard(&m.buttons)?;
-    let chunks = render_chunks(m.text.as_str(), MESSAGE_LIMIT);
-    for file in m.files.iter() {
-        if file.data.len() > MAX_UPLOAD_BYTES {
-            return Err(PluginError::invalid_input(format!(
-                "file `{}` is {} bytes; the Telegram Bot API takes at most 50 MB",
-                file.name,
-                file.data.len()
-            )));
-        }
-    }
-    if chunks.is_empty() && m.files.is_empty() {
-        return Err(PluginError::invalid_input(
-            "nothing to send: no text and no files",
-        ));
-    }
-
-    // Text goes as the first file's caption when it fits, else as messages before the files.
-    let caption = match (chunks.as_slice(), m.files.is_empty()) {
-        ([only], false) if fits_caption(only) => Some(only.clone()),
-        _ => None,
-    };
-    let mut first_id: Option<i64> = None;
-    if caption.is_none() {
-        for chunk in &chunks {
-            let id = send_text(api, log, &chat, chunk, reply_to, keyboard.take()).await?;
-            first_id.get_or_insert(id);
-            reply_to = None;
-        }
-    }
-    for (index, file) in m.files.iter().enumerate() {
-        let caption = if index == 0 { caption.as_ref() } else { None };
-        let id = send_document(api, log, &chat, file, caption, reply_to, keyboard.take()).await?;
-        first_id.get_or_insert(id);
-        reply_to = None;
-    }
-    Ok(first_id.map(|id| id.to_string()))
+/// The HTML text of a part and its plain-text fallback (from `prepare`).
+struct Text<'a> {
+    html: &'a str,
+    plain: Option<String>,
 }
 
-fn fits_caption(chunk: &Chunk) -> bool {
-    crate::format::utf16_len(&chunk.html) <= CAPTION_LIMIT
-        && crate::format::utf16_len(&chunk.markdown) <= CAPTION_LIMIT
+impl<'a> Text<'a> {
+    fn of(m: &'a OutboundMessage) -> Self {
+        Self {
+            html: m.text.as_str(),
+            plain: plain_text_of(m),
+        }
+    }
+}
+
+async fn send(api: &Api, log: &Log, m: &OutboundMessage) -> Result<i64, PluginError> {
+    let chat = chat_ref(m.chat_id.as_str())?;
+    let reply_to = target_of(m)?;
+    let keyboard = keyboard(&m.buttons)?;
+    let text = Text::of(m);
+    match m.files.as_slice() {
+        [] if text.html.trim().is_empty() => Err(PluginError::invalid_input(
+            "nothing to send: no text and no files",
+        )),
+        [] => send_text(api, log, &chat, &text, reply_to, keyboard).await,
+        [file] => {
+            if file.data.len() > MAX_UPLOAD_BYTES {
+                return Err(PluginError::invalid_input(format!(
+                    "file `{}` is {} bytes; the Telegram Bot API takes at most 50 MB",
+                    file.name,
+                    file.data.len()
+                )));
+            }
+            let caption = (!text.html.trim().is_empty()).then_some(&text);
+            send_document(api, log, &chat, file, caption, reply_to, keyboard).await
+        }
+        _ => Err(PluginError::invalid_input(
+            "a Telegram part carries at most one file (prepare makes one part per file)",
+        )),
+    }
 }
 
 fn reply_parameters(message_id: i64) -> Value {
@@ -203,15 +200,27 @@ fn reply_parameters(message_id: i64) -> Value {
     json!({"message_id": message_id, "allow_sending_without_reply": true})
 }
 
+/// Removes `parse_mode` and puts the plain text in `field`, for the re-send after Telegram
+/// refused the HTML; `None` when the part has no plain text.
+fn plain_params(params: &Value, field: &str, text: &Text<'_>) -> Option<Value> {
+    let plain = text.plain.as_deref()?;
+    let mut params = params.clone();
+    params[field] = json!(plain);
+    if let Some(fields) = params.as_object_mut() {
+        fields.remove("parse_mode");
+    }
+    Some(params)
+}
+
 async fn send_text(
     api: &Api,
     log: &Log,
     chat: &Value,
-    chunk: &Chunk,
+    text: &Text<'_>,
     reply_to: Option<i64>,
     keyboard: Option<Value>,
 ) -> Result<i64, PluginError> {
-    let mut params = json!({"chat_id": chat, "text": chunk.html, "parse_mode": "HTML"});
+    let mut params = json!({"chat_id": chat, "text": text.html, "parse_mode": "HTML"});
     if let Some(id) = reply_to {
         params["reply_parameters"] = reply_parameters(id);
     }
@@ -224,14 +233,13 @@ async fn send_text(
     {
         Ok(sent) => Ok(sent.message_id),
         Err(e) if e.is_parse_error() => {
+            let Some(plain) = plain_params(&params, "text", text) else {
+                return Err(e.to_plugin_error("sendMessage"));
+            };
             log.warn(format!(
                 "Telegram refused the HTML rendering ({e}); sending the text as plain text"
             ));
-            params["text"] = json!(chunk.markdown);
-            if let Some(fields) = params.as_object_mut() {
-                fields.remove("parse_mode");
-            }
-            api.call::<SentMessage>("sendMessage", &params, CALL_TIMEOUT)
+            api.call::<SentMessage>("sendMessage", &plain, CALL_TIMEOUT)
                 .await
                 .map(|sent| sent.message_id)
                 .map_err(|e| e.to_plugin_error("sendMessage"))
@@ -245,7 +253,7 @@ async fn send_document(
     log: &Log,
     chat: &Value,
     file: &OutboundFile,
-    caption: Option<&Chunk>,
+    caption: Option<&Text<'_>>,
     reply_to: Option<i64>,
     keyboard: Option<Value>,
 ) -> Result<i64, PluginError> {
@@ -283,17 +291,17 @@ async fn send_document(
         }
         form
     };
-    let first = form(caption.map(|c| (c.html.as_str(), true)));
+    let first = form(caption.map(|c| (c.html, true)));
     match api
         .call_multipart::<SentMessage>("sendDocument", first, UPLOAD_TIMEOUT)
         .await
     {
         Ok(sent) => Ok(sent.message_id),
-        Err(e) if e.is_parse_error() && caption.is_some() => {
+        Err(e) if e.is_parse_error() && caption.is_some_and(|c| c.plain.is_some()) => {
             log.warn(format!(
                 "Telegram refused the HTML caption ({e}); sending it as plain text"
             ));
-            let plain = form(caption.map(|c| (c.markdown.as_str(), false)));
+            let plain = form(caption.and_then(|c| c.plain.as_deref().map(|p| (p, false))));
             api.call_multipart::<SentMessage>("sendDocument", plain, UPLOAD_TIMEOUT)
                 .await
                 .map(|sent| sent.message_id)
@@ -317,21 +325,14 @@ async fn edit(api: &Api, log: &Log, m: &OutboundMessage) -> Result<Option<String
     let chat = chat_ref(m.chat_id.as_str())?;
     let target = target_of(m)?
         .ok_or_else(|| PluginError::invalid_input("edit without target_message_id"))?;
-    let mut chunks = render_chunks(m.text.as_str(), MESSAGE_LIMIT);
-    if chunks.is_empty() {
+    let text = Text::of(m);
+    if text.html.trim().is_empty() {
         return Err(PluginError::invalid_input(
             "edit with empty text: Telegram messages cannot be empty",
         ));
     }
-    if chunks.len() > 1 {
-        log.warn(format!(
-            "edit of message {target}: the text needs {} messages; keeping the first",
-            chunks.len()
-        ));
-    }
-    let chunk = chunks.swap_remove(0);
     let mut params = json!({
-        "chat_id": chat, "message_id": target, "text": chunk.html, "parse_mode": "HTML",
+        "chat_id": chat, "message_id": target, "text": text.html, "parse_mode": "HTML",
     });
     // Without reply_markup Telegram removes the keyboard, which is what an answered card wants.
     if let Some(keyboard) = keyboard(&m.buttons)? {
@@ -348,15 +349,14 @@ async fn edit(api: &Api, log: &Log, m: &OutboundMessage) -> Result<Option<String
     ) {
         Ok(id) => Ok(id),
         Err(e) if e.is_parse_error() => {
+            let Some(plain) = plain_params(&params, "text", &text) else {
+                return Err(e.to_plugin_error("editMessageText"));
+            };
             log.warn(format!(
                 "Telegram refused the HTML rendering of an edit ({e}); using plain text"
             ));
-            params["text"] = json!(chunk.markdown);
-            if let Some(fields) = params.as_object_mut() {
-                fields.remove("parse_mode");
-            }
             done(
-                api.call::<Value>("editMessageText", &params, CALL_TIMEOUT)
+                api.call::<Value>("editMessageText", &plain, CALL_TIMEOUT)
                     .await,
             )
             .map_err(|e| e.to_plugin_error("editMessageText"))

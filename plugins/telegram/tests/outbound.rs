@@ -1,13 +1,14 @@
 //! Host → Telegram, through the fake Bot API: HTML, fallback, splitting, buttons, edits,
-//! reactions, typing, documents, error kinds.
+//! reactions, typing, documents, error kinds. Messages go the host's way: `prepare`, then
+//! `deliver` per part (`kit::testing::send`).
 
 mod common;
 
 use common::*;
-use nanoclaw_fake_telegram::{Failure, FakeTelegram, Sent, UserMessage};
+use nanoclaw_fake_telegram::{Commit, Failure, FakeTelegram, Sent, UserMessage};
+use nanoclaw_plugin_api::kit::Channel;
 use nanoclaw_plugin_api::kit::prelude::*;
-use nanoclaw_plugin_api::kit::testing::MemoryHost;
-use nanoclaw_plugin_api::kit::{Channel, split_text};
+use nanoclaw_plugin_api::kit::testing::{self, MemoryHost};
 use nanoclaw_plugin_telegram::TelegramChannel;
 
 const ANN: &str = "6037840640";
@@ -32,6 +33,11 @@ fn text(body: &str) -> OutboundMessage {
     }
 }
 
+/// Prepares and delivers `m` as the host does; the first part's id.
+fn send(channel: &TelegramChannel, m: OutboundMessage) -> Result<Option<String>, PluginError> {
+    testing::send(channel, m).map(|ids| ids.into_iter().next().flatten())
+}
+
 fn sent_of(fake: &FakeTelegram, method: &str) -> Vec<Sent> {
     fake.sent()
         .into_iter()
@@ -46,7 +52,7 @@ fn markdown_goes_out_as_html_replying_when_asked() {
         "**Done.** See _the plan_ and `a < b`:\n```rust\nfn main() {}\n```\n- one\n[docs](https://example.org/?a=1&b=2)",
     );
     m.target_message_id = RSome(hello.to_string().into());
-    let id = channel.deliver(m).expect("deliver").expect("id");
+    let id = send(&channel, m).expect("deliver").expect("id");
     let sent = sent_of(&fake, "sendMessage");
     assert_eq!(sent.len(), 1);
     let s = &sent[0];
@@ -57,13 +63,13 @@ fn markdown_goes_out_as_html_replying_when_asked() {
         s.text.as_deref(),
         Some(
             "<b>Done.</b> See <i>the plan</i> and <code>a &lt; b</code>:\n\
-             <pre><code class=\"language-rust\">fn main() {}</code></pre>\n• one\n\
+             <pre><code class=\"language-rust\">fn main() {}</code></pre>\n• one\n  \
              <a href=\"https://example.org/?a=1&amp;b=2\">docs</a>"
         )
     );
     assert_eq!(
         s.plain_text.as_deref(),
-        Some("Done. See the plan and a < b:\nfn main() {}\n• one\ndocs")
+        Some("Done. See the plan and a < b:\nfn main() {}\n• one\n  docs")
     );
     channel.teardown();
 }
@@ -80,14 +86,14 @@ fn a_parse_error_resends_plain_text() {
                     .into(),
         },
     );
-    let id = channel
-        .deliver(text("**bold** <stuff>"))
+    let id = send(&channel, text("**bold** <stuff>"))
         .expect("deliver")
         .expect("id");
     let sent = sent_of(&fake, "sendMessage");
     assert_eq!(sent.len(), 1, "one message reached the chat");
     assert_eq!(sent[0].parse_mode, None);
-    assert_eq!(sent[0].text.as_deref(), Some("**bold** <stuff>"));
+    // The part's plain text, as prepare rendered it.
+    assert_eq!(sent[0].text.as_deref(), Some("bold <stuff>"));
     assert_eq!(sent[0].message_id.map(|i| i.to_string()), Some(id));
     assert_eq!(fake.calls_of("sendMessage").len(), 2);
     assert!(
@@ -99,27 +105,36 @@ fn a_parse_error_resends_plain_text() {
 }
 
 #[test]
-fn long_text_from_the_host_and_text_that_grows_are_split() {
+fn long_text_and_text_that_grows_are_split_in_prepare() {
     let (fake, _mem, channel, _) = with_dm();
-    // The host splits at max_text_length (4000) before calling deliver.
+    // 10,000 characters: prepare splits them (the host no longer does).
     let long: String = (0..2000).map(|i| format!("w{:03} ", i % 1000)).collect();
     assert!(long.chars().count() >= 10_000);
-    let pieces = split_text(&long, 4000);
-    assert_eq!(pieces.len(), 3);
-    for piece in &pieces {
-        channel.deliver(text(piece)).expect("deliver").expect("id");
-    }
+    let parts = testing::prepare(&channel, text(&long)).expect("prepare");
+    assert_eq!(parts.len(), 3);
+    let ids = testing::send(&channel, text(&long)).expect("send");
+    assert_eq!(ids.len(), 3);
     let sent = sent_of(&fake, "sendMessage");
     assert_eq!(sent.len(), 3);
-    for (s, piece) in sent.iter().zip(&pieces) {
-        assert_eq!(s.plain_text.as_deref(), Some(piece.as_str()));
+    for (s, id) in sent.iter().zip(&ids) {
+        assert_eq!(s.message_id.map(|i| i.to_string()), id.clone());
         assert!(s.text.as_deref().unwrap_or_default().encode_utf16().count() <= 4096);
     }
+    let rejoined: Vec<&str> = sent
+        .iter()
+        .flat_map(|s| {
+            s.plain_text
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+        })
+        .collect();
+    assert_eq!(rejoined, long.split_whitespace().collect::<Vec<_>>());
 
     // 3,900 characters whose HTML escaping (`<` → `&lt;`, `&` → `&amp;`) is far over 4096.
     let grows: String = "a<b & c>d ".repeat(390);
     assert_eq!(grows.chars().count(), 3900);
-    let first = channel.deliver(text(&grows)).expect("deliver").expect("id");
+    let first = send(&channel, text(&grows)).expect("deliver").expect("id");
     let parts: Vec<Sent> = sent_of(&fake, "sendMessage").into_iter().skip(3).collect();
     assert!(parts.len() >= 2, "split into {} messages", parts.len());
     assert_eq!(
@@ -149,6 +164,15 @@ fn long_text_from_the_host_and_text_that_grows_are_split() {
         .collect();
     let original: Vec<&str> = grows.split_whitespace().collect();
     assert_eq!(rejoined, original, "nothing lost or reordered");
+
+    // Emoji count twice in UTF-16: 3,000 of them (6,000 units) need two messages.
+    let emoji = "🙂".repeat(3000);
+    assert_eq!(
+        testing::prepare(&channel, text(&emoji))
+            .expect("prepare")
+            .len(),
+        2
+    );
     channel.teardown();
 }
 
@@ -165,7 +189,7 @@ fn buttons_become_an_inline_keyboard_and_an_edit_removes_it() {
         .collect();
     let mut card = text("Deploy to production?");
     card.buttons = buttons.into();
-    let id = channel.deliver(card).expect("deliver").expect("id");
+    let id = send(&channel, card).expect("deliver").expect("id");
     let sent = sent_of(&fake, "sendMessage");
     let labels: Vec<Vec<(String, String)>> = sent[0]
         .buttons
@@ -186,15 +210,17 @@ fn buttons_become_an_inline_keyboard_and_an_edit_removes_it() {
     );
 
     // The host edits the answered card: text replaced, keyboard gone.
-    let edited = channel
-        .deliver(OutboundMessage {
+    let edited = send(
+        &channel,
+        OutboundMessage {
             op: OutboundOp::EDIT,
             chat_id: ANN.into(),
             target_message_id: RSome(id.as_str().into()),
             text: "Deploy to production?\n\n**Approve**".into(),
             ..Default::default()
-        })
-        .expect("edit");
+        },
+    )
+    .expect("edit");
     assert_eq!(edited.as_deref(), Some(id.as_str()));
     let edits = sent_of(&fake, "editMessageText");
     assert_eq!(edits.len(), 1);
@@ -206,15 +232,17 @@ fn buttons_become_an_inline_keyboard_and_an_edit_removes_it() {
     assert!(edits[0].buttons.is_empty());
 
     // Editing to the same content is not an error (Telegram says "not modified").
-    let again = channel
-        .deliver(OutboundMessage {
+    let again = send(
+        &channel,
+        OutboundMessage {
             op: OutboundOp::EDIT,
             chat_id: ANN.into(),
             target_message_id: RSome(id.as_str().into()),
             text: "Deploy to production?\n\n**Approve**".into(),
             ..Default::default()
-        })
-        .expect("an idempotent edit");
+        },
+    )
+    .expect("an idempotent edit");
     assert_eq!(again.as_deref(), Some(id.as_str()));
     assert_eq!(sent_of(&fake, "editMessageText").len(), 1);
 
@@ -225,7 +253,7 @@ fn buttons_become_an_inline_keyboard_and_an_edit_removes_it() {
         label: "x".into(),
     }]
     .into();
-    let err = channel.deliver(bad).expect_err("too long");
+    let err = send(&channel, bad).expect_err("too long");
     assert_eq!(err.kind, ErrorKind::INVALID_INPUT);
     channel.teardown();
 }
@@ -284,7 +312,7 @@ fn documents_are_uploaded_one_per_call() {
         data: pdf.clone().into(),
     }]
     .into();
-    let id = channel.deliver(m).expect("deliver").expect("id");
+    let id = send(&channel, m).expect("deliver").expect("id");
     let docs = sent_of(&fake, "sendDocument");
     assert_eq!(docs.len(), 1);
     assert!(
@@ -316,7 +344,7 @@ fn documents_are_uploaded_one_per_call() {
         },
     ]
     .into();
-    let id = channel.deliver(m).expect("deliver").expect("id");
+    let id = send(&channel, m).expect("deliver").expect("id");
     let text_msgs = sent_of(&fake, "sendMessage");
     assert_eq!(text_msgs.len(), 1);
     assert_eq!(text_msgs[0].message_id.map(|i| i.to_string()), Some(id));
@@ -344,11 +372,11 @@ fn documents_are_uploaded_one_per_call() {
         data: b"C".to_vec().into(),
     }]
     .into();
-    channel.deliver(m).expect("deliver");
+    send(&channel, m).expect("deliver");
     let docs = sent_of(&fake, "sendDocument");
     assert_eq!(docs.len(), 4);
     assert_eq!(docs[3].parse_mode, None);
-    assert_eq!(docs[3].text.as_deref(), Some("caption *here*"));
+    assert_eq!(docs[3].text.as_deref(), Some("caption here"));
     channel.teardown();
 }
 
@@ -441,5 +469,41 @@ fn a_429_holds_back_the_next_send_to_that_chat() {
         "{:?}",
         start.elapsed()
     );
+    channel.teardown();
+}
+
+/// A call in flight when the connection is lost (the plugin, or its host, stopping): the
+/// fake holds `sendMessage` and then drops the connection unanswered. Held before Telegram
+/// handles it, nothing was sent; handled before the answer, Telegram has the message
+/// although `deliver` never heard back (so the host will retry it).
+#[test]
+fn a_call_in_flight_when_the_connection_is_lost() {
+    let (fake, _mem, channel, _) = with_dm();
+    let hold = fake.hold_next(Some("sendMessage"), Commit::AfterRelease);
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| channel.deliver(text("never arrives")));
+        assert!(fake.wait_held(hold, WAIT));
+        assert!(sent_of(&fake, "sendMessage").is_empty());
+        assert!(fake.discard(hold));
+        let err = call.join().expect("join").expect_err("no answer");
+        assert_eq!(err.kind, ErrorKind::NETWORK, "{err}");
+    });
+    assert!(
+        sent_of(&fake, "sendMessage").is_empty(),
+        "Telegram never got it"
+    );
+
+    let hold = fake.hold_next(Some("sendMessage"), Commit::BeforeResponding);
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| channel.deliver(text("arrives unanswered")));
+        assert!(fake.wait_held(hold, WAIT));
+        assert_eq!(sent_of(&fake, "sendMessage").len(), 1, "Telegram has it");
+        assert!(fake.discard(hold));
+        let err = call.join().expect("join").expect_err("no answer");
+        assert_eq!(err.kind, ErrorKind::NETWORK, "{err}");
+    });
+    let sent = sent_of(&fake, "sendMessage");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].plain_text.as_deref(), Some("arrives unanswered"));
     channel.teardown();
 }

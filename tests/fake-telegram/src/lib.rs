@@ -16,9 +16,16 @@
 //!   entities`), and texts over 4096 characters (captions over 1024) are refused;
 //! * `callback_data` over 64 bytes and reactions outside Telegram's list are refused.
 //!
+//! It runs on the fake-platform harness ([`nanoclaw_fake_platform`]), which logs every
+//! request and applies scripted failures ([`Failure`], per method or for any method) and
+//! holds: [`FakeTelegram::hold_next`] holds the next call until the test releases or
+//! discards it, with Telegram committing it before answering or only on release
+//! ([`Commit`]), so an end-to-end test can kill the daemon mid-call and choose whether
+//! Telegram got the message.
+//!
 //! Rust tests use [`FakeTelegram`]; the `fake-telegram` binary serves it for a person, with
-//! a JSON control API under `/control/` that its `send`, `click`, `sent` and `fail` commands
-//! drive.
+//! a JSON control API under `/control/` that its `send`, `click`, `sent`, `fail`, `hold`,
+//! `holds` and `release` commands drive.
 //!
 //! ```no_run
 //! use nanoclaw_fake_telegram::{FakeTelegram, Person, UserMessage};
@@ -31,12 +38,11 @@
 //! }
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use nanoclaw_fake_platform::{FakeServer, Harness, Route};
 
 mod html;
 mod model;
@@ -47,16 +53,16 @@ pub use model::{
     ApiCall, Delivered, Failure, FileKind, FileSpec, Person, Sent, SentButton, SentFile,
     UserMessage,
 };
+pub use nanoclaw_fake_platform::{Commit, HoldId, HoldInfo, HoldState};
+use serde_json::json;
 
 /// The username the fake bot has unless told otherwise.
 pub const DEFAULT_BOT_USERNAME: &str = "nanoclaw_test_bot";
 
 /// A running fake. Dropping it stops the server.
 pub struct FakeTelegram {
-    addr: SocketAddr,
+    server: FakeServer,
     state: Arc<state::State>,
-    shutdown: watch::Sender<bool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl FakeTelegram {
@@ -68,43 +74,37 @@ impl FakeTelegram {
 
     /// Starts on a given port of 127.0.0.1 (0 = any free port).
     pub fn start_on(port: u16, token: &str, bot_username: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(state::State::new(token, bot_username));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("fake-telegram")
-            .enable_all()
-            .build()?;
-        let (shutdown, stop) = watch::channel(false);
-        let server_state = Arc::clone(&state);
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
-        let thread = std::thread::Builder::new()
-            .name("fake-telegram".into())
-            .spawn(move || {
-                runtime.block_on(server::serve(listener, server_state, stop));
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })?;
-        Ok(Self {
-            addr,
-            state,
-            shutdown,
-            thread: Some(thread),
-        })
+        let route_token = token.to_owned();
+        let hook_state = Arc::clone(&state);
+        let harness = Harness::new()
+            .with_route_key(move |parts| server::route_of(&route_token, parts))
+            .with_control_prefix("/control/")
+            .with_fault_hook(move |method, fault| {
+                // A call answered by an injected failure never reaches the Bot API
+                // handlers: record it here, as the tests expect to find it.
+                if fault.is_terminal() {
+                    hook_state.record_call(method, json!({"injected_failure": fault.label()}));
+                }
+            });
+        let router = server::router(Arc::clone(&state), harness.clone());
+        let server = FakeServer::start_on(port, "fake-telegram", harness, router)?;
+        Ok(Self { server, state })
     }
 
     /// `http://127.0.0.1:<port>`: the plugin's `api_base_url`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
+    }
+
+    /// The harness: every HTTP request as received, faults and holds.
+    pub fn harness(&self) -> &Harness {
+        self.server.harness()
     }
 
     /// The token the fake accepts.
@@ -165,13 +165,43 @@ impl FakeTelegram {
 
     /// The next `count` Bot API calls (any method) fail with `failure`.
     pub fn fail_next(&self, count: u32, failure: Failure) {
-        self.state.add_failure(None, count, failure);
+        self.harness()
+            .fail_next(Route::Any, count, server::fault_of(&failure));
     }
 
     /// The next `count` calls of `method` fail with `failure`.
     pub fn fail_next_method(&self, method: &str, count: u32, failure: Failure) {
-        self.state
-            .add_failure(Some(method.to_owned()), count, failure);
+        self.harness()
+            .fail_next(Route::named(method), count, server::fault_of(&failure));
+    }
+
+    /// Holds the next call of `method` (any method with `None`) until
+    /// [`release`](Self::release) or [`discard`](Self::discard); `commit` says whether
+    /// Telegram handles it before the hold (the message exists, only the answer waits) or
+    /// only on release.
+    pub fn hold_next(&self, method: Option<&str>, commit: Commit) -> HoldId {
+        self.harness()
+            .hold_next(Route::from(method.map(str::to_owned)), commit)
+    }
+
+    /// Waits until hold `id` has caught a call (false after `timeout`).
+    pub fn wait_held(&self, id: HoldId, timeout: Duration) -> bool {
+        self.harness().wait_held(id, timeout)
+    }
+
+    /// Lets a held call go on (Telegram handles it now if it had not yet).
+    pub fn release(&self, id: HoldId) -> bool {
+        self.harness().release(id)
+    }
+
+    /// Drops a held call's connection without an answer.
+    pub fn discard(&self, id: HoldId) -> bool {
+        self.harness().discard(id)
+    }
+
+    /// Every hold and where it is.
+    pub fn holds(&self) -> Vec<HoldInfo> {
+        self.harness().holds()
     }
 
     /// Sets (or with `None` removes) a webhook: `getUpdates` then answers 409.
@@ -198,20 +228,7 @@ impl FakeTelegram {
     }
 
     /// Stops the server and waits for its thread.
-    pub fn stop(mut self) {
-        self.shutdown_now();
-    }
-
-    fn shutdown_now(&mut self) {
-        self.shutdown.send_replace(true);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for FakeTelegram {
-    fn drop(&mut self) {
-        self.shutdown_now();
+    pub fn stop(self) {
+        self.server.stop();
     }
 }

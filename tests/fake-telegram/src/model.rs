@@ -245,6 +245,11 @@ pub enum Failure {
     },
     /// The connection is closed without an answer.
     DropConnection,
+    /// Not a failure: the answer comes after `delay_ms` (a slow Bot API).
+    Slow {
+        /// How long the call waits before it is handled.
+        delay_ms: u64,
+    },
 }
 
 /// A button of a sent inline keyboard.

@@ -5,20 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{
     DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State as AxState,
 };
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use nanoclaw_fake_platform::{Commit, Fault, Harness, HoldId, Route};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use tokio::time::Instant;
-use tower::ServiceExt as _;
 
 use crate::model::{Failure, Person, UserMessage};
 use crate::state::{ApiErr, Params, State};
@@ -43,117 +40,77 @@ fn unauthorized() -> Response {
     })
 }
 
-/// The connection is to be closed without an answer.
-#[derive(Debug)]
-struct Dropped;
-
-impl std::fmt::Display for Dropped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped on purpose")
-    }
+/// How the harness names a call: the Bot API method of `/bot<token>/<method>` with the
+/// right token. Anything else (a wrong token, file downloads) is never faulted or held.
+pub(crate) fn route_of(token: &str, parts: &Parts) -> Option<String> {
+    let rest = parts.uri.path().strip_prefix("/bot")?;
+    let (given, method) = rest.split_once('/')?;
+    (given == token && !method.is_empty()).then(|| method.to_owned())
 }
 
-impl std::error::Error for Dropped {}
-
-/// Accepts connections until `shutdown` turns true.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<State>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let router = router(Arc::clone(&state));
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let router = router.clone();
-        let state = Arc::clone(&state);
-        let mut conn_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let router = router.clone();
-                let state = Arc::clone(&state);
-                async move {
-                    if let Some(early) = intercept(&state, &req) {
-                        return early;
-                    }
-                    let response = router.oneshot(req.map(Body::new)).await;
-                    Ok::<_, Dropped>(match response {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    })
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = conn_shutdown.wait_for(|stop| *stop) => {}
-            }
-        });
-    }
-}
-
-type Early = Result<Response, Dropped>;
-
-/// Token check and injected failures, before any routing or body parsing.
-fn intercept(state: &State, req: &hyper::Request<Incoming>) -> Option<Early> {
-    let path = req.uri().path();
-    let rest = path.strip_prefix("/bot")?;
-    let (token, method) = rest.split_once('/')?;
-    if token != state.token {
-        return Some(Ok(unauthorized()));
-    }
-    let failure = state.take_failure(method)?;
-    let kind = serde_json::to_value(&failure)
-        .ok()
-        .and_then(|v| v.get("kind").cloned())
-        .unwrap_or(Value::Null);
-    state.record_call(method, json!({"injected_failure": kind}));
+/// A scripted failure as the harness applies it, shaped like the Bot API's answers.
+pub(crate) fn fault_of(failure: &Failure) -> Fault {
     let api = |code: u16, description: &str, retry_after: Option<u64>| {
-        Ok(err(&ApiErr {
+        Fault::json(
             code,
-            description: description.to_owned(),
-            retry_after,
-        }))
+            &ApiErr {
+                code,
+                description: description.to_owned(),
+                retry_after,
+            }
+            .body(),
+        )
     };
-    Some(match failure {
+    match failure {
         Failure::Conflict => api(
             409,
             "Conflict: terminated by other getUpdates request; make sure that only one bot \
              instance is running",
             None,
-        ),
+        )
+        .labelled("conflict"),
         Failure::RateLimited { retry_after_secs } => api(
             429,
             &format!("Too Many Requests: retry after {retry_after_secs}"),
-            Some(retry_after_secs),
-        ),
-        Failure::ServerError => api(500, "Internal Server Error", None),
-        Failure::BadGateway => Ok((
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "text/html")],
+            Some(*retry_after_secs),
+        )
+        .with_header("retry-after", &retry_after_secs.to_string())
+        .labelled("rate_limited"),
+        Failure::ServerError => api(500, "Internal Server Error", None).labelled("server_error"),
+        Failure::BadGateway => Fault::respond(
+            502,
+            "text/html",
             "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
         )
-            .into_response()),
-        Failure::Unauthorized => api(401, "Unauthorized", None),
-        Failure::BadRequest { description } => api(400, &description, None),
-        Failure::DropConnection => Err(Dropped),
-    })
+        .labelled("bad_gateway"),
+        Failure::Unauthorized => api(401, "Unauthorized", None).labelled("unauthorized"),
+        Failure::BadRequest { description } => api(400, description, None).labelled("bad_request"),
+        Failure::DropConnection => Fault::drop_connection(),
+        Failure::Slow { delay_ms } => {
+            Fault::delay(Duration::from_millis(*delay_ms)).labelled("slow")
+        }
+    }
 }
 
-fn router(state: Arc<State>) -> Router {
+/// The Bot API, the file route and the control API (the harness adds the call log, faults
+/// and holds around it).
+pub(crate) fn router(state: Arc<State>, harness: Harness) -> Router {
+    let harnessed = Router::new()
+        .route("/control/failures", post(control_failure))
+        .route("/control/holds", get(control_holds).post(control_hold))
+        .route("/control/holds/{id}/release", post(control_release))
+        .route("/control/holds/{id}/discard", post(control_discard))
+        .with_state(harness);
+    bot_router(state).merge(harnessed)
+}
+
+fn bot_router(state: Arc<State>) -> Router {
     Router::new()
         .route("/control/info", get(info))
         .route("/control/messages", post(control_message))
         .route("/control/clicks", post(control_click))
         .route("/control/sent", get(control_sent))
         .route("/control/calls", get(control_calls))
-        .route("/control/failures", post(control_failure))
         .route("/control/webhook", post(control_webhook))
         .route("/file/{bot}/{*path}", get(file))
         .route("/{bot}/{method}", any(bot_method))
@@ -398,10 +355,14 @@ fn one() -> u32 {
 }
 
 async fn control_failure(
-    AxState(state): AxState<Arc<State>>,
+    AxState(harness): AxState<Harness>,
     axum::Json(body): axum::Json<ControlFailure>,
 ) -> Response {
-    state.add_failure(body.method, body.count, body.failure);
+    harness.fail_next(
+        Route::from(body.method),
+        body.count,
+        fault_of(&body.failure),
+    );
     axum::Json(json!({"ok": true})).into_response()
 }
 
@@ -418,4 +379,43 @@ async fn control_webhook(
 ) -> Response {
     state.set_webhook(body.url);
     axum::Json(json!({"ok": true})).into_response()
+}
+
+/// `POST /control/holds` `{"method": "sendMessage", "commit": "before_responding"}`: the
+/// next call (of that method; any without one) is held. Answers `{"hold_id": n}`.
+#[derive(Deserialize)]
+struct ControlHold {
+    #[serde(default)]
+    method: Option<String>,
+    commit: Commit,
+}
+
+async fn control_hold(
+    AxState(harness): AxState<Harness>,
+    axum::Json(body): axum::Json<ControlHold>,
+) -> Response {
+    let id = harness.hold_next(Route::from(body.method), body.commit);
+    axum::Json(json!({"hold_id": id})).into_response()
+}
+
+async fn control_holds(AxState(harness): AxState<Harness>) -> Response {
+    axum::Json(harness.holds()).into_response()
+}
+
+fn hold_decision(done: bool, id: u64) -> Response {
+    if done {
+        axum::Json(json!({"ok": true})).into_response()
+    } else {
+        control_error(format!(
+            "hold {id} does not exist or was already released or discarded"
+        ))
+    }
+}
+
+async fn control_release(AxState(harness): AxState<Harness>, Path(id): Path<u64>) -> Response {
+    hold_decision(harness.release(HoldId(id)), id)
+}
+
+async fn control_discard(AxState(harness): AxState<Harness>, Path(id): Path<u64>) -> Response {
+    hold_decision(harness.discard(HoldId(id)), id)
 }

@@ -8,9 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::html;
-use crate::model::{
-    ApiCall, Delivered, Failure, FileKind, Person, Sent, SentButton, SentFile, UserMessage,
-};
+use crate::model::{ApiCall, Delivered, FileKind, Person, Sent, SentButton, SentFile, UserMessage};
 
 /// Telegram's reaction emoji for bots (Bot API `ReactionTypeEmoji`).
 pub(crate) const REACTIONS: [&str; 73] = [
@@ -221,12 +219,6 @@ struct ChatState {
     messages: BTreeMap<i64, Value>,
 }
 
-struct FailureRule {
-    method: Option<String>,
-    remaining: u32,
-    failure: Failure,
-}
-
 pub(crate) struct Inner {
     next_update_id: i64,
     pending: VecDeque<Value>,
@@ -240,7 +232,6 @@ pub(crate) struct Inner {
     next_query: u64,
     sent: Vec<Sent>,
     calls: Vec<ApiCall>,
-    failures: Vec<FailureRule>,
 }
 
 /// Everything the server and the handle share.
@@ -323,7 +314,6 @@ impl State {
                 next_query: 1,
                 sent: Vec::new(),
                 calls: Vec::new(),
-                failures: Vec::new(),
             }),
             updates: Notify::new(),
         }
@@ -500,27 +490,6 @@ impl State {
     pub(crate) fn set_webhook(&self, url: Option<String>) {
         self.lock().webhook_url = url;
         self.updates.notify_waiters();
-    }
-
-    pub(crate) fn add_failure(&self, method: Option<String>, count: u32, failure: Failure) {
-        self.lock().failures.push(FailureRule {
-            method,
-            remaining: count,
-            failure,
-        });
-    }
-
-    /// The failure to apply to this call of `method`, if one is armed.
-    pub(crate) fn take_failure(&self, method: &str) -> Option<Failure> {
-        let mut inner = self.lock();
-        let rule = inner
-            .failures
-            .iter_mut()
-            .find(|r| r.remaining > 0 && r.method.as_deref().is_none_or(|m| m == method))?;
-        rule.remaining -= 1;
-        let failure = rule.failure.clone();
-        inner.failures.retain(|r| r.remaining > 0);
-        Some(failure)
     }
 
     pub(crate) fn sent(&self) -> Vec<Sent> {

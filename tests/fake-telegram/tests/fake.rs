@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nanoclaw_fake_telegram::{Failure, FakeTelegram, Person, UserMessage};
+use nanoclaw_fake_telegram::{Commit, Failure, FakeTelegram, HoldState, Person, UserMessage};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "4242:ABCdefGHIjklMNOpqrSTUvwxYZ0123456789";
@@ -302,6 +302,55 @@ fn injected_failures_hit_the_next_calls() {
     assert_eq!(recorded[3], json!({"injected_failure": "drop_connection"}));
 }
 
+/// A held call: committed before the answer (the message exists while the bot waits) or
+/// only on release (a discarded one never happened).
+#[test]
+fn held_calls_commit_before_responding_or_on_release() {
+    let (fake, client) = start();
+    fake.send_user_message(UserMessage::private(ann(), "hi"))
+        .expect("inject");
+    let send = |text: &str| client.call(TOKEN, "sendMessage", json!({"chat_id": 42, "text": text}));
+
+    let hold = fake.hold_next(Some("sendMessage"), Commit::BeforeResponding);
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| send("committed"));
+        assert!(fake.wait_held(hold, Duration::from_secs(5)));
+        assert_eq!(fake.sent().len(), 1, "Telegram has it before answering");
+        assert!(!call.is_finished());
+        assert!(fake.release(hold));
+        assert_eq!(call.join().expect("call").0, 200);
+    });
+
+    let hold = fake.hold_next(Some("sendMessage"), Commit::AfterRelease);
+    let dropped = std::thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            client.runtime.block_on(
+                client
+                    .http
+                    .post(format!("{}/bot{TOKEN}/sendMessage", client.base))
+                    .json(&json!({"chat_id": 42, "text": "never"}))
+                    .send(),
+            )
+        });
+        assert!(fake.wait_held(hold, Duration::from_secs(5)));
+        assert_eq!(fake.sent().len(), 1, "not handled while held");
+        assert!(fake.discard(hold));
+        call.join().expect("call")
+    });
+    assert!(dropped.is_err(), "no answer");
+    assert_eq!(fake.sent().len(), 1, "a discarded call never happened");
+    let states: Vec<HoldState> = fake.holds().into_iter().map(|h| h.state).collect();
+    assert_eq!(states, [HoldState::Released, HoldState::Discarded]);
+    // The harness logged the HTTP requests too.
+    assert_eq!(fake.harness().calls_to("sendMessage").len(), 2);
+
+    // A slow Bot API: the call waits, then succeeds.
+    fake.fail_next_method("sendMessage", 1, Failure::Slow { delay_ms: 300 });
+    let started = Instant::now();
+    assert_eq!(send("slow").0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
 /// The CLI an operator uses: `send`, `sent`, `fail`, against a fake served in-process.
 #[test]
 fn the_cli_drives_a_running_fake() {
@@ -381,6 +430,40 @@ fn the_cli_drives_a_running_fake() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(client.call(TOKEN, "getUpdates", json!({})).0, 409);
+
+    // Holds from the CLI: hold the next sendMessage until released.
+    let (ok, out, err) = cli(&[
+        "hold",
+        "--port",
+        &port,
+        "--method",
+        "sendMessage",
+        "--commit",
+        "after",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("hold 1:"), "{out}");
+    std::thread::scope(|scope| {
+        let held = scope
+            .spawn(|| client.call(TOKEN, "sendMessage", json!({"chat_id": 42, "text": "held"})));
+        let waiting = fake
+            .wait_for(Duration::from_secs(5), |f| {
+                f.holds()
+                    .first()
+                    .filter(|h| h.state == nanoclaw_fake_telegram::HoldState::Waiting)
+                    .cloned()
+            })
+            .expect("the call is held");
+        assert!(waiting.call.is_some());
+        let (ok, out, _) = cli(&["holds", "--port", &port]);
+        assert!(ok && out.contains("Waiting"), "{out}");
+        let (ok, out, err) = cli(&["release", "--port", &port, "--id", "1"]);
+        assert!(ok, "{err}");
+        assert!(out.contains("released"), "{out}");
+        assert_eq!(held.join().expect("held call").0, 200);
+    });
+    let (ok, _, err) = cli(&["release", "--port", &port, "--id", "1"]);
+    assert!(!ok && err.contains("already"), "{err}");
 
     // A private chat's id is the user's id: a mismatch is explained, not accepted.
     let (ok, _, err) = cli(&[

@@ -97,7 +97,11 @@ async fn the_cdylib_runs_under_the_real_loader() {
     let mem = hosts.lock().expect("hosts")["telegram"].clone();
     let telegram = plugins.get("telegram").expect("the telegram plugin");
     let manifest = telegram.manifest();
-    assert_eq!(manifest.max_text_length, Some(4000));
+    assert_eq!(manifest.max_text_length, Some(4096));
+    let extra: serde_json::Value =
+        serde_json::from_str(&manifest.extra_json).expect("manifest extra JSON");
+    assert_eq!(extra["markup"], "telegram_html");
+    assert_eq!(extra["text_unit"], "utf16");
     let caps = telegram.capabilities();
     assert!(caps.contains(Capabilities::BUTTONS.with(Capabilities::TYPING)));
     assert!(!caps.contains(Capabilities::OPEN_DM));
@@ -111,12 +115,19 @@ async fn the_cdylib_runs_under_the_real_loader() {
     assert_eq!(event.chat_id.as_str(), "6037840640");
     assert_eq!(event.message_id.as_str(), hello.message_id.to_string());
 
-    let id = telegram
-        .deliver(OutboundMessage {
+    // ABI 1.1: prepare renders and splits, deliver sends each part as given.
+    let parts = telegram
+        .prepare(OutboundMessage {
             chat_id: "6037840640".into(),
             text: "**Hi** Ann".into(),
             ..Default::default()
         })
+        .await
+        .expect("prepare");
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].text.as_str(), "<b>Hi</b> Ann");
+    let id = telegram
+        .deliver(parts[0].clone())
         .await
         .expect("deliver")
         .expect("message id");
@@ -124,6 +135,16 @@ async fn the_cdylib_runs_under_the_real_loader() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].message_id.map(|i| i.to_string()), Some(id));
     assert_eq!(sent[0].text.as_deref(), Some("<b>Hi</b> Ann"));
+    // A message that was never prepared (from a host before 1.1) is prepared by deliver.
+    telegram
+        .deliver(OutboundMessage {
+            chat_id: "6037840640".into(),
+            text: "_again_".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deliver unprepared");
+    assert_eq!(fake.sent()[1].text.as_deref(), Some("<i>again</i>"));
 
     let health = telegram.health().await;
     assert_eq!(health.status, HealthStatus::OK, "{health:?}");

@@ -2,8 +2,10 @@
 //!
 //! It is a real cdylib loaded through the real ABI. Settings (JSON) script its behaviour:
 //!
-//! * `create`, `start`, `deliver`: `"ok"` (default) | `"error"` | `"panic"` | `"hang"`;
-//!   `hang` sleeps `hang_ms` (default one hour) and then succeeds.
+//! * `create`, `start`, `prepare`, `deliver`: `"ok"` (default) | `"error"` | `"panic"` |
+//!   `"hang"`; `hang` sleeps `hang_ms` (default one hour) and then succeeds.
+//! * `prepare` splits the text verbatim (the kit's split) into parts of at most 4096
+//!   characters, or `part_chars` when set; files and buttons go with the last part.
 //! * `record_path`: every `deliver`, `set_typing` and `open_dm` call is appended to this file
 //!   as one JSON line.
 //! * `hold_dir`: a delivered text with `[hold:<name>:before|after]` parks the call until the
@@ -22,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::{now_ms, prelude::*};
+use nanoclaw_plugin_api::kit::{TextLimit, now_ms, prelude::*, prepare};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -48,7 +50,11 @@ struct Settings {
     #[serde(default)]
     start: Behaviour,
     #[serde(default)]
+    prepare: Behaviour,
+    #[serde(default)]
     deliver: Behaviour,
+    #[serde(default)]
+    part_chars: Option<usize>,
     #[serde(default = "default_hang_ms")]
     hang_ms: u64,
     #[serde(default)]
@@ -229,6 +235,17 @@ impl Channel for TestChannel {
 
     fn start(&self) -> Result<(), PluginError> {
         self.settings.act(self.settings.start, "start")
+    }
+
+    fn render(&self, m: OutboundMessage) -> Result<Vec<OutboundMessage>, PluginError> {
+        self.settings.act(self.settings.prepare, "prepare")?;
+        let limit = self
+            .settings
+            .part_chars
+            .map_or(Self::INFO.text_limit(), |max| {
+                TextLimit::new(max, LengthUnit::Chars)
+            });
+        prepare::prepare_with(m, Markup::Verbatim, limit)
     }
 
     fn deliver(&self, m: OutboundMessage) -> Result<Option<String>, PluginError> {

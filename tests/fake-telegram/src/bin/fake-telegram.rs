@@ -5,6 +5,9 @@
 //! fake-telegram send  --port 8081 --from 42 --name "Ann Lee" --text "hello"
 //! fake-telegram send  --port 8081 --chat -100123 --group "Team" --mention --from 42 --name Ann --text "hi"
 //! fake-telegram sent  --port 8081
+//! fake-telegram hold  --port 8081 --method sendMessage --commit before
+//! fake-telegram holds --port 8081
+//! fake-telegram release --port 8081 --id 1 [--discard]
 //! ```
 
 use std::process::ExitCode;
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use nanoclaw_fake_telegram::{
-    DEFAULT_BOT_USERNAME, Delivered, Failure, FakeTelegram, Person, Sent,
+    Commit, DEFAULT_BOT_USERNAME, Delivered, Failure, FakeTelegram, HoldInfo, Person, Sent,
 };
 use serde_json::{Value, json};
 
@@ -113,7 +116,44 @@ enum Command {
         /// For rate-limit: seconds in retry_after.
         #[arg(long, default_value_t = 5)]
         retry_after: u64,
+        /// For slow: how long each call waits before it is answered.
+        #[arg(long, default_value_t = 3000)]
+        delay_ms: u64,
     },
+    /// Hold the next call (to stop the bot mid-call); release it with `release`.
+    Hold {
+        #[arg(long, default_value_t = DEFAULT_PORT)]
+        port: u16,
+        /// Only a call of this method (default: any).
+        #[arg(long)]
+        method: Option<String>,
+        /// before: Telegram handles the call now and only its answer waits (the message
+        /// exists even if the bot never hears back); after: nothing happens until release.
+        #[arg(long, value_enum)]
+        commit: CommitArg,
+    },
+    /// List the holds.
+    Holds {
+        #[arg(long, default_value_t = DEFAULT_PORT)]
+        port: u16,
+    },
+    /// Let a held call go on, or with --discard drop its connection unanswered.
+    Release {
+        #[arg(long, default_value_t = DEFAULT_PORT)]
+        port: u16,
+        /// The hold id `hold` printed.
+        #[arg(long)]
+        id: u64,
+        /// Drop the connection instead (with --commit after, Telegram never gets the call).
+        #[arg(long)]
+        discard: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CommitArg {
+    Before,
+    After,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,6 +163,7 @@ enum FailKind {
     ServerError,
     Unauthorized,
     Drop,
+    Slow,
 }
 
 fn person(id: i64, name: &str, username: Option<&str>) -> Person {
@@ -228,6 +269,7 @@ fn run(command: Command) -> Result<(), String> {
             count,
             method,
             retry_after,
+            delay_ms,
         } => {
             let failure = match kind {
                 FailKind::Conflict => Failure::Conflict,
@@ -237,12 +279,68 @@ fn run(command: Command) -> Result<(), String> {
                 FailKind::ServerError => Failure::ServerError,
                 FailKind::Unauthorized => Failure::Unauthorized,
                 FailKind::Drop => Failure::DropConnection,
+                FailKind::Slow => Failure::Slow { delay_ms },
             };
             let body = json!({"method": method, "count": count, "failure": failure});
             control(port, "POST", "/control/failures", Some(body))?;
             println!(
                 "the next {count} call(s){} will fail",
                 method.map(|m| format!(" of {m}")).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Hold {
+            port,
+            method,
+            commit,
+        } => {
+            let commit = match commit {
+                CommitArg::Before => Commit::BeforeResponding,
+                CommitArg::After => Commit::AfterRelease,
+            };
+            let body = json!({"method": method, "commit": commit});
+            let answer = control(port, "POST", "/control/holds", Some(body))?;
+            let id = answer["hold_id"]
+                .as_u64()
+                .ok_or_else(|| format!("unexpected answer: {answer}"))?;
+            println!(
+                "hold {id}: the next call{} will wait for `fake-telegram release --port {port} --id {id}`",
+                method.map(|m| format!(" of {m}")).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Holds { port } => {
+            let answer = control(port, "GET", "/control/holds", None)?;
+            let holds: Vec<HoldInfo> =
+                serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))?;
+            if holds.is_empty() {
+                println!("no holds");
+            }
+            for hold in holds {
+                println!(
+                    "hold {}: {:?}, commit {:?}, {:?}{}",
+                    hold.id.0,
+                    hold.route,
+                    hold.commit,
+                    hold.state,
+                    hold.call
+                        .map(|c| format!(" (call #{c})"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Release { port, id, discard } => {
+            let action = if discard { "discard" } else { "release" };
+            control(
+                port,
+                "POST",
+                &format!("/control/holds/{id}/{action}"),
+                Some(json!({})),
+            )?;
+            println!(
+                "hold {id}: {}",
+                if discard { "discarded" } else { "released" }
             );
             Ok(())
         }
