@@ -165,9 +165,8 @@ impl SessionStore {
     pub fn prepare(&self, s: &Session) -> Result<SessionDir> {
         let dir = self.session_dir(s)?;
         let new_workspace = dir.ensure(self.owner)?;
-        if !dir.inbound_db().exists() {
-            init_db(&dir.inbound_db(), INBOUND_SCHEMA)?;
-        }
+        // The router and the supervisor may prepare one new session at once.
+        init_db(&dir.inbound_db(), INBOUND_SCHEMA)?;
         if new_workspace {
             init_db(&dir.outbound_db(), OUTBOUND_SCHEMA)?;
             dir.hand_over_outbound(self.owner)?;
@@ -341,16 +340,57 @@ fn evict<C>(cache: &ConnCache<C>, idle: Duration) -> usize {
     stale.len()
 }
 
-/// Creates (or checks) a session DB file: WAL, schema applied, version recorded.
+/// Creates a session DB file if it is missing: WAL, schema applied, version recorded.
+///
+/// Safe to race: the DB is built under a private name and linked into place (`link` never
+/// replaces), so a file at `path` is always complete. Two connections switching one new file
+/// to WAL at once would deadlock each other into `SQLITE_BUSY`, and a file seen before its
+/// tables exist would fail its first write.
 fn init_db(path: &Path, schema: &str) -> Result<()> {
-    let conn = open_session_db(path, HOST_BUSY_TIMEOUT)?;
-    conn.execute_batch(schema)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if path.exists() {
+        return Ok(());
+    }
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".new-{}-{n}", std::process::id()));
+    let fresh = PathBuf::from(name);
+    let built = build_db(&fresh, schema).and_then(|()| match std::fs::hard_link(&fresh, path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Error::Io {
+            context: format!("link the new {} into place", path.display()),
+            source: e,
+        }),
+        _ => Ok(()),
+    });
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut leftover = fresh.as_os_str().to_owned();
+        leftover.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(leftover));
+    }
+    built?;
     // A read now creates the -wal and -shm files: the container's read-only view of
     // inbound.db needs them to exist, and cannot create them itself.
+    let conn = open_session_db(path, HOST_BUSY_TIMEOUT)?;
     conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)
     })?;
+    Ok(())
+}
+
+/// Builds a complete session DB at a path nobody else uses; WAL mode persists in the file.
+fn build_db(path: &Path, schema: &str) -> Result<()> {
+    let conn = Connection::open(path).map_err(|e| crate::db::corrupt_or(path, e))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::invalid(format!(
+            "{} could not switch to WAL mode (got {mode})",
+            path.display()
+        )));
+    }
+    conn.execute_batch(schema)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    // Closing the only connection checkpoints the WAL into the file.
+    conn.close().map_err(|(_, e)| e)?;
     Ok(())
 }
 
@@ -449,6 +489,41 @@ mod tests {
             .unwrap();
         assert!(!created);
         assert_eq!(again.id, s.id);
+    }
+
+    #[test]
+    fn a_session_prepared_by_many_threads_at_once_always_has_its_schema() {
+        // The router and the supervisor may open a new session's inbound.db together; neither
+        // may see the file before its tables exist.
+        for round in 0..20 {
+            let tmp = tempfile::tempdir().unwrap();
+            let db = db();
+            let store = std::sync::Arc::new(SessionStore::new(tmp.path()));
+            let a = agent(&db, "A");
+            let c = chat(&db, &format!("telegram:{round}"), None, false);
+            let (s, _) = db
+                .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
+                .unwrap();
+            let projection = db.read(|t| Projection::read(t, &s)).unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (store, s, p, barrier) = (
+                        store.clone(),
+                        s.clone(),
+                        projection.clone(),
+                        barrier.clone(),
+                    );
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        store.write_projection(&s, &p)
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]
