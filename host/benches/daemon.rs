@@ -375,7 +375,7 @@ fn main() {
 /// Creates `n` active sessions with their files, through the library, as past traffic would.
 fn make_idle_sessions(data: &Path, n: usize) {
     use nanoclaw::db::Db;
-    use nanoclaw::ids::{ChannelType, PlatformId};
+    use nanoclaw::ids::{ChannelName, PlatformId};
     use nanoclaw::sessions::SessionStore;
     use nanoclaw::store::agent_groups::{self, NewAgentGroup};
     use nanoclaw::store::messaging_groups::{self, NewMessagingGroup, UnknownSenderPolicy};
@@ -390,7 +390,7 @@ fn make_idle_sessions(data: &Path, n: usize) {
             let (chat, _) = messaging_groups::get_or_create(
                 c,
                 &NewMessagingGroup {
-                    channel_type: ChannelType::parse("test")?,
+                    channel_type: ChannelName::parse("test")?,
                     platform_id: PlatformId::parse(&format!("idle-{i}"))?,
                     name: None,
                     is_group: false,

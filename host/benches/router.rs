@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use nanoclaw::db::Db;
-use nanoclaw::ids::{ChannelType, PlatformId};
+use nanoclaw::ids::{ChannelName, PlatformId};
 use nanoclaw::router::{ChannelCaps, Inbound, Router, Sender};
 use nanoclaw::sessions::{Session, SessionStore, writer};
 use nanoclaw::store::agent_groups::{self, NewAgentGroup};
@@ -29,14 +29,14 @@ struct Setup {
     dir: tempfile::TempDir,
     db: Arc<Db>,
     sessions: Arc<SessionStore>,
-    channel: ChannelType,
+    channel: ChannelName,
 }
 
 fn setup(chats: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Db::open(&dir.path().join("v2.db")).unwrap());
     let sessions = Arc::new(SessionStore::new(dir.path().join("sessions")));
-    let channel = ChannelType::parse("bench").unwrap();
+    let channel = ChannelName::parse("bench").unwrap();
     let agent = db
         .write(|c| agent_groups::create(c, NewAgentGroup::named("Bench")))
         .unwrap();

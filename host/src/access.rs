@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::ids::{AgentGroupId, ChannelType, ChatAddress, PlatformId, UserId};
+use crate::ids::{AgentGroupId, ChannelName, ChatAddress, PlatformId, UserId};
 use crate::sessions::Session;
 use crate::store::destinations::{self, Target};
 use crate::store::dropped::DropReason;
@@ -227,12 +227,12 @@ pub enum DmRoute {
 /// plugins; tests implement it directly.
 pub trait DmChannels: Sync {
     /// How `channel` reaches users, or `None` if no plugin for it is running.
-    fn dm_route(&self, channel: &ChannelType) -> Option<DmRoute>;
+    fn dm_route(&self, channel: &ChannelName) -> Option<DmRoute>;
 
     /// Asks the channel's plugin for the DM chat of `handle` (only for [`DmRoute::OpenDm`]).
     fn open_dm(
         &self,
-        channel: &ChannelType,
+        channel: &ChannelName,
         handle: &str,
     ) -> impl Future<Output = std::result::Result<PlatformId, String>> + Send;
 }
@@ -302,7 +302,7 @@ pub async fn pick_approval_delivery(
     db: &Db,
     channels: &impl DmChannels,
     approvers: &[UserId],
-    origin: Option<&ChannelType>,
+    origin: Option<&ChannelName>,
 ) -> Result<Option<ApprovalDelivery>> {
     if let Some(origin) = origin {
         for approver in approvers.iter().filter(|a| &a.channel() == origin) {
@@ -353,13 +353,13 @@ mod tests {
     }
 
     impl DmChannels for FakeChannels {
-        fn dm_route(&self, channel: &ChannelType) -> Option<DmRoute> {
+        fn dm_route(&self, channel: &ChannelName) -> Option<DmRoute> {
             self.routes.get(channel.as_str()).copied()
         }
 
         async fn open_dm(
             &self,
-            _channel: &ChannelType,
+            _channel: &ChannelName,
             handle: &str,
         ) -> std::result::Result<PlatformId, String> {
             self.opened.lock().unwrap().push(handle.to_string());
@@ -546,7 +546,7 @@ mod tests {
         };
         let approvers = vec![tg_admin.clone(), dc_broken.clone(), dc_ok.clone()];
 
-        let discord = ChannelType::parse("discord").unwrap();
+        let discord = ChannelName::parse("discord").unwrap();
         let picked = block_on(pick_approval_delivery(
             &db,
             &channels,
@@ -560,7 +560,7 @@ mod tests {
             "same channel kind first, unreachable one skipped"
         );
 
-        let slack = ChannelType::parse("slack").unwrap();
+        let slack = ChannelName::parse("slack").unwrap();
         let picked = block_on(pick_approval_delivery(
             &db,
             &channels,

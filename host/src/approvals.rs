@@ -267,7 +267,7 @@ pub fn settle(db: &Db, router: &Router) -> Result<Vec<RouteOutcome>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{ChannelType, PlatformId};
+    use crate::ids::{ChannelName, PlatformId};
     use crate::router::{ChannelCaps, Sender};
     use crate::sessions::SessionStore;
     use crate::store::messaging_groups::UnknownSenderPolicy;
@@ -303,7 +303,7 @@ mod tests {
             .unwrap();
         let mut caps = HashMap::new();
         caps.insert(
-            ChannelType::parse("telegram").unwrap(),
+            ChannelName::parse("telegram").unwrap(),
             ChannelCaps::default(),
         );
         let router = Router::new(db.clone(), sessions, caps);
@@ -315,7 +315,7 @@ mod tests {
                 is_bot: false,
             }),
             ..Inbound::text(
-                &ChannelType::parse("telegram").unwrap(),
+                &ChannelName::parse("telegram").unwrap(),
                 "-1",
                 None,
                 "let me in",
@@ -338,7 +338,7 @@ mod tests {
 
     fn click(by: &str, index: u32, approval: &ApprovalId) -> Click {
         Click {
-            channel: ChannelType::parse("telegram").unwrap(),
+            channel: ChannelName::parse("telegram").unwrap(),
             chat_id: PlatformId::parse(by).unwrap(),
             thread_id: None,
             message_id: "card-1".into(),

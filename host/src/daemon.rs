@@ -24,7 +24,7 @@ use crate::config::{self, Paths};
 use crate::control::{self, Request, Response};
 use crate::db::Db;
 use crate::delivery::Delivery;
-use crate::ids::{ChannelType, ChatAddress, PlatformId, SessionId};
+use crate::ids::{ChannelName, ChatAddress, PlatformId, SessionId};
 use crate::pairing::{self, Intercept};
 use crate::plugins::channels::PluginChannels;
 use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
@@ -218,11 +218,11 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
     let slot: IngressSlot = Arc::new(OnceLock::new());
     let factory = Services::factory(db.clone(), slot.clone());
     let mut plugins = registry::load(&plugins_config, &load_opts, &factory).await;
-    let caps: HashMap<ChannelType, ChannelCaps> = plugins
+    let caps: HashMap<ChannelName, ChannelCaps> = plugins
         .handles()
         .iter()
         .filter_map(|h| {
-            let ch = ChannelType::parse(h.channel_type()).ok()?;
+            let ch = ChannelName::parse(h.instance()).ok()?;
             Some((
                 ch,
                 ChannelCaps {
@@ -644,7 +644,7 @@ impl Daemon {
         let (Some(channel), Some(platform_id)) = (
             addr.channel_type
                 .as_deref()
-                .and_then(|c| ChannelType::parse(c).ok()),
+                .and_then(|c| ChannelName::parse(c).ok()),
             addr.platform_id
                 .as_deref()
                 .and_then(|p| PlatformId::parse(p).ok()),

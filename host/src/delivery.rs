@@ -36,7 +36,7 @@ use nanoclaw_schema::session::DeliveryStatus;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::ids::{ChannelType, ChatAddress, SessionId};
+use crate::ids::{ChannelName, ChatAddress, SessionId};
 use crate::sessions::inbound::{self, PartState};
 use crate::sessions::outbound::{self, Body, OutRow};
 use crate::sessions::{Session, SessionStore};
@@ -78,20 +78,20 @@ impl std::fmt::Display for SendError {
 /// plugin handles; tests implement it directly.
 pub trait Platforms: Send + Sync + 'static {
     /// What the channel can do, from its manifest; `None` if no plugin for it is running.
-    fn capabilities(&self, channel: &ChannelType) -> Option<Capabilities>;
+    fn capabilities(&self, channel: &ChannelName) -> Option<Capabilities>;
 
     /// The platform messages for one message: rendered in the platform's markup and split
     /// within its limits, by the plugin. Deterministic, so a restart resumes the same parts.
     fn prepare(
         &self,
-        channel: &ChannelType,
+        channel: &ChannelName,
         message: OutboundMessage,
     ) -> impl Future<Output = std::result::Result<Vec<OutboundMessage>, SendError>> + Send;
 
     /// Posts one prepared part, as it is; returns the platform's id for it.
     fn send(
         &self,
-        channel: &ChannelType,
+        channel: &ChannelName,
         message: OutboundMessage,
     ) -> impl Future<Output = std::result::Result<Option<String>, SendError>> + Send;
 }

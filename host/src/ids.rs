@@ -90,9 +90,9 @@ fn validate_plain(s: &str) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
-/// A channel type names a plugin's platform: lower-case letters, digits, `-` and `_`, starting
+/// A channel name (a plugin instance name) is lower-case letters, digits, `-` and `_`, starting
 /// with a letter, at most 32 characters. `agent` is reserved for agent-to-agent routing.
-fn validate_channel_type(s: &str) -> std::result::Result<(), &'static str> {
+fn validate_channel_name(s: &str) -> std::result::Result<(), &'static str> {
     let mut chars = s.chars();
     match chars.next() {
         None => return Err("it is empty"),
@@ -111,14 +111,14 @@ fn validate_channel_type(s: &str) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
-/// A user id is `<channel type>:<handle>` with a valid channel type and a non-empty handle.
+/// A user id is `<channel name>:<handle>` with a valid channel name and a non-empty handle.
 fn validate_user_id(s: &str) -> std::result::Result<(), &'static str> {
     validate_plain(s)?;
     let (channel, handle) = s
         .split_once(':')
         .ok_or("expected <channel>:<handle>, e.g. telegram:123")?;
-    validate_channel_type(channel)
-        .map_err(|_| "the part before ':' is not a valid channel type")?;
+    validate_channel_name(channel)
+        .map_err(|_| "the part before ':' is not a valid channel name")?;
     if handle.is_empty() {
         return Err("the handle after ':' is empty");
     }
@@ -126,15 +126,19 @@ fn validate_user_id(s: &str) -> std::result::Result<(), &'static str> {
 }
 
 string_id!(
-    /// The platform a plugin connects (`telegram`, `discord`, `cli`, ...).
-    ChannelType, "channel type", validate_channel_type
+    /// A channel as ids name it: the `[plugins.<name>]` instance that connects it
+    /// (`telegram`, `cli`, or `telegram-work` for a second Telegram bot). It prefixes every
+    /// user and chat id (`telegram:123`) and routes webhooks (`/webhook/telegram`), so users
+    /// of two instances of one platform never share an id. Session DBs call it
+    /// `channel_type`.
+    ChannelName, "channel name", validate_channel_name
 );
 string_id!(
     /// A chat's id exactly as its plugin names it (raw, without the channel prefix).
     PlatformId, "platform id", validate_plain
 );
 string_id!(
-    /// A namespaced user id: `<channel type>:<platform handle>`, e.g. `telegram:6037840640`.
+    /// A namespaced user id: `<channel name>:<platform handle>`, e.g. `telegram:6037840640`.
     UserId, "user id", validate_user_id
 );
 string_id!(
@@ -164,14 +168,14 @@ string_id!(
 
 impl UserId {
     /// Namespaces a platform handle: `telegram` + `123` → `telegram:123`.
-    pub fn new(channel: &ChannelType, handle: &str) -> Result<Self> {
+    pub fn new(channel: &ChannelName, handle: &str) -> Result<Self> {
         Self::parse(&format!("{channel}:{handle}"))
     }
 
-    /// The channel type the id is namespaced with.
-    pub fn channel(&self) -> ChannelType {
+    /// The channel the id is namespaced with.
+    pub fn channel(&self) -> ChannelName {
         let (channel, _) = self.0.split_once(':').expect("validated user id has a ':'");
-        ChannelType(channel.to_string())
+        ChannelName(channel.to_string())
     }
 
     /// The platform handle, without the channel prefix.
@@ -183,7 +187,7 @@ impl UserId {
 /// A chat reference as operators write it: `<channel>:<platform id>`, e.g. `telegram:-1001234`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ChatAddress {
-    pub channel: ChannelType,
+    pub channel: ChannelName,
     pub platform_id: PlatformId,
 }
 
@@ -195,7 +199,7 @@ impl ChatAddress {
             ))
         })?;
         Ok(ChatAddress {
-            channel: ChannelType::parse(channel)?,
+            channel: ChannelName::parse(channel)?,
             platform_id: PlatformId::parse(platform)?,
         })
     }
@@ -251,7 +255,7 @@ mod tests {
     #[test]
     fn channel_types() {
         for ok in ["telegram", "cli", "whatsapp-cloud", "a1_b"] {
-            ChannelType::parse(ok).unwrap();
+            ChannelName::parse(ok).unwrap();
         }
         for bad in [
             "",
@@ -262,19 +266,19 @@ mod tests {
             "tg:x",
             &"a".repeat(33),
         ] {
-            assert!(ChannelType::parse(bad).is_err(), "{bad:?}");
+            assert!(ChannelName::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn user_ids_are_namespaced() {
-        let tg = ChannelType::parse("telegram").unwrap();
+        let tg = ChannelName::parse("telegram").unwrap();
         let u = UserId::new(&tg, "6037840640").unwrap();
         assert_eq!(u.as_str(), "telegram:6037840640");
         assert_eq!(u.channel(), tg);
         assert_eq!(u.handle(), "6037840640");
         // A handle that itself has a colon keeps it (Teams ids look like 29:abc).
-        let teams = UserId::new(&ChannelType::parse("teams").unwrap(), "29:abc").unwrap();
+        let teams = UserId::new(&ChannelName::parse("teams").unwrap(), "29:abc").unwrap();
         assert_eq!(teams.handle(), "29:abc");
         for bad in [
             "",

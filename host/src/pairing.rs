@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use nanoclaw_schema::time;
 
 use crate::error::{Error, Result};
-use crate::ids::{ChannelType, UserId};
+use crate::ids::{ChannelName, UserId};
 use crate::router::Inbound;
 use crate::store::messaging_groups::{
     self, MessagingGroup, NewMessagingGroup, UnknownSenderPolicy,
@@ -92,7 +92,7 @@ fn expire_stale(conn: &Connection) -> Result<()> {
 }
 
 /// Makes a new code for `channel`, valid for `ttl`.
-pub fn create(conn: &Connection, channel: &ChannelType, ttl: Duration) -> Result<NewCode> {
+pub fn create(conn: &Connection, channel: &ChannelName, ttl: Duration) -> Result<NewCode> {
     expire_stale(conn)?;
     let pending: i64 = conn.query_row(
         "SELECT COUNT(*) FROM pairing_codes WHERE channel_type = ?1 AND status = 'pending'",
@@ -153,7 +153,7 @@ pub fn status(conn: &Connection, code: &str) -> Result<Option<Pairing>> {
 }
 
 /// Revokes every pending code of a channel.
-pub fn revoke_pending(conn: &Connection, channel: &ChannelType) -> Result<usize> {
+pub fn revoke_pending(conn: &Connection, channel: &ChannelName) -> Result<usize> {
     Ok(conn.execute(
         "UPDATE pairing_codes SET status = 'revoked' WHERE channel_type = ?1 AND status = 'pending'",
         [channel],
@@ -289,8 +289,8 @@ mod tests {
     use crate::db::Db;
     use crate::router::Sender;
 
-    fn tg() -> ChannelType {
-        ChannelType::parse("telegram").unwrap()
+    fn tg() -> ChannelName {
+        ChannelName::parse("telegram").unwrap()
     }
 
     fn msg(from: &str, text: &str) -> Inbound {
@@ -435,7 +435,7 @@ mod tests {
         );
         db.write(|c| create(c, &tg(), DEFAULT_TTL)).unwrap();
         // Codes of another channel do not count.
-        let other = ChannelType::parse("discord").unwrap();
+        let other = ChannelName::parse("discord").unwrap();
         assert_eq!(
             db.write(|c| intercept(
                 c,

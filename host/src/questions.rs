@@ -16,7 +16,7 @@ use nanoclaw_schema::session::content::SystemIn;
 use crate::access::{self, Gate};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::ids::{ChannelType, ChatAddress, PlatformId, SessionId, UserId};
+use crate::ids::{ChannelName, ChatAddress, PlatformId, SessionId, UserId};
 use crate::plugins::services::Click;
 use crate::sessions::queue::{self, Queued};
 use crate::sessions::{Session, SessionStatus, registry};
@@ -116,7 +116,7 @@ pub fn on_click(db: &Db, click: &Click) -> Result<Answer> {
     };
     let card_id = button.question_id.to_string();
     db.write(|c| {
-        let card: Option<(SessionId, String, String, ChannelType, PlatformId, Option<String>)> = c
+        let card: Option<(SessionId, String, String, ChannelName, PlatformId, Option<String>)> = c
             .query_row(
                 "SELECT session_id, question_id, options, channel_type, platform_id, card_message_id
                  FROM question_cards WHERE id = ?1",

@@ -27,7 +27,7 @@ use nanoclaw_schema::session::content::{AttachmentRef, ChatIn, QuotedMessage};
 use crate::access::{self, Gate};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::ids::{AgentGroupId, ApprovalId, ChannelType, ChatAddress, PlatformId, UserId};
+use crate::ids::{AgentGroupId, ApprovalId, ChannelName, ChatAddress, PlatformId, UserId};
 use crate::sessions::dir::inbox_folder;
 use crate::sessions::inbound::Insert;
 use crate::sessions::queue::{self, Queued};
@@ -46,7 +46,7 @@ pub const MAX_ATTACHMENT_BYTES: usize = 50 * 1024 * 1024;
 /// A message from a platform, as a plugin reports it (ids raw, not namespaced).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inbound {
-    pub channel: ChannelType,
+    pub channel: ChannelName,
     pub chat_id: PlatformId,
     /// The chat's title, when the platform tells.
     #[serde(default)]
@@ -121,7 +121,7 @@ mod base64_bytes {
 impl Inbound {
     /// A plain text message; the starting point for tests and the local channel.
     pub fn text(
-        channel: &ChannelType,
+        channel: &ChannelName,
         chat_id: &str,
         sender: Option<&str>,
         text: &str,
@@ -232,7 +232,7 @@ pub fn command_of(text: &str) -> Option<String> {
 pub struct Router {
     db: Arc<Db>,
     sessions: Arc<SessionStore>,
-    channels: HashMap<ChannelType, ChannelCaps>,
+    channels: HashMap<ChannelName, ChannelCaps>,
     patterns: std::sync::Mutex<HashMap<String, Option<Regex>>>,
 }
 
@@ -256,7 +256,7 @@ impl Router {
     pub fn new(
         db: Arc<Db>,
         sessions: Arc<SessionStore>,
-        channels: HashMap<ChannelType, ChannelCaps>,
+        channels: HashMap<ChannelName, ChannelCaps>,
     ) -> Self {
         Router {
             db,

@@ -1,6 +1,6 @@
-//! The host's one HTTP server for platforms that push events: `/webhook/<channel type>[/…]`
-//! goes to that channel's plugin with the exact body bytes, so the plugin verifies the
-//! platform's signature before anything is stored.
+//! The host's one HTTP server for platforms that push events: `/webhook/<channel>[/…]` goes
+//! to the plugin instance named `[plugins.<channel>]`, with the exact body bytes, so the
+//! plugin verifies the platform's signature before anything is stored.
 
 use std::net::SocketAddr;
 
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use nanoclaw_plugin_api::abi::{Capabilities, WebhookRequest};
 
-use crate::ids::ChannelType;
+use crate::ids::ChannelName;
 use crate::plugins::channels::PluginChannels;
 
 /// Largest webhook body accepted.
@@ -74,7 +74,7 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let plugin = ChannelType::parse(&channel)
+    let plugin = ChannelName::parse(&channel)
         .ok()
         .and_then(|c| channels.get(&c).cloned())
         .filter(|h| h.capabilities().contains(Capabilities::WEBHOOK));

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::{Profile, cargo_build};
 use nanoclaw::cli::chat::{self, ChatArgs};
 use nanoclaw::plugins::registry::{self, LoadOptions};
-use nanoclaw::plugins::{LibraryLocator, PluginManifest, PluginsConfig, SecretSource};
+use nanoclaw::plugins::{
+    InstanceName, LibraryLocator, PluginManifest, PluginsConfig, SecretSource,
+};
 use nanoclaw_plugin_api::abi::{Capabilities, HealthStatus, HostServicesBox, OutboundMessage};
 use nanoclaw_plugin_api::kit::testing::MemoryHost;
 
@@ -42,7 +44,8 @@ async fn nanoclaw_chat_talks_to_the_real_plugin() {
     let data = dir.path().join("data");
     let mem = MemoryHost::new();
     let services = mem.clone();
-    let factory = move |_: &str, _: &PluginManifest| -> HostServicesBox { services.services() };
+    let factory =
+        move |_: &InstanceName, _: &PluginManifest| -> HostServicesBox { services.services() };
     let config = PluginsConfig::parse("[plugins.cli]\nlibrary = \"cli\"\n", dir.path())
         .expect("plugins.toml");
     let mut opts = LoadOptions::new(&data);

@@ -47,6 +47,82 @@ fn a_message_gets_the_mock_agents_reply_through_the_plugin() {
     assert_eq!(delivered, "delivered");
 }
 
+/// Two instances of one plugin (two bots of one platform): the instance name namespaces
+/// ids, so the same raw chat id on each is a different chat, and each reply leaves through
+/// the instance its chat belongs to.
+#[test]
+fn two_instances_of_one_channel_keep_their_chats_apart() {
+    if !require_engine("two_instances_of_one_channel_keep_their_chats_apart") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    cli_ok(
+        &s.data,
+        &[
+            "chats",
+            "add",
+            "work:room",
+            "--name",
+            "room",
+            "--policy",
+            "public",
+        ],
+    );
+    cli_ok(&s.data, &["wire", "add", "work:room", "helper"]);
+    let work_record = s.data.parent().unwrap().join("work.jsonl");
+    let toml = format!(
+        "{}\n[plugins.work]\nlibrary = {:?}\n[plugins.work.settings]\nrecord_path = {:?}\n",
+        s.plugins_toml(),
+        built().join("libnanoclaw_test_plugin.so"),
+        work_record
+    );
+    let port = s.port.to_string();
+    let daemon = Daemon::start(
+        &s.data,
+        &toml,
+        &["--webhook-listen", &format!("127.0.0.1:{port}")],
+    );
+    let body = serde_json::json!({"chat_id": "room", "message_id": "w1", "sender_handle": "bob", "text": "from work"});
+    let (status, answer) = harness::testchat::post(s.port, "/webhook/work", &body.to_string());
+    assert_eq!(status, 200, "{answer}");
+    s.say("room", "alice", "t1", "from test");
+
+    let work_texts = || -> Vec<String> {
+        std::fs::read_to_string(&work_record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["call"] == "deliver")
+            .map(|v| v["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let ok = wait_until(Duration::from_secs(60), || {
+        work_texts().iter().any(|t| t.contains("from work"))
+            && s.delivered_to("room")
+                .iter()
+                .any(|t| t.contains("from test"))
+    });
+    assert!(
+        ok,
+        "work: {:?}\ntest: {:?}\n{}",
+        work_texts(),
+        s.delivered_to("room"),
+        daemon.log()
+    );
+    assert!(work_texts().iter().all(|t| !t.contains("from test")));
+    assert!(
+        s.delivered_to("room")
+            .iter()
+            .all(|t| !t.contains("from work"))
+    );
+    let chats = cli_ok(&s.data, &["chats", "list"]);
+    assert!(
+        chats.contains("work:room") && chats.contains("test:room"),
+        "{chats}"
+    );
+}
+
 #[test]
 fn a_killed_container_is_recovered_and_the_message_answered_once() {
     if !require_engine("a_killed_container_is_recovered_and_the_message_answered_once") {

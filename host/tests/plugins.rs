@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::{Profile, copy_with_marker, example_plugin, is_mapped, plugin_dir, test_plugin};
 use nanoclaw::plugins::registry::{self, LoadOptions};
 use nanoclaw::plugins::{
-    CallError, LibraryLocator, LoadError, LoadedPlugins, PluginManifest, PluginReport,
-    PluginStatus, PluginsConfig, SecretSource, SettingsError, render_report,
+    CallError, InstanceName, LibraryLocator, LoadError, LoadedPlugins, PluginManifest,
+    PluginReport, PluginStatus, PluginsConfig, SecretSource, SettingsError, render_report,
 };
 use nanoclaw_plugin_api::abi::{
     Capabilities, HealthStatus, HostServicesBox, OutboundMessage, WebhookRequest,
@@ -66,13 +66,13 @@ impl Host {
 
     async fn load(&self, text: &str) -> LoadedPlugins {
         let services = Arc::clone(&self.services);
-        let factory = move |instance: &str, _m: &PluginManifest| -> HostServicesBox {
+        let factory = move |instance: &InstanceName, _m: &PluginManifest| -> HostServicesBox {
             let mem = MemoryHost::new();
             let boxed = mem.services();
             services
                 .lock()
                 .expect("services map")
-                .insert(instance.to_owned(), mem);
+                .insert(instance.to_string(), mem);
             boxed
         };
         registry::load(&self.config(text), &self.options(), &factory).await
@@ -163,7 +163,7 @@ async fn ok_path_through_the_real_boundary() {
 
     plugins.start_all(&host.options()).await;
     assert!(matches!(row(&plugins, "t").status, PluginStatus::Started));
-    let t = plugins.get("test").expect("handle").clone();
+    let t = plugins.get("t").expect("handle").clone();
 
     // Inbound: webhook -> plugin -> HostServices::on_inbound.
     let resp = t
@@ -350,8 +350,8 @@ async fn create_error_is_reported_and_others_still_load() {
         err.to_string().contains("create failed as configured"),
         "{err}"
     );
-    assert!(plugins.get("example").is_some(), "the other plugin loaded");
-    assert!(plugins.get("test").is_none());
+    assert!(plugins.get("other").is_some(), "the other plugin loaded");
+    assert!(plugins.get("broken").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +414,7 @@ async fn start_panic_fails_that_plugin_only() {
         }
         other => panic!("expected a start panic, got {other:?}"),
     }
-    assert!(plugins.get("test").is_none(), "failed plugin removed");
+    assert!(plugins.get("sp").is_none(), "failed plugin removed");
     let failures = plugins.required_failures();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].instance, "sp");
@@ -441,7 +441,7 @@ async fn deliver_panic_is_caught_and_plugin_keeps_working() {
     let plugins = host
         .load(&test_plugin_toml("dp", "deliver = \"panic\""))
         .await;
-    let h = plugins.get("test").expect("loaded").clone();
+    let h = plugins.get("dp").expect("loaded").clone();
     for _ in 0..2 {
         let err = h.deliver(text("c", "boom")).await.expect_err("panics");
         assert!(
@@ -494,7 +494,7 @@ async fn prepare_then_deliver_each_part_through_the_real_boundary() {
             ),
         ))
         .await;
-    let h = plugins.get("test").expect("loaded").clone();
+    let h = plugins.get("pp").expect("loaded").clone();
     let extra: Value = serde_json::from_str(&h.manifest().extra_json).expect("manifest extra JSON");
     assert_eq!(extra["markup"], "verbatim");
     assert_eq!(extra["text_unit"], "chars");
@@ -530,7 +530,7 @@ async fn prepare_panics_errors_and_hangs_are_contained() {
     let plugins = host
         .load(&test_plugin_toml("pa", "prepare = \"panic\""))
         .await;
-    let h = plugins.get("test").expect("loaded").clone();
+    let h = plugins.get("pa").expect("loaded").clone();
     let err = h.prepare(text("c", "x")).await.expect_err("panics");
     assert!(
         matches!(
@@ -549,7 +549,7 @@ async fn prepare_panics_errors_and_hangs_are_contained() {
         .load(&test_plugin_toml("pe", "prepare = \"error\""))
         .await;
     let err = plugins
-        .get("test")
+        .get("pe")
         .expect("loaded")
         .prepare(text("c", "x"))
         .await
@@ -563,7 +563,7 @@ async fn prepare_panics_errors_and_hangs_are_contained() {
     let config = test_plugin_toml("ph", "prepare = \"hang\"\nhang_ms = 1500")
         .replace("call_timeout_secs = 5", "call_timeout_secs = 0.3");
     let plugins = host.load(&config).await;
-    let h = plugins.get("test").expect("loaded").clone();
+    let h = plugins.get("ph").expect("loaded").clone();
     let err = h.prepare(text("c", "slow")).await.expect_err("times out");
     assert!(
         matches!(
@@ -585,7 +585,7 @@ async fn deliver_error_keeps_the_plugin_error() {
     let plugins = host
         .load(&test_plugin_toml("de", "deliver = \"error\""))
         .await;
-    let h = plugins.get("test").expect("loaded");
+    let h = plugins.get("de").expect("loaded");
     let err = h.deliver(text("c", "x")).await.expect_err("error");
     let plugin_error = err.plugin_error().expect("plugin error");
     assert_eq!(
@@ -601,7 +601,7 @@ async fn deliver_hang_times_out_and_host_continues() {
     let config = test_plugin_toml("dh", "deliver = \"hang\"\nhang_ms = 1500")
         .replace("call_timeout_secs = 5", "call_timeout_secs = 0.3");
     let plugins = host.load(&config).await;
-    let h = plugins.get("test").expect("loaded").clone();
+    let h = plugins.get("dh").expect("loaded").clone();
 
     let started = Instant::now();
     let err = h.deliver(text("c", "slow")).await.expect_err("times out");
@@ -652,7 +652,7 @@ async fn in_flight_limit_bounds_calls() {
     let config = test_plugin_toml("lim", "deliver = \"hang\"\nhang_ms = 800")
         .replace("call_timeout_secs = 5", "call_timeout_secs = 0.3");
     let plugins = host.load(&config).await;
-    let h = plugins.get("test").expect("loaded").clone();
+    let h = plugins.get("lim").expect("loaded").clone();
     assert_eq!(h.limits().max_in_flight, 1);
     assert!(matches!(
         h.deliver(text("c", "x")).await,
@@ -788,29 +788,76 @@ async fn not_a_plugin() {
     );
 }
 
+/// Two instances of one plugin (two bots of one platform) load from the same library, each
+/// with its own settings, host services and state; calls reach the instance they name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_channel_type_is_refused() {
+async fn two_instances_of_one_channel_type_run_side_by_side() {
     let host = Host::new();
+    let (rec1, rec2) = (host.path("first.jsonl"), host.path("second.jsonl"));
     let config = format!(
         "{}{}",
-        test_plugin_toml("first", ""),
-        test_plugin_toml("second", "")
+        test_plugin_toml(
+            "first",
+            &format!("record_path = {:?}", rec1.display().to_string())
+        ),
+        test_plugin_toml(
+            "second",
+            &format!("record_path = {:?}", rec2.display().to_string())
+        )
     );
     let plugins = host.load(&config).await;
-    assert!(matches!(
-        row(&plugins, "first").status,
-        PluginStatus::Loaded
-    ));
-    let err = load_error(&plugins, "second");
-    assert!(
-        matches!(err, LoadError::DuplicateChannelType { channel_type, other } if channel_type == "test" && other == "first"),
-        "{err}"
+    for name in ["first", "second"] {
+        assert!(
+            matches!(row(&plugins, name).status, PluginStatus::Loaded),
+            "{name}: {:?}",
+            row(&plugins, name).status
+        );
+        let h = plugins.get(name).expect("loaded");
+        assert_eq!((h.instance(), h.channel_type()), (name, "test"));
+    }
+    assert_eq!(plugins.handles().len(), 2);
+
+    let first = plugins.get("first").expect("first").clone();
+    let second = plugins.get("second").expect("second").clone();
+    first
+        .deliver(text("c1", "to the first"))
+        .await
+        .expect("deliver");
+    second
+        .deliver(text("c1", "to the second"))
+        .await
+        .expect("deliver");
+    let texts = |file: &str| -> Vec<String> {
+        host.records(file)
+            .iter()
+            .filter(|r| r["call"] == "deliver")
+            .map(|r| r["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(texts("first.jsonl"), ["to the first"]);
+    assert_eq!(texts("second.jsonl"), ["to the second"]);
+
+    // Inbound from each reaches that instance's host services only.
+    let post = |chat: &str| WebhookRequest {
+        method: "POST".into(),
+        path: "/".into(),
+        body: json!({"chat_id": chat, "text": "hi"})
+            .to_string()
+            .into_bytes()
+            .into(),
+        ..WebhookRequest::default()
+    };
+    assert_eq!(
+        second
+            .handle_webhook(post("c9"))
+            .await
+            .expect("webhook")
+            .status,
+        200
     );
-    assert_eq!(plugins.handles().len(), 1);
-    assert!(
-        !host.services.lock().expect("map").contains_key("second"),
-        "never created"
-    );
+    assert!(host.memory("first").inbound().is_empty());
+    assert_eq!(host.memory("second").inbound().len(), 1);
+    plugins.teardown_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -917,7 +964,7 @@ async fn check_mode_creates_but_never_starts() {
         ),
     ));
     let check_host = MemoryHost::new();
-    let factory = |_: &str, _: &PluginManifest| check_host.services();
+    let factory = |_: &InstanceName, _: &PluginManifest| check_host.services();
     let rows = registry::check(&config, &host.options(), &factory).await;
     assert_eq!(rows.len(), 1);
     assert!(

@@ -15,7 +15,7 @@ use super::output::Format;
 use crate::config::{self, Paths};
 use crate::control::{self, Request};
 use crate::db::Db;
-use crate::ids::{ChannelType, PlatformId, UserId};
+use crate::ids::{ChannelName, PlatformId, UserId};
 use crate::pairing;
 use crate::sessions::SessionStore;
 use crate::sessions::queue::{self, Queued};
@@ -28,7 +28,7 @@ use crate::store::{members, users};
 #[derive(Debug, Args)]
 pub struct PairArgs {
     /// The channel to pair on, e.g. telegram.
-    pub channel: ChannelType,
+    pub channel: ChannelName,
     /// How long the code stays valid, in seconds.
     #[arg(long, default_value_t = pairing::DEFAULT_TTL.as_secs())]
     pub ttl_secs: u64,
@@ -162,7 +162,7 @@ reply = "Mock agent: you said \"{text}\""
 pub fn init_first_agent(paths: &Paths, args: InitFirstAgentArgs) -> anyhow::Result<ExitCode> {
     let db = Db::open(&paths.db()).with_context(|| format!("open {}", paths.db().display()))?;
     let sessions = SessionStore::new(paths.sessions()).with_owner(config::session_owner());
-    let channel: ChannelType = args.user.channel();
+    let channel: ChannelName = args.user.channel();
     let role = args.role.as_str();
     if !["owner", "admin", "member"].contains(&role) {
         bail!("--role must be owner, admin or member");

@@ -65,13 +65,13 @@ impl FakePlatforms {
 }
 
 impl Platforms for FakePlatforms {
-    fn capabilities(&self, channel: &ChannelType) -> Option<Capabilities> {
+    fn capabilities(&self, channel: &ChannelName) -> Option<Capabilities> {
         self.channels.get(channel.as_str()).map(|c| c.capabilities)
     }
 
     async fn prepare(
         &self,
-        channel: &ChannelType,
+        channel: &ChannelName,
         message: OutboundMessage,
     ) -> std::result::Result<Vec<OutboundMessage>, SendError> {
         let max = self
@@ -85,7 +85,7 @@ impl Platforms for FakePlatforms {
 
     async fn send(
         &self,
-        channel: &ChannelType,
+        channel: &ChannelName,
         message: OutboundMessage,
     ) -> std::result::Result<Option<String>, SendError> {
         if let Some(Err(e)) = self.script.lock().unwrap().pop_front() {

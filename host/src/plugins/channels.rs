@@ -9,9 +9,9 @@ use nanoclaw_plugin_api::abi::{Capabilities, OutboundMessage};
 use super::{CallError, LoadedPlugins, PluginHandle};
 use crate::access::{DmChannels, DmRoute};
 use crate::delivery::{Platforms, SendError};
-use crate::ids::{ChannelType, PlatformId};
+use crate::ids::{ChannelName, PlatformId};
 
-/// Loaded plugin instances keyed by channel type.
+/// Loaded plugin instances keyed by channel name (the `[plugins.<name>]` instance name).
 #[derive(Clone)]
 pub struct PluginChannels {
     plugins: Arc<LoadedPlugins>,
@@ -22,7 +22,7 @@ impl PluginChannels {
         PluginChannels { plugins }
     }
 
-    pub fn get(&self, channel: &ChannelType) -> Option<&PluginHandle> {
+    pub fn get(&self, channel: &ChannelName) -> Option<&PluginHandle> {
         self.plugins.get(channel.as_str())
     }
 
@@ -30,7 +30,7 @@ impl PluginChannels {
         &self.plugins
     }
 
-    fn running(&self, channel: &ChannelType) -> Result<&PluginHandle, SendError> {
+    fn running(&self, channel: &ChannelName) -> Result<&PluginHandle, SendError> {
         self.get(channel).ok_or_else(|| SendError::Transient {
             message: format!("no {channel} plugin is running"),
             retry_after: None,
@@ -38,7 +38,7 @@ impl PluginChannels {
     }
 
     /// Shows "typing…" in a chat, if the channel can; failures only matter to the log.
-    pub async fn set_typing(&self, channel: &ChannelType, chat: &PlatformId, thread: Option<&str>) {
+    pub async fn set_typing(&self, channel: &ChannelName, chat: &PlatformId, thread: Option<&str>) {
         if let Some(h) = self
             .get(channel)
             .filter(|h| h.capabilities().contains(Capabilities::TYPING))
@@ -50,13 +50,13 @@ impl PluginChannels {
 }
 
 impl Platforms for PluginChannels {
-    fn capabilities(&self, channel: &ChannelType) -> Option<Capabilities> {
+    fn capabilities(&self, channel: &ChannelName) -> Option<Capabilities> {
         self.get(channel).map(PluginHandle::capabilities)
     }
 
     async fn prepare(
         &self,
-        channel: &ChannelType,
+        channel: &ChannelName,
         message: OutboundMessage,
     ) -> Result<Vec<OutboundMessage>, SendError> {
         let handle = self.running(channel)?;
@@ -65,7 +65,7 @@ impl Platforms for PluginChannels {
 
     async fn send(
         &self,
-        channel: &ChannelType,
+        channel: &ChannelName,
         message: OutboundMessage,
     ) -> Result<Option<String>, SendError> {
         let handle = self.running(channel)?;
@@ -86,7 +86,7 @@ fn send_error(e: CallError) -> SendError {
 }
 
 impl DmChannels for PluginChannels {
-    fn dm_route(&self, channel: &ChannelType) -> Option<DmRoute> {
+    fn dm_route(&self, channel: &ChannelName) -> Option<DmRoute> {
         self.get(channel).map(|h| {
             if h.capabilities().contains(Capabilities::OPEN_DM) {
                 DmRoute::OpenDm
@@ -96,7 +96,7 @@ impl DmChannels for PluginChannels {
         })
     }
 
-    async fn open_dm(&self, channel: &ChannelType, handle: &str) -> Result<PlatformId, String> {
+    async fn open_dm(&self, channel: &ChannelName, handle: &str) -> Result<PlatformId, String> {
         let plugin = self
             .get(channel)
             .ok_or_else(|| format!("no {channel} plugin is running"))?;

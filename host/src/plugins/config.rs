@@ -3,7 +3,7 @@
 //! ```toml
 //! search_paths = ["plugins"]            # optional, relative to this file's directory
 //!
-//! [plugins.telegram]                    # the instance name
+//! [plugins.telegram]                    # the instance name: the channel's name in ids
 //! library = "telegram"                  # bare name, or a path (has `/`, or ends in .so/.dylib)
 //! enabled = true                        # default true
 //! required = false                      # default false: the daemon fails only for required ones
@@ -24,6 +24,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
+
+use crate::ids::ChannelName;
 
 /// Default `call_timeout_secs`.
 pub const DEFAULT_CALL_TIMEOUT_SECS: f64 = 30.0;
@@ -56,36 +58,37 @@ pub enum ConfigError {
     },
 }
 
-/// A plugin instance name: the `[plugins.<name>]` key. 1–64 of `[A-Za-z0-9_-]`, because it
-/// names the instance's data directory and its state namespace.
+/// A plugin instance name: the `[plugins.<name>]` key. It is the channel's name in ids and
+/// routes (`telegram:123`, `/webhook/telegram`), so it follows [`ChannelName`]'s rules:
+/// lower-case letters, digits, `-` and `_`, starting with a letter, at most 32. It also
+/// names the instance's data directory and state namespace. Two instances of one plugin
+/// (two Telegram bots) differ by it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InstanceName(String);
+pub struct InstanceName(ChannelName);
 
 impl InstanceName {
     /// Validates a name.
     pub fn new(name: &str) -> Result<Self, String> {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
-            Ok(Self(name.to_owned()))
-        } else {
-            Err(format!(
-                "invalid plugin instance name `{name}`: use 1-64 letters, digits, `_` or `-`"
-            ))
-        }
+        ChannelName::parse(name).map(Self).map_err(|_| {
+            format!(
+                "invalid plugin instance name `{name}`: it names the channel in ids, so use 1-32 \
+                 lower-case letters, digits, `-` or `_`, starting with a letter (not `agent`)"
+            )
+        })
     }
     /// The name.
     pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+    /// The channel this instance connects, as ids name it.
+    pub fn channel(&self) -> &ChannelName {
         &self.0
     }
 }
 
 impl fmt::Display for InstanceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -397,6 +400,17 @@ mod tests {
 
         let err = parse("[plugins.\"../evil\"]\nlibrary = \"x\"\n").expect_err("name");
         assert!(err.contains("invalid plugin instance name"), "{err}");
+        // Instance names are channel names: ids and webhook paths are built from them.
+        for bad in [
+            "Telegram",
+            "agent",
+            "1tg",
+            "an-instance-name-longer-than-32-chars",
+        ] {
+            let err = parse(&format!("[plugins.{bad}]\nlibrary = \"x\"\n")).expect_err(bad);
+            assert!(err.contains("invalid plugin instance name"), "{bad}: {err}");
+        }
+        assert!(parse("[plugins.tg-work_2]\nlibrary = \"x\"\n").is_ok());
 
         let err = parse("[plugins.tg]\nenabled = true\n").expect_err("no library");
         assert!(err.contains("library"), "{err}");

@@ -213,7 +213,7 @@ impl PluginHandle {
     pub fn manifest(&self) -> &PluginManifest {
         &self.inner.manifest
     }
-    /// The channel type.
+    /// The kind of platform the plugin speaks; the instance name is the channel name.
     pub fn channel_type(&self) -> &str {
         &self.inner.manifest.channel_type
     }

@@ -82,16 +82,6 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
-    /// Another loaded plugin already provides this channel type.
-    #[error(
-        "channel type `{channel_type}` is already provided by plugin `{other}`; only one plugin per channel type can be loaded"
-    )]
-    DuplicateChannelType {
-        /// The channel type.
-        channel_type: String,
-        /// The instance that has it.
-        other: String,
-    },
     /// `create` returned an error.
     #[error("create() failed: {0}")]
     Create(PluginError),
@@ -259,7 +249,7 @@ pub fn check_abi(
 pub struct PluginManifest {
     /// Human label.
     pub name: String,
-    /// Unique channel type.
+    /// The kind of platform the plugin speaks (`telegram`); instances of one plugin share it.
     pub channel_type: String,
     /// Plugin version.
     pub version: String,
@@ -284,7 +274,7 @@ impl PluginManifest {
         };
         let channel_type = m.channel_type.into_string();
         // The same rule as everywhere else in the host (lower-case, `agent` reserved).
-        if let Err(e) = crate::ids::ChannelType::parse(&channel_type) {
+        if let Err(e) = crate::ids::ChannelName::parse(&channel_type) {
             return Err(invalid(e.to_string()));
         }
         let name = m.name.into_string();

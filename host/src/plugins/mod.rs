@@ -10,8 +10,9 @@
 //!   [`PluginReport`], [`registry::check`] for preflight.
 //!
 //! The host side of [`HostServices`](nanoclaw_plugin_api::abi::HostServices) is supplied by
-//! the caller through a [`HostServicesFactory`]; [`emit_plugin_log`] and [`namespace_id`]
-//! help implement it.
+//! the caller through a [`HostServicesFactory`] ([`services`] is the daemon's), per
+//! instance: the `[plugins.<name>]` name is the channel's name in ids, so two instances of
+//! one plugin (two bots of one platform) keep their users and chats apart.
 
 pub mod channels;
 pub mod config;
@@ -30,12 +31,6 @@ pub use registry::{
 pub use settings::{SecretSource, SettingsError};
 
 use nanoclaw_plugin_api::abi::LogLevel;
-
-/// The host-wide id of a raw platform id: `<channel_type>:<raw>` (e.g. `telegram:-1001234`).
-/// Plugins always report raw ids; only the host namespaces them.
-pub fn namespace_id(channel_type: &str, raw: &str) -> String {
-    format!("{channel_type}:{raw}")
-}
 
 /// Writes a plugin's [`HostServices::log`](nanoclaw_plugin_api::abi::HostServices::log)
 /// line to the host's `tracing` subscriber, under target `nanoclaw::plugin`, with the
@@ -56,16 +51,5 @@ pub fn emit_plugin_log(instance: &str, level: LogLevel, target: &str, message: &
             tracing::trace!(target: T, plugin = instance, plugin_target = target, "{message}")
         }
         _ => tracing::info!(target: T, plugin = instance, plugin_target = target, "{message}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_are_namespaced_with_the_channel_type() {
-        assert_eq!(
-            super::namespace_id("telegram", "-1001234"),
-            "telegram:-1001234"
-        );
     }
 }

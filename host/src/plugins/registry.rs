@@ -28,9 +28,9 @@ use super::loader::{self, LoadError, PluginManifest};
 use super::settings::{SecretSource, resolve_settings};
 
 /// Builds the [`HostServicesBox`] for one plugin instance: `(instance name, manifest)`.
-/// The host's implementation namespaces state and ids per instance and channel type.
+/// The host's implementation namespaces state and ids by the instance name.
 pub type HostServicesFactory<'a> =
-    dyn Fn(&str, &PluginManifest) -> HostServicesBox + Send + Sync + 'a;
+    dyn Fn(&InstanceName, &PluginManifest) -> HostServicesBox + Send + Sync + 'a;
 
 /// How to load.
 #[derive(Debug, Clone)]
@@ -160,11 +160,9 @@ impl LoadedPlugins {
     pub fn handles(&self) -> &[PluginHandle] {
         &self.handles
     }
-    /// The instance serving a channel type.
-    pub fn get(&self, channel_type: &str) -> Option<&PluginHandle> {
-        self.handles
-            .iter()
-            .find(|h| h.channel_type() == channel_type)
+    /// The instance of this name (the channel's name in ids).
+    pub fn get(&self, instance: &str) -> Option<&PluginHandle> {
+        self.handles.iter().find(|h| h.instance() == instance)
     }
     /// One row per configured plugin, in config order.
     pub fn report(&self) -> &[PluginReport] {
@@ -288,11 +286,7 @@ pub async fn load(
     for (instance, entry) in &config.plugins {
         let mut row = PluginReport::new(instance, entry);
         if entry.enabled {
-            match load_one(
-                config, opts, &locator, factory, instance, entry, &loaded, &mut row,
-            )
-            .await
-            {
+            match load_one(config, opts, &locator, factory, instance, entry, &mut row).await {
                 Ok(handle) => {
                     tracing::info!(
                         plugin = %instance,
@@ -345,7 +339,6 @@ async fn load_one(
     factory: &HostServicesFactory<'_>,
     instance: &InstanceName,
     entry: &PluginEntry,
-    loaded: &LoadedPlugins,
     row: &mut PluginReport,
 ) -> Result<PluginHandle, LoadError> {
     let path = locator.resolve(&entry.library, &config.base_dir)?;
@@ -357,14 +350,6 @@ async fn load_one(
     row.library = Some(library.path.clone());
     row.abi = Some(library.abi.clone());
     row.manifest = Some(library.manifest.clone());
-
-    let channel_type = &library.manifest.channel_type;
-    if let Some(other) = loaded.get(channel_type) {
-        return Err(LoadError::DuplicateChannelType {
-            channel_type: channel_type.clone(),
-            other: other.instance().to_owned(),
-        });
-    }
 
     let secrets = Arc::clone(&opts.secrets);
     let (name, table) = (instance.to_string(), entry.settings.clone());
@@ -379,7 +364,7 @@ async fn load_one(
             source,
         })?;
 
-    let services = factory(instance.as_str(), &library.manifest);
+    let services = factory(instance, &library.manifest);
     let plugin_config = PluginConfig {
         instance_name: instance.as_str().into(),
         settings_json: settings.to_string().into(),
@@ -434,7 +419,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 pub fn render_report(rows: &[PluginReport]) -> String {
     let header = [
         "INSTANCE",
-        "CHANNEL",
+        "PLUGIN",
         "VERSION",
         "ABI",
         "ENABLED",

@@ -11,9 +11,10 @@ use nanoclaw_plugin_api::abi::{
     PluginError,
 };
 
+use super::InstanceName;
 use crate::db::Db;
 use crate::error::Error;
-use crate::ids::{ChannelType, PlatformId};
+use crate::ids::{ChannelName, PlatformId};
 use crate::router::{Inbound, IncomingAttachment, Sender};
 use crate::store::plugin_state;
 use nanoclaw_schema::session::content::QuotedMessage;
@@ -21,7 +22,7 @@ use nanoclaw_schema::session::content::QuotedMessage;
 /// A button click, as the daemon receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Click {
-    pub channel: ChannelType,
+    pub channel: ChannelName,
     pub chat_id: PlatformId,
     pub thread_id: Option<String>,
     /// Platform id of the message that carried the button.
@@ -41,20 +42,21 @@ pub trait Ingress: Send + Sync + 'static {
 /// The daemon's ingress, set once it is ready; plugins are created before that.
 pub type IngressSlot = Arc<OnceLock<Arc<dyn Ingress>>>;
 
-/// One plugin instance's view of the host.
+/// One plugin instance's view of the host: its state namespace and the channel name its
+/// raw ids are namespaced with are both the instance name.
 #[derive(Clone)]
 pub struct Services {
     instance: Arc<str>,
-    channel: ChannelType,
+    channel: ChannelName,
     db: Arc<Db>,
     ingress: IngressSlot,
 }
 
 impl Services {
-    pub fn new(instance: &str, channel: ChannelType, db: Arc<Db>, ingress: IngressSlot) -> Self {
+    pub fn new(instance: &InstanceName, db: Arc<Db>, ingress: IngressSlot) -> Self {
         Services {
-            instance: instance.into(),
-            channel,
+            instance: instance.as_str().into(),
+            channel: instance.channel().clone(),
             db,
             ingress,
         }
@@ -64,12 +66,8 @@ impl Services {
     pub fn factory(
         db: Arc<Db>,
         ingress: IngressSlot,
-    ) -> impl Fn(&str, &super::PluginManifest) -> HostServicesBox {
-        move |instance, manifest| {
-            let channel = ChannelType::parse(&manifest.channel_type)
-                .expect("the loader only creates plugins whose channel type is valid");
-            Services::new(instance, channel, db.clone(), ingress.clone()).into_box()
-        }
+    ) -> impl Fn(&InstanceName, &super::PluginManifest) -> HostServicesBox {
+        move |instance, _manifest| Services::new(instance, db.clone(), ingress.clone()).into_box()
     }
 
     /// The ABI object handed to the plugin's `create`.
@@ -365,16 +363,16 @@ mod tests {
         }
     }
 
+    fn name(s: &str) -> InstanceName {
+        InstanceName::new(s).unwrap()
+    }
+
     fn services() -> (Services, Arc<Recorder>) {
         let db = Arc::new(Db::open_in_memory().unwrap());
         let recorder = Arc::new(Recorder::default());
         let slot: IngressSlot = Arc::new(OnceLock::new());
-        let s = Services::new(
-            "tg",
-            ChannelType::parse("telegram").unwrap(),
-            db,
-            slot.clone(),
-        );
+        // A second Telegram bot: its instance name is what namespaces its ids.
+        let s = Services::new(&name("tg-work"), db, slot.clone());
         let _ = slot.set(recorder.clone());
         (s, recorder)
     }
@@ -407,7 +405,7 @@ mod tests {
         };
         host.on_inbound(event).unwrap();
         let got = rec.0.lock().unwrap().pop().unwrap();
-        assert_eq!(got.channel.as_str(), "telegram");
+        assert_eq!(got.channel.as_str(), "tg-work");
         assert_eq!(got.chat_id.as_str(), "-100");
         assert_eq!(got.chat_name.as_deref(), Some("Team"));
         assert_eq!(got.message_id.as_deref(), Some("7"));
@@ -445,9 +443,8 @@ mod tests {
     fn state_store_is_namespaced_per_instance() {
         let db = Arc::new(Db::open_in_memory().unwrap());
         let slot: IngressSlot = Arc::new(OnceLock::new());
-        let ch = ChannelType::parse("telegram").unwrap();
-        let a = Services::new("a", ch.clone(), db.clone(), slot.clone()).into_box();
-        let b = Services::new("b", ch, db, slot).into_box();
+        let a = Services::new(&name("a"), db.clone(), slot.clone()).into_box();
+        let b = Services::new(&name("b"), db, slot).into_box();
         a.kv_set("offset".into(), "5".into(), ROption::RNone)
             .unwrap();
         assert_eq!(
@@ -474,13 +471,7 @@ mod tests {
     #[test]
     fn input_before_the_daemon_is_ready_is_refused() {
         let db = Arc::new(Db::open_in_memory().unwrap());
-        let s = Services::new(
-            "a",
-            ChannelType::parse("cli").unwrap(),
-            db,
-            Arc::new(OnceLock::new()),
-        )
-        .into_box();
+        let s = Services::new(&name("cli"), db, Arc::new(OnceLock::new())).into_box();
         let err = s
             .on_inbound(InboundEvent {
                 chat_id: "x".into(),

@@ -25,11 +25,11 @@ impl Fixture {
     fn router(&self) -> Router {
         let mut channels = HashMap::new();
         channels.insert(
-            ChannelType::parse("telegram").unwrap(),
+            ChannelName::parse("telegram").unwrap(),
             ChannelCaps { threads: false },
         );
         channels.insert(
-            ChannelType::parse("slack").unwrap(),
+            ChannelName::parse("slack").unwrap(),
             ChannelCaps { threads: true },
         );
         Router::new(self.db.clone(), self.sessions.clone(), channels)
@@ -68,12 +68,12 @@ impl Fixture {
     }
 }
 
-fn tg() -> ChannelType {
-    ChannelType::parse("telegram").unwrap()
+fn tg() -> ChannelName {
+    ChannelName::parse("telegram").unwrap()
 }
 
-fn slack() -> ChannelType {
-    ChannelType::parse("slack").unwrap()
+fn slack() -> ChannelName {
+    ChannelName::parse("slack").unwrap()
 }
 
 fn dm(from: &str, text: &str) -> Inbound {
@@ -81,7 +81,7 @@ fn dm(from: &str, text: &str) -> Inbound {
 }
 
 fn group_msg(
-    channel: &ChannelType,
+    channel: &ChannelName,
     chat: &str,
     from: &str,
     text: &str,
@@ -106,7 +106,7 @@ fn dm_setup(f: &Fixture, id: &str, policy: UnknownSenderPolicy) -> (MessagingGro
 fn unknown_channel_type_is_an_error() {
     let f = Fixture::new();
     let msg = Inbound::text(
-        &ChannelType::parse("discord").unwrap(),
+        &ChannelName::parse("discord").unwrap(),
         "1",
         Some("1"),
         "hi",

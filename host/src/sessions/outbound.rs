@@ -23,7 +23,7 @@ use nanoclaw_schema::time;
 use super::HOST_BUSY_TIMEOUT;
 use super::dir::{FileName, MessageOutId};
 use crate::error::{Error, Result};
-use crate::ids::{AgentGroupId, ChannelType, ChatAddress, PlatformId};
+use crate::ids::{AgentGroupId, ChannelName, ChatAddress, PlatformId};
 
 /// Longest any one read of a hostile `outbound.db` may run.
 pub const QUERY_DEADLINE: Duration = Duration::from_secs(1);
@@ -341,7 +341,7 @@ fn address(
     };
     Ok(To::Chat {
         chat: ChatAddress {
-            channel: ChannelType::parse(channel).map_err(|e| e.to_string())?,
+            channel: ChannelName::parse(channel).map_err(|e| e.to_string())?,
             platform_id: PlatformId::parse(platform_id).map_err(|e| e.to_string())?,
         },
         thread,

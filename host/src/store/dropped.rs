@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::db::text_enum;
 use crate::error::Result;
-use crate::ids::{AgentGroupId, ChannelType, MessagingGroupId, PlatformId, UserId};
+use crate::ids::{AgentGroupId, ChannelName, MessagingGroupId, PlatformId, UserId};
 
 text_enum! {
     /// Why a message reached no agent.
@@ -57,7 +57,7 @@ impl DropReason {
 /// One drop to record.
 #[derive(Debug, Clone)]
 pub struct Drop<'a> {
-    pub channel_type: &'a ChannelType,
+    pub channel_type: &'a ChannelName,
     pub platform_id: &'a PlatformId,
     pub user_id: Option<&'a UserId>,
     pub sender_name: Option<&'a str>,
@@ -180,12 +180,12 @@ mod tests {
     #[test]
     fn repeated_drops_are_counted_per_sender_and_reason() {
         let db = db();
-        let ch = ChannelType::parse("telegram").unwrap();
+        let ch = ChannelName::parse("telegram").unwrap();
         let chat = PlatformId::parse("-1").unwrap();
         let alice = UserId::parse("telegram:1").unwrap();
         let bob = UserId::parse("telegram:2").unwrap();
         fn drop<'a>(
-            ch: &'a ChannelType,
+            ch: &'a ChannelName,
             chat: &'a PlatformId,
             user: &'a UserId,
             reason: DropReason,

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::db::text_enum;
 use crate::error::{Error, Result};
-use crate::ids::{ChannelType, ChatAddress, MessagingGroupId, PlatformId};
+use crate::ids::{ChannelName, ChatAddress, MessagingGroupId, PlatformId};
 
 text_enum! {
     /// What happens to a message from someone who is not a member of the wired agent.
@@ -29,7 +29,7 @@ impl Default for UnknownSenderPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MessagingGroup {
     pub id: MessagingGroupId,
-    pub channel_type: ChannelType,
+    pub channel_type: ChannelName,
     pub platform_id: PlatformId,
     pub name: Option<String>,
     pub is_group: bool,
@@ -48,7 +48,7 @@ impl MessagingGroup {
 
 #[derive(Debug, Clone)]
 pub struct NewMessagingGroup {
-    pub channel_type: ChannelType,
+    pub channel_type: ChannelName,
     pub platform_id: PlatformId,
     pub name: Option<String>,
     pub is_group: bool,
@@ -82,7 +82,7 @@ pub fn get(conn: &Connection, id: &MessagingGroupId) -> Result<Option<MessagingG
 
 pub fn find(
     conn: &Connection,
-    channel: &ChannelType,
+    channel: &ChannelName,
     platform_id: &PlatformId,
 ) -> Result<Option<MessagingGroup>> {
     Ok(conn

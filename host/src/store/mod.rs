@@ -77,7 +77,7 @@ pub(crate) mod testing {
     //! Fixtures for store, access and router tests.
 
     use crate::db::Db;
-    use crate::ids::{ChannelType, PlatformId, UserId};
+    use crate::ids::{ChannelName, PlatformId, UserId};
     use crate::store::agent_groups::{self, AgentGroup, NewAgentGroup};
     use crate::store::messaging_groups::{
         self, MessagingGroup, NewMessagingGroup, UnknownSenderPolicy,
@@ -109,7 +109,7 @@ pub(crate) mod testing {
             messaging_groups::get_or_create(
                 c,
                 &NewMessagingGroup {
-                    channel_type: ChannelType::parse(ch)?,
+                    channel_type: ChannelName::parse(ch)?,
                     platform_id: PlatformId::parse(pid)?,
                     name: name.map(str::to_string),
                     is_group,

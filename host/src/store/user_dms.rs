@@ -3,13 +3,13 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::Result;
-use crate::ids::{ChannelType, MessagingGroupId, UserId};
+use crate::ids::{ChannelName, MessagingGroupId, UserId};
 
 /// The cached DM chat of `user` on `channel`, if the cache has one (the chat may be gone).
 pub fn get(
     conn: &Connection,
     user: &UserId,
-    channel: &ChannelType,
+    channel: &ChannelName,
 ) -> Result<Option<MessagingGroupId>> {
     Ok(conn
         .query_row(
@@ -23,7 +23,7 @@ pub fn get(
 pub fn set(
     conn: &Connection,
     user: &UserId,
-    channel: &ChannelType,
+    channel: &ChannelName,
     chat: &MessagingGroupId,
 ) -> Result<()> {
     conn.execute(

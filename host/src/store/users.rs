@@ -4,13 +4,13 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ids::{ChannelType, UserId};
+use crate::ids::{ChannelName, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     pub id: UserId,
-    /// The channel type the identity belongs to.
-    pub kind: ChannelType,
+    /// The channel (plugin instance) the identity belongs to.
+    pub kind: ChannelName,
     pub display_name: Option<String>,
     pub created_at: String,
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nanoclaw::plugins::registry::{self, LoadOptions};
-use nanoclaw::plugins::{LibraryLocator, PluginManifest, PluginsConfig, SecretSource};
+use nanoclaw::plugins::{
+    InstanceName, LibraryLocator, PluginManifest, PluginsConfig, SecretSource,
+};
 use nanoclaw_fake_telegram::{FakeTelegram, Person, UserMessage};
 use nanoclaw_plugin_api::abi::{Capabilities, HealthStatus, HostServicesBox, OutboundMessage};
 use nanoclaw_plugin_api::kit::testing::MemoryHost;
@@ -77,13 +79,13 @@ async fn the_cdylib_runs_under_the_real_loader() {
     let hosts: Arc<Mutex<HashMap<String, MemoryHost>>> = Arc::default();
     let factory = {
         let hosts = Arc::clone(&hosts);
-        move |instance: &str, _m: &PluginManifest| -> HostServicesBox {
+        move |instance: &InstanceName, _m: &PluginManifest| -> HostServicesBox {
             let mem = MemoryHost::new();
             let boxed = mem.services();
             hosts
                 .lock()
                 .expect("hosts")
-                .insert(instance.to_owned(), mem);
+                .insert(instance.to_string(), mem);
             boxed
         }
     };
