@@ -187,6 +187,9 @@ struct Daemon {
     writer: Arc<Writer>,
     tz: TimeZone,
     failed_wakes: Mutex<HashSet<SessionId>>,
+    /// Sweeps so far: the second (one interval after start, plugins settled) releases what
+    /// start-up used.
+    sweeps: std::sync::atomic::AtomicU64,
     typing: Mutex<HashMap<ChatAddress, Typing>>,
     /// File events per session not yet looked at (see [`Daemon::outbound_event`]).
     outbound_events: Mutex<HashMap<SessionId, u64>>,
@@ -282,6 +285,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         writer,
         tz,
         failed_wakes: Mutex::new(HashSet::new()),
+        sweeps: std::sync::atomic::AtomicU64::new(0),
         typing: Mutex::new(HashMap::new()),
         outbound_events: Mutex::new(HashMap::new()),
         crowding: Default::default(),
@@ -301,7 +305,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
     for s in scan.undelivered {
         daemon.drain(s.id);
     }
-    release_freed_memory();
+    crate::footprint::release_idle_memory();
     daemon.settle_approvals();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -737,8 +741,10 @@ impl Daemon {
         let d = self.clone();
         tokio::spawn(async move {
             d.supervisor.check_running().await;
-            if d.sessions.evict_idle(IDLE_CONNECTION) > 0 {
-                release_freed_memory();
+            let evicted = d.sessions.evict_idle(IDLE_CONNECTION);
+            let settled = d.sweeps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 1;
+            if evicted > 0 || settled {
+                crate::footprint::release_idle_memory();
             }
             // Fallback for missed file events: look at every running session's outbound.
             for s in d.supervisor.running_sessions() {
@@ -851,15 +857,5 @@ fn restrict_dir(dir: &std::path::Path) {
         if mode & 0o077 != 0 {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700));
         }
-    }
-}
-
-/// Gives memory freed after start-up (plugin loading, the recovery scan) back to the system,
-/// so the idle daemon's footprint is what it really uses.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap pages.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod db;
 pub mod delivery;
 pub mod error;
+pub mod footprint;
 pub mod ids;
 pub mod pairing;
 pub mod plugins;
