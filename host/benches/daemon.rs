@@ -331,6 +331,17 @@ fn main() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
+    // The example plugin's platform: `start` only checks the token with `GET /v1/me`.
+    let example_api = nanoclaw_fake_platform::FakeServer::start(
+        nanoclaw_fake_platform::Harness::new(),
+        axum::Router::new().route(
+            "/v1/me",
+            axum::routing::get(|| async { r#"{"id":"b1","name":"bench"}"# }),
+        ),
+    )
+    .unwrap();
+    // Any valid `whsec_<base64>`: nothing is signed during the idle measurement.
+    let example_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     for sessions in [1usize, 100, 1000] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -339,10 +350,11 @@ fn main() {
         std::fs::write(
             &plugins,
             format!(
-                "[plugins.cli]\nlibrary = {:?}\n\n[plugins.telegram]\nlibrary = {:?}\n[plugins.telegram.settings]\nbot_token = {{ env = \"TELEGRAM_BOT_TOKEN\" }}\napi_base_url = \"http://127.0.0.1:{fake_port}\"\n\n[plugins.example]\nlibrary = {:?}\n[plugins.example.settings]\nsecret = {{ env = \"EXAMPLE_SECRET\" }}\noutbox_path = \"outbox.jsonl\"\n\n[plugins.test]\nlibrary = {:?}\n",
+                "[plugins.cli]\nlibrary = {:?}\n\n[plugins.telegram]\nlibrary = {:?}\n[plugins.telegram.settings]\nbot_token = {{ env = \"TELEGRAM_BOT_TOKEN\" }}\napi_base_url = \"http://127.0.0.1:{fake_port}\"\n\n[plugins.example]\nlibrary = {:?}\n[plugins.example.settings]\napi_base_url = {:?}\napi_token = {{ env = \"EXAMPLE_API_TOKEN\" }}\nwebhook_secret = {{ env = \"EXAMPLE_WEBHOOK_SECRET\" }}\n\n[plugins.test]\nlibrary = {:?}\n",
                 release_dir().join("libnanoclaw_plugin_cli.so"),
                 release_dir().join("libnanoclaw_plugin_telegram.so"),
                 release_dir().join("libnanoclaw_plugin_example.so"),
+                example_api.base_url(),
                 release_dir().join("libnanoclaw_test_plugin.so"),
             ),
         )
@@ -353,7 +365,11 @@ fn main() {
             &data,
             &plugins,
             port,
-            &[("TELEGRAM_BOT_TOKEN", token), ("EXAMPLE_SECRET", "s3cret")],
+            &[
+                ("TELEGRAM_BOT_TOKEN", token),
+                ("EXAMPLE_API_TOKEN", "bench-token"),
+                ("EXAMPLE_WEBHOOK_SECRET", example_secret),
+            ],
         );
         std::thread::sleep(Duration::from_secs(3));
         let (t0, _) = proc_stat(d.pid());

@@ -18,7 +18,6 @@ use nanoclaw_plugin_api::abi::{
     Capabilities, HealthStatus, HostServicesBox, OutboundMessage, WebhookRequest,
 };
 use nanoclaw_plugin_api::abi_stable::std_types::Tuple2;
-use nanoclaw_plugin_api::kit::hmac_sha256_hex;
 use nanoclaw_plugin_api::kit::testing::MemoryHost;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -121,6 +120,80 @@ fn text(chat: &str, text: &str) -> OutboundMessage {
         text: text.into(),
         ..OutboundMessage::default()
     }
+}
+
+/// The example plugin's settings. `create` never connects, so tests that only load it may
+/// point `api_base_url` anywhere; `token` and `secret` are TOML values.
+fn example_toml(instance: &str, api_base_url: &str, token: &str, secret: &str) -> String {
+    format!(
+        "[plugins.{instance}]\nlibrary = \"example\"\n[plugins.{instance}.settings]\n\
+         api_base_url = {api_base_url:?}\napi_token = {token}\nwebhook_secret = {secret}\n"
+    )
+}
+
+/// The example platform's webhook signing key (the setting is [`example_secret`]) and the
+/// API token its fake accepts.
+const EXAMPLE_SIGNING_KEY: &[u8] = b"host-test-signing-key-0123456789";
+const EXAMPLE_TOKEN: &str = "ex-token-5d1e";
+
+fn example_secret() -> String {
+    use base64::Engine as _;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(EXAMPLE_SIGNING_KEY)
+    )
+}
+
+/// A webhook request signed the way the example platform signs (Standard Webhooks).
+fn example_webhook(id: &str, body: &str) -> WebhookRequest {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(EXAMPLE_SIGNING_KEY).expect("any key length");
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    WebhookRequest {
+        method: "POST".into(),
+        path: "/".into(),
+        headers: vec![
+            Tuple2("webhook-id".into(), id.into()),
+            Tuple2("webhook-timestamp".into(), timestamp.to_string().into()),
+            Tuple2("webhook-signature".into(), format!("v1,{signature}").into()),
+        ]
+        .into(),
+        body: body.as_bytes().to_vec().into(),
+        ..WebhookRequest::default()
+    }
+}
+
+/// A fake of the example platform's API on 127.0.0.1: `GET /v1/me` and
+/// `POST /v1/chats/{chat}/messages`, behind the bearer token. Calls are named by path.
+fn fake_example_api() -> nanoclaw_fake_platform::FakeServer {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    fn answer(headers: &HeaderMap, json: &'static str) -> (StatusCode, &'static str) {
+        let bearer = format!("Bearer {EXAMPLE_TOKEN}");
+        match headers.get("authorization") {
+            Some(given) if *given == *bearer => (StatusCode::OK, json),
+            _ => (StatusCode::UNAUTHORIZED, r#"{"error":"invalid token"}"#),
+        }
+    }
+    async fn me(headers: HeaderMap) -> (StatusCode, &'static str) {
+        answer(&headers, r#"{"id":"b1","name":"Claw"}"#)
+    }
+    async fn post_message(headers: HeaderMap) -> (StatusCode, &'static str) {
+        answer(&headers, r#"{"id":"m1"}"#)
+    }
+    let router = axum::Router::new()
+        .route("/v1/me", get(me))
+        .route("/v1/chats/{chat}/messages", post(post_message));
+    let harness = nanoclaw_fake_platform::Harness::new()
+        .with_route_key(|parts| Some(parts.uri.path().to_owned()));
+    nanoclaw_fake_platform::FakeServer::start(harness, router).expect("fake example API")
 }
 
 fn test_plugin_toml(instance: &str, settings: &str) -> String {
@@ -267,56 +340,82 @@ async fn ok_path_through_the_real_boundary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_plugin_signed_webhook_and_outbox() {
+async fn example_plugin_verifies_signed_webhooks_and_posts_to_its_api() {
+    let api = fake_example_api();
     let mut host = Host::new();
     host.vars
-        .insert("EXAMPLE_WEBHOOK_SECRET".into(), "shh".into());
-    let plugins = host
-        .load(
-            "[plugins.example]\nlibrary = \"example\"\n[plugins.example.settings]\n\
-             secret = { env = \"EXAMPLE_WEBHOOK_SECRET\" }\noutbox_path = \"outbox.jsonl\"\n",
-        )
+        .insert("EXAMPLE_API_TOKEN".into(), EXAMPLE_TOKEN.into());
+    host.vars
+        .insert("EXAMPLE_WEBHOOK_SECRET".into(), example_secret());
+    let mut plugins = host
+        .load(&example_toml(
+            "example",
+            &api.base_url(),
+            "{ env = \"EXAMPLE_API_TOKEN\" }",
+            "{ env = \"EXAMPLE_WEBHOOK_SECRET\" }",
+        ))
         .await;
     let ex = plugins.get("example").expect("example loaded").clone();
     assert_eq!(
         row(&plugins, "example").library.as_deref(),
         Some(&*std::fs::canonicalize(example_plugin(Profile::Debug)).expect("canonical"))
     );
+    // start checks the token with the platform.
+    plugins.start_all(&host.options()).await;
+    assert!(matches!(
+        row(&plugins, "example").status,
+        PluginStatus::Started
+    ));
+    let me = api.harness().calls_to("/v1/me");
+    assert_eq!(me.len(), 1);
+    let bearer = format!("Bearer {EXAMPLE_TOKEN}");
+    assert_eq!(me[0].header("authorization"), Some(bearer.as_str()));
 
-    let body = json!({"chat_id": "c7", "sender": "u7", "text": "yo"}).to_string();
-    let signed = |sig: String| WebhookRequest {
-        method: "POST".into(),
-        path: "/".into(),
-        headers: vec![Tuple2("x-signature".into(), sig.into())].into(),
-        body: body.clone().into_bytes().into(),
-        ..WebhookRequest::default()
-    };
-    let bad = ex
-        .handle_webhook(signed("sha256=00".into()))
+    // Inbound: only a correctly signed body gets through, and a redelivery is stored once.
+    let body = json!({"type": "message", "id": "m7", "chat": {"id": "c7", "is_group": false},
+                      "sender": {"id": "u7", "name": "Ann"}, "text": "yo"})
+    .to_string();
+    let unsigned = ex
+        .handle_webhook(post("/", &json!({"type": "message"})))
         .await
         .expect("webhook");
-    assert_eq!(bad.status, 401);
-    let good = ex
-        .handle_webhook(signed(format!(
-            "sha256={}",
-            hmac_sha256_hex(b"shh", body.as_bytes())
-        )))
-        .await
-        .expect("webhook");
-    assert_eq!(good.status, 200);
-    assert_eq!(host.memory("example").inbound()[0].text.as_str(), "yo");
-
-    let id = ex
-        .deliver(text("c7", "reply"))
-        .await
-        .expect("deliver")
-        .expect("id");
-    let outbox =
-        std::fs::read_to_string(host.path("data/plugins/example/outbox.jsonl")).expect("outbox");
-    assert!(
-        outbox.contains("\"reply\"") && outbox.contains(&id),
-        "{outbox}"
+    assert_eq!(unsigned.status, 401);
+    let mut forged = example_webhook("msg_1", &body);
+    forged.body = body.replace("yo", "pay me").into_bytes().into();
+    assert_eq!(
+        ex.handle_webhook(forged).await.expect("webhook").status,
+        401
     );
+    for _ in 0..2 {
+        let good = ex
+            .handle_webhook(example_webhook("msg_1", &body))
+            .await
+            .expect("webhook");
+        assert_eq!(good.status, 200);
+    }
+    let inbound = host.memory("example").inbound();
+    assert_eq!(inbound.len(), 1);
+    assert_eq!(
+        (inbound[0].chat_id.as_str(), inbound[0].text.as_str()),
+        ("c7", "yo")
+    );
+    assert!(
+        host.memory("example")
+            .logs()
+            .iter()
+            .any(|l| l.message.contains("refused a webhook request")),
+        "refusals are logged"
+    );
+
+    // Outbound: prepared by the plugin, posted to the API with the token.
+    let parts = ex.prepare(text("c7", "**reply**")).await.expect("prepare");
+    assert_eq!(parts.len(), 1);
+    let id = ex.deliver(parts[0].clone()).await.expect("deliver");
+    assert_eq!(id.as_deref(), Some("m1"));
+    let posted = api.harness().calls_to("/v1/chats/c7/messages");
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].header("authorization"), Some(bearer.as_str()));
+    assert_eq!(posted[0].body_json(), Some(json!({"text": "**reply**"})));
 
     // No OPEN_DM capability: the host refuses without calling the plugin.
     let err = ex.open_dm("u7").await.expect_err("no open_dm");
@@ -334,15 +433,50 @@ async fn example_plugin_signed_webhook_and_outbox() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_plugin_with_a_refused_token_fails_to_start() {
+    let api = fake_example_api();
+    let mut host = Host::new();
+    host.vars.insert("T".into(), "revoked".into());
+    host.vars.insert("S".into(), example_secret());
+    let mut plugins = host
+        .load(&example_toml(
+            "example",
+            &api.base_url(),
+            "{ env = \"T\" }",
+            "{ env = \"S\" }",
+        ))
+        .await;
+    let mut options = host.options();
+    options.start_retry_backoff = vec![Duration::from_millis(10)];
+    plugins.start_all(&options).await;
+    let status = &row(&plugins, "example").status;
+    assert!(matches!(status, PluginStatus::StartFailed(_)), "{status:?}");
+    let shown = render_report(plugins.report());
+    assert!(shown.contains("refused api_token"), "{shown}");
+    assert_eq!(
+        api.harness().calls_to("/v1/me").len(),
+        1,
+        "a refused token is not retried"
+    );
+    plugins.teardown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_error_is_reported_and_others_still_load() {
     let host = Host::new();
     let config = format!(
         "{}{}",
         test_plugin_toml("broken", "create = \"error\""),
-        "[plugins.other]\nlibrary = \"example\"\n[plugins.other.settings]\nsecret = { env = \"S\" }\noutbox_path = \"o\"\n"
+        example_toml(
+            "other",
+            "http://127.0.0.1:9",
+            "{ env = \"T\" }",
+            "{ env = \"S\" }"
+        )
     );
     let mut host = host;
-    host.vars.insert("S".into(), "x".into());
+    host.vars.insert("T".into(), "x".into());
+    host.vars.insert("S".into(), example_secret());
     let plugins = host.load(&config).await;
     let err = load_error(&plugins, "broken");
     assert!(matches!(err, LoadError::Create(_)), "{err}");
@@ -862,9 +996,15 @@ async fn two_instances_of_one_channel_type_run_side_by_side() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn literal_secret_is_refused() {
-    let host = Host::new();
+    let mut host = Host::new();
+    host.vars.insert("S".into(), example_secret());
     let plugins = host
-        .load("[plugins.example]\nlibrary = \"example\"\n[plugins.example.settings]\nsecret = \"hunter2\"\noutbox_path = \"o\"\n")
+        .load(&example_toml(
+            "example",
+            "http://127.0.0.1:9",
+            "\"hunter2\"",
+            "{ env = \"S\" }",
+        ))
         .await;
     let err = load_error(&plugins, "example");
     assert!(
@@ -876,7 +1016,7 @@ async fn literal_secret_is_refused() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains("secret = { env = \"EXAMPLE_SECRET\" }") && msg.contains(".env"),
+        msg.contains("api_token = { env = \"EXAMPLE_API_TOKEN\" }") && msg.contains(".env"),
         "{msg}"
     );
     assert!(!msg.contains("hunter2"), "the secret is not echoed");
@@ -886,7 +1026,12 @@ async fn literal_secret_is_refused() {
 async fn missing_env_var_is_reported() {
     let host = Host::new();
     let plugins = host
-        .load("[plugins.example]\nlibrary = \"example\"\n[plugins.example.settings]\nsecret = { env = \"NANOCLAW_TEST_UNSET_SECRET\" }\noutbox_path = \"o\"\n")
+        .load(&example_toml(
+            "example",
+            "http://127.0.0.1:9",
+            "{ env = \"NANOCLAW_TEST_UNSET_SECRET\" }",
+            "{ env = \"NANOCLAW_TEST_UNSET_SECRET\" }",
+        ))
         .await;
     let err = load_error(&plugins, "example");
     assert!(
@@ -907,11 +1052,19 @@ async fn dotenv_in_data_dir_supplies_secrets() {
     std::fs::create_dir_all(host.path("data")).expect("data dir");
     std::fs::write(
         host.path("data/.env"),
-        "# secrets\nEX_SECRET=\"from dotenv\"\n",
+        format!(
+            "# secrets\nEX_TOKEN=\"from dotenv\"\nexport EX_SECRET='{}'\n",
+            example_secret()
+        ),
     )
     .expect(".env");
     let plugins = host
-        .load("[plugins.example]\nlibrary = \"example\"\n[plugins.example.settings]\nsecret = { env = \"EX_SECRET\" }\noutbox_path = \"o\"\n")
+        .load(&example_toml(
+            "example",
+            "http://127.0.0.1:9",
+            "{ env = \"EX_TOKEN\" }",
+            "{ env = \"EX_SECRET\" }",
+        ))
         .await;
     assert!(
         plugins.get("example").is_some(),

@@ -8,6 +8,9 @@
 //! * [`Dedupe`] remembers platform message ids in the host's state store
 //!   (`kv_set_if_absent` with expiry), so a platform's redelivery never becomes a second
 //!   message, across restarts too. [`Inbox::deliver_once`] combines both.
+//! * [`Inbox::offer_once`] is the webhook variant: one attempt, deduped by the platform's
+//!   event id, because a webhook must be answered within the host's call timeout and the
+//!   platform's redelivery is the retry.
 
 use std::time::Duration;
 
@@ -197,6 +200,103 @@ impl Inbox {
             );
         }
         Ok(Delivery::Handed(handed))
+    }
+
+    /// For webhooks: hands an event over **once**, without retrying, so the request is
+    /// answered within the host's call timeout; the platform's redelivery is the retry.
+    /// `call` is the host call (`on_inbound` or `on_action`), `event_id` the platform's id
+    /// of the event, remembered in `dedupe` once the host took it.
+    ///
+    /// Answer [`Offered::Refused`] and [`Offered::InProgress`] so the platform redelivers
+    /// (503), the others as received (200). A refusal releases the id, so the redelivery is
+    /// taken; an `INVALID_INPUT` refusal (the host will never take the event) is skipped
+    /// like a poison event and remembered as handled.
+    pub async fn offer_once<F>(
+        &self,
+        dedupe: &Dedupe,
+        event_id: &str,
+        call: F,
+    ) -> Result<Offered, Stopped>
+    where
+        F: FnOnce(&Host) -> Result<(), PluginError> + Send + 'static,
+    {
+        let life = &self.life;
+        let claim = {
+            let (dedupe, id) = (dedupe.clone(), event_id.to_owned());
+            life.host_call(move |_| dedupe.claim(&id)).await?
+        };
+        let claim = match claim {
+            Ok(Claimed::New(claim)) => Some(claim),
+            Ok(Claimed::Seen) => return Ok(Offered::Duplicate),
+            Ok(Claimed::InProgress) => return Ok(Offered::InProgress),
+            Err(e) => {
+                // Without the store we cannot dedupe; a duplicate beats a lost message.
+                life.warn(format!(
+                    "dedupe store unavailable for event {event_id} ({e}); handing it over anyway"
+                ));
+                None
+            }
+        };
+        // On Stopped the pending mark expires on its own and a redelivery is taken.
+        let offered = match life.host_call(call).await? {
+            Ok(()) => Offered::Accepted,
+            Err(error) if error.kind == ErrorKind::INVALID_INPUT => {
+                life.error(format!(
+                    "skipping event {event_id}: the host will never take it ({error})"
+                ));
+                life.health().skipped(format!("event {event_id}: {error}"));
+                Offered::Skipped(error)
+            }
+            Err(error) => {
+                life.warn(format!(
+                    "the host did not take event {event_id} ({error}); the platform will \
+                     redeliver it"
+                ));
+                Offered::Refused(error)
+            }
+        };
+        if let Some(claim) = claim {
+            let handled = !matches!(offered, Offered::Refused(_));
+            let recorded = life
+                .host_call(move |_| {
+                    if handled {
+                        claim.commit()
+                    } else {
+                        claim.release().map(drop)
+                    }
+                })
+                .await?;
+            if let Err(e) = recorded {
+                life.warn(format!(
+                    "could not record event {event_id} ({e}); a redelivery may repeat it"
+                ));
+            }
+        }
+        Ok(offered)
+    }
+}
+
+/// What [`Inbox::offer_once`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum Offered {
+    /// The host took it.
+    Accepted,
+    /// Handled before: not handed over again.
+    Duplicate,
+    /// Being handed over right now by another request: not handed over again.
+    InProgress,
+    /// The host did not take it (the id was released): let the platform redeliver.
+    Refused(PluginError),
+    /// The host will never take it (`INVALID_INPUT`): logged, reported in the health
+    /// detail, and remembered as handled.
+    Skipped(PluginError),
+}
+
+impl Offered {
+    /// True when the platform should redeliver the event later (answer 503).
+    pub fn redeliver(&self) -> bool {
+        matches!(self, Self::Refused(_) | Self::InProgress)
     }
 }
 
@@ -487,5 +587,55 @@ mod tests {
             .map(|e| e.message_id.to_string())
             .collect();
         assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn offer_once_tries_once_and_leaves_retries_to_the_platform() {
+        let mem = MemoryHost::new();
+        let dedupe = Dedupe::new(mem.host(), "hook", Duration::from_secs(3600));
+        let offer = |inbox: &Inbox, id: &'static str| {
+            let event = event(id);
+            let dedupe = dedupe.clone();
+            let inbox = inbox.clone();
+            async move {
+                inbox
+                    .offer_once(&dedupe, id, move |host| host.on_inbound(event))
+                    .await
+            }
+        };
+        let mem2 = mem.clone();
+        let outcomes = with_inbox(&mem, fast(), async |inbox, life| {
+            let mut outcomes = vec![offer(&inbox, "a").await, offer(&inbox, "a").await];
+            mem2.set_reject_inbound(Some(PluginError::other("db busy")));
+            outcomes.push(offer(&inbox, "b").await);
+            mem2.set_reject_inbound(None);
+            outcomes.push(offer(&inbox, "b").await);
+            mem2.set_reject_inbound(Some(PluginError::invalid_input("bad chat")));
+            outcomes.push(offer(&inbox, "c").await);
+            mem2.set_reject_inbound(None);
+            outcomes.push(offer(&inbox, "c").await);
+            assert!(life.health().get().detail.contains("event c"));
+            outcomes
+        });
+        assert_eq!(
+            outcomes,
+            [
+                Ok(Offered::Accepted),
+                Ok(Offered::Duplicate),
+                Ok(Offered::Refused(PluginError::other("db busy"))),
+                Ok(Offered::Accepted),
+                Ok(Offered::Skipped(PluginError::invalid_input("bad chat"))),
+                Ok(Offered::Duplicate),
+            ]
+        );
+        let ids: Vec<String> = mem
+            .inbound()
+            .iter()
+            .map(|e| e.message_id.to_string())
+            .collect();
+        assert_eq!(ids, ["a", "b"], "one attempt per offer, no retries");
+        assert!(Offered::Refused(PluginError::other("x")).redeliver());
+        assert!(Offered::InProgress.redeliver());
+        assert!(!Offered::Duplicate.redeliver());
     }
 }
