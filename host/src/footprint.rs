@@ -6,6 +6,17 @@
 //! idle daemon runs a small part of it. Each plugin library carries its own copy of std,
 //! tokio and its TLS stack, so this grows with every channel enabled.
 
+/// Caps glibc's malloc arenas at two. By default every thread that allocates may get its own
+/// arena (up to eight per core), each holding freed memory of its own; the host and every
+/// plugin's runtime add threads, and two arenas serve two cores. Call first thing in `main`.
+pub fn configure_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Returns freed heap pages and the mappings of start-up-only code to the system. Call after
 /// start-up and after closing many connections.
 pub fn release_idle_memory() {

@@ -2,6 +2,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    nanoclaw::footprint::configure_allocator();
     let cli = nanoclaw::cli::Cli::parse();
     if !matches!(
         cli.command,
