@@ -98,6 +98,20 @@ fn default_skip_after_refusals() -> u32 {
     DEFAULT_SKIP_AFTER_REFUSALS
 }
 
+/// A bot token's shape: three non-empty base64url parts joined by dots (the bot's id, a
+/// timestamp, a signature). Checked in `create`, so `nanoclaw doctor` and `plugins check`
+/// catch a pasted client secret or public key without the network.
+fn looks_like_a_bot_token(token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && parts[0].len() >= 4
+}
+
 /// Checks a gateway URL setting: `ws://` or `wss://`, no credentials.
 fn validate_gateway_url(raw: &str) -> Result<String, PluginError> {
     let url = raw.trim();
@@ -169,6 +183,13 @@ impl AsyncChannel for Discord {
         if raw.starts_with("Bot ") || raw.starts_with("bot ") {
             return Err(PluginError::config(
                 "bot_token starts with `Bot `: give the token alone",
+            ));
+        }
+        if !looks_like_a_bot_token(raw) {
+            return Err(PluginError::config(
+                "bot_token is not a Discord bot token (three parts separated by dots, such \
+                 as MTEx….Gabc12.xyz…): copy it again from the Developer Portal (Bot → Reset \
+                 Token); an application id, public key or client secret does not work",
             ));
         }
         if !(1..=1000).contains(&settings.skip_after_refusals) {
@@ -360,6 +381,12 @@ mod tests {
         assert!(config_error(json!({"bot_token": ""})).contains("bot_token"));
         assert!(config_error(json!({"bot_token": format!("Bot {TOKEN}")})).contains("Bot"));
         assert!(config_error(json!({"bot_token": TOKEN, "colour": 1})).contains("colour"));
+        // A client secret or a public key pasted by mistake.
+        assert!(
+            config_error(json!({"bot_token": "b0f6a9c1d2e3f4a5b6c7d8e9f0a1b2c3"}))
+                .contains("not a Discord bot token")
+        );
+        assert!(config_error(json!({"bot_token": "a.b"})).contains("not a Discord bot token"));
         assert!(
             config_error(json!({"bot_token": TOKEN, "api_base_url": "ftp://x"}))
                 .contains("api_base_url")
