@@ -464,9 +464,20 @@ impl Worker {
     /// A click handed over once per interaction id.
     async fn action_once(&self, event: ActionEvent, interaction_id: &str) -> Result<(), Stopped> {
         let key = format!("interaction:{interaction_id}");
-        let claim = {
-            let (dedupe, key) = (self.dedupe.clone(), key.clone());
-            self.life.host_call(move |_| dedupe.claim(&key)).await?
+        let claim = loop {
+            let claim = {
+                let (dedupe, key) = (self.dedupe.clone(), key.clone());
+                self.life.host_call(move |_| dedupe.claim(&key)).await?
+            };
+            // Left pending by an instance stopped mid-hand-over: wait for it to expire.
+            if matches!(claim, Ok(Claimed::InProgress)) {
+                self.life
+                    .stop_signal()
+                    .sleep(Duration::from_millis(500))
+                    .await?;
+                continue;
+            }
+            break claim;
         };
         let claim = match claim {
             Ok(Claimed::New(claim)) => Some(claim),

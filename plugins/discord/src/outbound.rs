@@ -187,16 +187,19 @@ pub(crate) async fn send(api: &Api, part: &OutboundMessage) -> Result<Option<Str
     Ok(Some(id))
 }
 
-/// `PATCH /channels/{chat}/messages/{id}`: new text (and buttons, when given).
+/// `PATCH /channels/{chat}/messages/{id}`: new text and buttons (none removes them).
 pub(crate) async fn edit(api: &Api, part: &OutboundMessage) -> Result<Option<String>, PluginError> {
     let chat = snowflake("chat id", part.chat_id.as_str())?;
     let target = reply_target(part)
         .ok_or_else(|| PluginError::invalid_input("edit without target_message_id"))?;
     let id = snowflake("message id", target)?;
-    let mut body = json!({"content": part.text.as_str(), "allowed_mentions": {"parse": ["users"]}});
-    if !part.buttons.is_empty() {
-        body["components"] = components(&part.buttons);
-    }
+    // Components are always sent: an edit without buttons removes them, which is what an
+    // answered card wants (as on Telegram).
+    let body = json!({
+        "content": part.text.as_str(),
+        "allowed_mentions": {"parse": ["users"]},
+        "components": components(&part.buttons),
+    });
     let key = RouteKey::new(&Method::PATCH, "/channels/{channel}/messages/{id}", chat);
     api.created_id("edit message", &key, || {
         Ok(api

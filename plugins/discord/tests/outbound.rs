@@ -148,6 +148,13 @@ fn edits_reactions_and_typing() {
     let edited = send(&channel, edit).expect("edit");
     assert_eq!(edited, [Some(id.clone())]);
     assert_eq!(fake.messages()[0].content, "**final**");
+    // An edit without buttons removes them (an answered card).
+    let call = fake
+        .harness
+        .calls_to("edit_message")
+        .pop()
+        .expect("edit call");
+    assert_eq!(call.body_json().expect("json")["components"], json!([]));
 
     let react = OutboundMessage {
         op: OutboundOp::REACT,
