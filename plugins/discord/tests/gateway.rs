@@ -388,3 +388,87 @@ fn a_replayed_event_the_host_already_took_is_not_repeated() {
     );
     second.teardown();
 }
+
+/// POSTs or GETs the fake's control API, as the `fake-discord` CLI does.
+fn control(fake: &FakeDiscord, path: &str, body: Option<Value>) -> Value {
+    use nanoclaw_plugin_api::kit::http::reqwest;
+    let rt = nanoclaw_plugin_api::kit::runtime("control", 1).expect("runtime");
+    let url = format!("{}{path}", fake.server.base_url());
+    rt.block_on(async {
+        nanoclaw_plugin_api::kit::http::install_crypto_provider();
+        let client = reqwest::Client::new();
+        let request = match body {
+            Some(body) => client.post(&url).json(&body),
+            None => client.get(&url),
+        };
+        let response = request.send().await.expect("control call");
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.expect("json")
+    })
+}
+
+#[test]
+fn the_fakes_control_api_plays_users_for_the_cli() {
+    use nanoclaw_plugin_api::abi::{Button, OutboundMessage, OutboundOp};
+    use nanoclaw_plugin_api::kit::testing::send;
+    let fake = FakeDiscord::start();
+    let mem = MemoryHost::new();
+    let channel = started(&fake, mem.host());
+    let sent = control(
+        &fake,
+        "/control/send",
+        Some(json!({"from": "42", "name": "Ann Lee", "text": "hello"})),
+    );
+    let dm = sent["channel_id"].as_str().expect("dm").to_owned();
+    wait_until("the DM", || mem.inbound().len() == 1);
+    let event = &mem.inbound()[0];
+    assert_eq!(event.chat_id.as_str(), dm);
+    assert!(!event.is_group && event.mentioned);
+    assert_eq!(event.sender.clone().unwrap().handle.as_str(), "42");
+    // The DM the fake opened for the user is the one open_dm resolves.
+    assert_eq!(channel.open_dm("42").expect("open_dm"), dm);
+
+    let card = OutboundMessage {
+        op: OutboundOp::SEND,
+        chat_id: dm.as_str().into(),
+        text: "Allow?".into(),
+        buttons: vec![Button {
+            id: "ncq:q1:0".into(),
+            label: "Yes".into(),
+        }]
+        .into(),
+        ..OutboundMessage::default()
+    };
+    let id = send(&channel, card).expect("card")[0].clone().expect("id");
+    let listed = control(&fake, "/control/sent", None);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(
+        listed[0]["components"][0]["components"][0]["custom_id"],
+        "ncq:q1:0"
+    );
+    control(
+        &fake,
+        "/control/click",
+        Some(
+            json!({"from": "42", "name": "Ann Lee", "channel": dm, "message": id, "custom_id": "ncq:q1:0"}),
+        ),
+    );
+    wait_until("the click", || mem.actions().len() == 1);
+    assert_eq!(mem.actions()[0].clicker.handle.as_str(), "42");
+    wait_until("the acknowledgement", || fake.acks().len() == 1);
+
+    // In a server channel, with a mention.
+    control(
+        &fake,
+        "/control/send",
+        Some(
+            json!({"from": "42", "name": "Ann Lee", "text": "hi", "channel": GUILD_CHANNEL,
+                    "guild": GUILD, "mention": true}),
+        ),
+    );
+    wait_until("the channel message", || mem.inbound().len() == 2);
+    let event = &mem.inbound()[1];
+    assert!(event.is_group && event.mentioned);
+    assert_eq!(event.text.as_str(), "@clawbot hi");
+    channel.teardown();
+}

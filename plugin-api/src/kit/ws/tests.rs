@@ -322,8 +322,18 @@ fn first_beat_delay_zombie_reconnect_and_the_handlers_url() {
     assert_eq!(result, Ok(Err(WsError::Stopped)));
     let first = first.lock().expect("seen").clone();
     let texts: Vec<&str> = first.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(texts, ["hello-1", "hb"], "one unanswered beat, then a reconnect");
-    assert!(first[1].0 < 200, "the first beat after the short delay: {first:?}");
+    assert_eq!(
+        texts,
+        ["hello-1", "hb"],
+        "one unanswered beat, then a reconnect"
+    );
+    assert!(
+        first[1].0 < 200,
+        "the first beat after the short delay: {first:?}"
+    );
     let second = second.lock().expect("seen").clone();
-    assert_eq!(second[0].1, "hello-2", "the second connection at the handler's URL");
+    assert_eq!(
+        second[0].1, "hello-2",
+        "the second connection at the handler's URL"
+    );
 }
