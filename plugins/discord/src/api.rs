@@ -364,6 +364,38 @@ impl Api {
     }
 }
 
+/// Hosts Discord serves attachments from.
+const CDN_HOSTS: [&str; 2] = ["cdn.discordapp.com", "media.discordapp.net"];
+
+impl Api {
+    /// True for a URL Discord serves attachments from (its CDN), or the API's own host (a
+    /// local fake): the plugin fetches nothing else.
+    pub(crate) fn is_attachment_url(&self, url: &Url) -> bool {
+        match url.scheme() {
+            "https" if url.host_str().is_some_and(|h| CDN_HOSTS.contains(&h)) => true,
+            "http" | "https" => {
+                url.host_str() == self.base.host_str()
+                    && url.port_or_known_default() == self.base.port_or_known_default()
+                    && url.scheme() == self.base.scheme()
+            }
+            _ => false,
+        }
+    }
+
+    /// Downloads an attachment (no `Authorization`: the CDN URL is signed), at most
+    /// `max_bytes`.
+    pub(crate) async fn download(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, HttpError> {
+        let url = Url::parse(url).map_err(|e| HttpError::Decode(format!("attachment URL: {e}")))?;
+        if !self.is_attachment_url(&url) {
+            return Err(HttpError::Decode(
+                "attachment URL is not on Discord's CDN".to_owned(),
+            ));
+        }
+        let response = http::send(self.http.get(url), &[&self.token]).await?;
+        http::read_capped(response, max_bytes, &[&self.token]).await
+    }
+}
+
 /// Decimal seconds (`"1.5"`) as a duration.
 fn seconds(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
@@ -382,6 +414,27 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachments_come_only_from_the_cdn_or_the_api_host() {
+        let token = Secret::new("a.b.c");
+        let base = ApiBase::parse("api_base_url", "http://127.0.0.1:9000/api/v10", &[&token])
+            .expect("base");
+        let api = Api::new(&crate::Discord::INFO, &base, token).expect("api");
+        let ok = |u: &str| api.is_attachment_url(&Url::parse(u).expect("url"));
+        assert!(ok(
+            "https://cdn.discordapp.com/attachments/1/2/a.png?ex=1&hm=2"
+        ));
+        assert!(ok("https://media.discordapp.net/attachments/1/2/a.png"));
+        assert!(ok("http://127.0.0.1:9000/cdn/attachments/1/2/a.png"));
+        assert!(
+            !ok("http://cdn.discordapp.com/attachments/1/2/a.png"),
+            "plain http"
+        );
+        assert!(!ok("http://127.0.0.1:9001/cdn/a.png"), "another port");
+        assert!(!ok("https://evil.example/attachments/a.png"));
+        assert!(!ok("file:///etc/passwd"));
+    }
 
     #[test]
     fn seconds_parse() {

@@ -377,9 +377,14 @@ fn jitter() -> f64 {
     fraction
 }
 
+/// Attachments larger than this are passed on as metadata and URL only.
+pub(crate) const MAX_DOWNLOAD_BYTES: u64 = 25 * 1024 * 1024;
+const DOWNLOAD_ATTEMPTS: u32 = 3;
+
 /// Hands the gateway's events to the host in order and records how far it got.
 pub(crate) struct Worker {
     pub life: Lifecycle,
+    pub api: Arc<Api>,
     pub inbox: Inbox,
     pub dedupe: Dedupe,
     pub session: Option<SessionState>,
@@ -404,8 +409,10 @@ impl Worker {
                     // the queue runs dry.
                     work.is_empty()
                 }
-                Work::Message(event, seq) => {
-                    if self.deliver(*event).await.is_err() {
+                Work::Message(mut event, seq) => {
+                    if self.fetch_attachments(&mut event).await.is_err()
+                        || self.deliver(*event).await.is_err()
+                    {
                         return;
                     }
                     self.advance(seq);
@@ -439,6 +446,62 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Downloads the message's attachments from Discord's CDN (the agent has no network).
+    /// A file that cannot be fetched is passed on with its name, type, size and URL: the
+    /// message is worth more than the file.
+    async fn fetch_attachments(&self, event: &mut InboundEvent) -> Result<(), Stopped> {
+        let stop = self.life.stop_signal();
+        for attachment in event.attachments.iter_mut() {
+            let RSome(url) = attachment.url.clone() else {
+                continue;
+            };
+            if attachment.size > MAX_DOWNLOAD_BYTES {
+                self.life.info(format!(
+                    "not downloading `{}` ({} bytes): larger than {MAX_DOWNLOAD_BYTES}",
+                    attachment.name, attachment.size
+                ));
+                continue;
+            }
+            let mut backoff = nanoclaw_plugin_api::kit::BackoffPolicy::exponential(
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+            )
+            .max_attempts(DOWNLOAD_ATTEMPTS)
+            .start();
+            loop {
+                match stop
+                    .run(self.api.download(url.as_str(), MAX_DOWNLOAD_BYTES))
+                    .await?
+                {
+                    Ok(data) => {
+                        attachment.size = data.len() as u64;
+                        attachment.data = data.into();
+                        break;
+                    }
+                    Err(e) => {
+                        let permanent = matches!(e.status(), Some(400..=499))
+                            || !matches!(
+                                e,
+                                nanoclaw_plugin_api::kit::http::HttpError::Network { .. }
+                                    | nanoclaw_plugin_api::kit::http::HttpError::Status { .. }
+                            );
+                        match backoff.next_delay().filter(|_| !permanent) {
+                            Some(delay) => stop.sleep(delay).await?,
+                            None => {
+                                self.life.warn(format!(
+                                    "could not download `{}` ({e}); passing it on without content",
+                                    attachment.name
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn advance(&mut self, seq: u64) {

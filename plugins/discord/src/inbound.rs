@@ -107,10 +107,13 @@ pub(crate) fn snowflake_ms(id: &str) -> i64 {
 }
 
 impl DiscordMessage {
-    /// True for messages the host should see: people writing (default and reply messages),
-    /// not the bot itself.
+    /// True for messages the host should see: people writing (default and reply messages)
+    /// text or files, not the bot itself.
     pub(crate) fn is_for_host(&self, bot: &BotIdentity) -> bool {
-        matches!(self.kind, TYPE_DEFAULT | TYPE_REPLY) && self.author.id != bot.id
+        matches!(self.kind, TYPE_DEFAULT | TYPE_REPLY)
+            && self.author.id != bot.id
+            // Stickers and embeds alone carry nothing an agent can read.
+            && !(self.content.trim().is_empty() && self.attachments.is_empty())
     }
 
     /// The host's event: raw ids, a DM as a mention, mentions of the bot and replies to it

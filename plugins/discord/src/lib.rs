@@ -27,8 +27,10 @@
 //! * Inbound: `MESSAGE_CREATE` (default messages and replies; not the bot's own) in DMs,
 //!   guild channels and threads. The chat is the channel id (a thread is a channel of its
 //!   own), the sender the author's id; a DM, a mention of the bot and a reply to the bot
-//!   count as mentions, and `<@bot id>` reads `@<bot name>`. Attachments come with their
-//!   URL, name, type and size. `INTERACTION_CREATE` button clicks are acknowledged at once
+//!   count as mentions, and `<@bot id>` reads `@<bot name>`. Attachments up to 25 MiB are
+//!   downloaded from Discord's CDN (and only from there) before the message is handed
+//!   over; larger ones, and ones that cannot be fetched, come with their URL, name, type
+//!   and size. `INTERACTION_CREATE` button clicks are acknowledged at once
 //!   (callback type 6, deferred update) and handed over as actions with the clicker's id.
 //!   `MESSAGE_UPDATE` is not handed over: the ABI has no inbound edits.
 //! * No loss, no duplicates: events are handed over in order, each message and click once
@@ -285,6 +287,7 @@ impl AsyncChannel for Discord {
         let (sender, receiver) = mpsc::unbounded_channel();
         let worker = Worker {
             life: self.life.clone(),
+            api: Arc::clone(&self.api),
             inbox: self.inbox.clone(),
             dedupe: self.dedupe.clone(),
             session: session.clone(),

@@ -93,6 +93,11 @@ fn inbound_dm_guild_thread_mention_reply_and_attachments() {
     // The bot's own message and an edit are not handed over.
     fake.dispatch("MESSAGE_CREATE", fixture("message_create_own"));
     fake.dispatch("MESSAGE_UPDATE", fixture("message_update"));
+    // A sticker alone: nothing an agent can read.
+    let mut sticker = dm(50, "");
+    sticker["sticker_items"] =
+        json!([{"id": "749054660769218631", "name": "Wave", "format_type": 3}]);
+    fake.dispatch("MESSAGE_CREATE", sticker);
     fake.dispatch(
         "TYPING_START",
         json!({"channel_id": DM_CHANNEL, "user_id": ANN}),
@@ -127,13 +132,13 @@ fn inbound_dm_guild_thread_mention_reply_and_attachments() {
     assert_eq!(png.kind.as_str(), "image");
     assert_eq!(png.name.as_str(), "forecast.png");
     assert_eq!(png.mime_type.as_str(), "image/png");
-    assert_eq!(png.size, 48213);
-    assert!(
-        png.url
-            .clone()
-            .unwrap()
-            .starts_with("https://cdn.discordapp.com/")
+    // Downloaded from the (fake) CDN, so the agent gets the file itself.
+    assert!(png.url.clone().unwrap().contains("/cdn/attachments/"));
+    assert_eq!(
+        png.data.as_slice(),
+        b"content of attachments/1400000000000000010/1400000000000000201/forecast.png"
     );
+    assert_eq!(png.size, png.data.len() as u64);
     let extra: Value = serde_json::from_str(mention.extra_json.as_str()).unwrap();
     assert_eq!(extra["guild_id"], GUILD);
 
@@ -158,6 +163,7 @@ fn inbound_dm_guild_thread_mention_reply_and_attachments() {
     assert_eq!(quoted.sender.unwrap().as_str(), BOT_NAME);
 
     let voice = &events[4];
+    assert!(!voice.attachments[0].data.is_empty());
     assert_eq!(voice.attachments[0].kind.as_str(), "voice");
     assert_eq!(voice.attachments[0].mime_type.as_str(), "audio/ogg");
     channel.teardown();

@@ -491,6 +491,11 @@ fn router(state: Shared) -> Router {
             "/api/v10/interactions/{id}/{token}/callback",
             post(interaction_callback),
         )
+        // The CDN: signed URLs, no token; the content names the file.
+        .route(
+            "/cdn/{*path}",
+            get(|Path(path): Path<String>| async move { format!("content of {path}") }),
+        )
         .with_state(state)
 }
 
@@ -582,6 +587,15 @@ fn dispatch(
         let token = data["token"].as_str().unwrap_or_default().to_owned();
         state.interactions.insert(id, token);
     }
+    // Attachments point at the fake's own CDN, never at Discord's.
+    let cdn = format!("http://{}/cdn/", state.addr);
+    let data: Value = serde_json::from_str(
+        &data
+            .to_string()
+            .replace("https://cdn.discordapp.com/", &cdn)
+            .replace("https://media.discordapp.net/", &cdn),
+    )
+    .unwrap_or(data);
     let (session, on_resume, conn) = state.gw.current.clone()?;
     let events = state.gw.sessions.get_mut(&session)?;
     let seq = events.last().map_or(1, |(s, _)| s + 1);
