@@ -478,3 +478,28 @@ fn the_fakes_control_api_plays_users_for_the_cli() {
     assert_eq!(event.text.as_str(), "@clawbot hi");
     channel.teardown();
 }
+
+#[test]
+fn a_poison_event_is_skipped_and_reported_and_the_rest_flow() {
+    use nanoclaw_plugin_api::abi::PluginError;
+    let fake = FakeDiscord::start();
+    let mem = MemoryHost::new();
+    let mut settings = settings(&fake);
+    settings["skip_after_refusals"] = json!(2);
+    let channel = create_with(mem.host(), settings);
+    channel.start().expect("start");
+    wait_until("a session", || fake.current_session().is_some());
+    std::thread::sleep(Duration::from_millis(100));
+    mem.set_reject_inbound(Some(PluginError::other("cannot store this one")));
+    fake.dispatch("MESSAGE_CREATE", dm(1, "poison"));
+    wait_until("skipped", || {
+        mem.logs()
+            .iter()
+            .any(|l| l.message.contains("skipping message 1300000000000000001"))
+    });
+    assert!(channel.health().detail.contains("cannot store this one"));
+    mem.set_reject_inbound(None);
+    fake.dispatch("MESSAGE_CREATE", dm(2, "next"));
+    wait_until("the next one", || texts(&mem) == ["next"]);
+    channel.teardown();
+}

@@ -30,6 +30,13 @@ fn message(chat: &str, text: &str) -> OutboundMessage {
 
 #[test]
 fn markdown_is_rendered_and_long_text_split_within_2000() {
+    let fake_limit = FakeDiscord::start();
+    let (limited, _m) = channel(&fake_limit);
+    // Emoji count twice, as Discord counts: 1,000 of them fill a message.
+    let ids = send(&limited, message(DM_CHANNEL, &"🦀".repeat(1500))).expect("emoji");
+    assert_eq!(ids.len(), 2);
+    limited.teardown();
+
     let fake = FakeDiscord::start();
     let (channel, _mem) = channel(&fake);
     let ids = send(
@@ -306,9 +313,15 @@ fn a_429_is_waited_out_and_retried() {
     fake.harness
         .fail_next(Route::named("create_message"), 1, rate_limited(0.5, true));
     send(&channel, message(DM_CHANNEL, "global")).expect("sent");
+    let calls = fake.harness.calls_to("create_message");
+    let gap = calls[3].since_start - calls[2].since_start;
+    assert!(gap >= Duration::from_millis(450), "retried after {gap:?}");
     let started = Instant::now();
     channel.open_dm(ANN).expect("open");
-    assert!(started.elapsed() < Duration::from_millis(600));
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "the pause is over"
+    );
     assert_eq!(fake.messages().len(), 2);
 
     // Longer than a deliver may wait: RATE_LIMITED with the time, for the host to retry.

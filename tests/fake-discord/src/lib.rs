@@ -180,7 +180,8 @@ fn check_components(components: &Value) -> Result<(), Response> {
 }
 
 fn check_content(content: &str) -> Result<(), Response> {
-    if content.chars().count() > 2000 {
+    // Discord counts as JavaScript does: UTF-16 code units.
+    if content.encode_utf16().count() > 2000 {
         return Err(form_error("content", "Must be 2000 or fewer in length."));
     }
     Ok(())
