@@ -36,7 +36,10 @@
 //! * No loss, no duplicates: events are handed over in order, each message and click once
 //!   (the kit's persisted dedupe), and the session id and the sequence number of the last
 //!   event handed over are recorded in the host's state store after each; a restart resumes
-//!   there and Discord replays what the host had not taken.
+//!   there and Discord replays what the host had not taken. Discord keeps a session
+//!   resumable for a short while only: after a longer outage it answers the resume with
+//!   Invalid Session, the plugin identifies afresh, and what was written meanwhile is not
+//!   replayed (the gateway has no history beyond the session).
 //! * Outbound: the agent's Markdown rendered as Discord Markdown and split into messages of
 //!   at most 2,000 characters; the first part replies to the target message; files
 //!   (multipart, at most 10 per message and 10 MiB each) and buttons (action rows of five,
