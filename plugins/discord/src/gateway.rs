@@ -17,11 +17,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::Stopped;
+use nanoclaw_plugin_api::kit::http::HttpError;
 use nanoclaw_plugin_api::kit::inbound::{Claimed, Dedupe, Delivery, Inbox};
 use nanoclaw_plugin_api::kit::prelude::*;
 use nanoclaw_plugin_api::kit::tokio::sync::mpsc;
 use nanoclaw_plugin_api::kit::ws::{Disconnect, Flow, Message, Session};
+use nanoclaw_plugin_api::kit::{BackoffPolicy, Stopped};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -464,12 +465,10 @@ impl Worker {
                 ));
                 continue;
             }
-            let mut backoff = nanoclaw_plugin_api::kit::BackoffPolicy::exponential(
-                Duration::from_secs(1),
-                Duration::from_secs(5),
-            )
-            .max_attempts(DOWNLOAD_ATTEMPTS)
-            .start();
+            let mut backoff =
+                BackoffPolicy::exponential(Duration::from_secs(1), Duration::from_secs(5))
+                    .max_attempts(DOWNLOAD_ATTEMPTS)
+                    .start();
             loop {
                 match stop
                     .run(self.api.download(url.as_str(), MAX_DOWNLOAD_BYTES))
@@ -482,11 +481,7 @@ impl Worker {
                     }
                     Err(e) => {
                         let permanent = matches!(e.status(), Some(400..=499))
-                            || !matches!(
-                                e,
-                                nanoclaw_plugin_api::kit::http::HttpError::Network { .. }
-                                    | nanoclaw_plugin_api::kit::http::HttpError::Status { .. }
-                            );
+                            || !matches!(e, HttpError::Network { .. } | HttpError::Status { .. });
                         match backoff.next_delay().filter(|_| !permanent) {
                             Some(delay) => stop.sleep(delay).await?,
                             None => {
