@@ -20,11 +20,12 @@ use nanoclaw_plugin_api::abi::Capabilities;
 use tokio::sync::mpsc;
 
 use crate::approvals::{self, ClickResult};
+use crate::chat_requests;
 use crate::config::{self, Paths};
 use crate::control::{self, Request, Response};
 use crate::db::Db;
 use crate::delivery::Delivery;
-use crate::ids::{ChannelName, ChatAddress, PlatformId, SessionId};
+use crate::ids::{AgentGroupId, ChannelName, ChatAddress, PlatformId, SessionId};
 use crate::pairing::{self, Intercept};
 use crate::plugins::channels::PluginChannels;
 use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
@@ -75,9 +76,12 @@ struct Typing {
 enum Event {
     Routed(RouteOutcome),
     Replies(Vec<DirectReply>),
+    /// A card was decided: answer the clicker, refresh the sessions of an agent that got a
+    /// new destination, then release or drop the held messages.
     Decided {
         click: Click,
         text: String,
+        wired: Option<AgentGroupId>,
     },
     /// A question card was answered: the answer is queued for this session.
     Answered(Session),
@@ -165,10 +169,29 @@ impl Ingress for Core {
                     .as_ref()
                     .map_or("the sender".to_string(), |u| u.to_string());
                 let text = format!("{verb}: {who}.");
-                let _ = self.events.send(Event::Decided { click, text });
+                let _ = self.events.send(Event::Decided {
+                    click,
+                    text,
+                    wired: None,
+                });
+                return Ok(());
             }
-            ClickResult::Ignored(why) => tracing::info!(reason = why, "button click ignored"),
-            ClickResult::NotOurs => {
+            ClickResult::Ignored(why) => {
+                tracing::info!(reason = why, "button click ignored");
+                return Ok(());
+            }
+            ClickResult::NotOurs => {}
+        }
+        match chat_requests::on_click(&self.db, &click)? {
+            chat_requests::ClickResult::Decided(r) => {
+                let text = self.db.read(|c| chat_requests::confirmation(c, &r))?;
+                let wired = r.agent_group_id.clone();
+                let _ = self.events.send(Event::Decided { click, text, wired });
+            }
+            chat_requests::ClickResult::Ignored(why) => {
+                tracing::info!(reason = why, "button click ignored")
+            }
+            chat_requests::ClickResult::NotOurs => {
                 tracing::info!(action = click.action_id, "button click nobody handles")
             }
         }
@@ -388,7 +411,7 @@ impl Daemon {
         match event {
             Event::Routed(outcome) => self.after_route(outcome),
             Event::Replies(replies) => self.send_replies(replies),
-            Event::Decided { click, text } => {
+            Event::Decided { click, text, wired } => {
                 let chat = ChatAddress {
                     channel: click.channel.clone(),
                     platform_id: click.chat_id.clone(),
@@ -398,7 +421,23 @@ impl Daemon {
                     thread_id: click.thread_id.clone(),
                     text,
                 }]);
-                self.settle_approvals();
+                match wired {
+                    Some(agent) => {
+                        let d = self.clone();
+                        tokio::spawn(async move {
+                            let (db, sessions) = (d.db.clone(), d.sessions.clone());
+                            let refreshed = tokio::task::spawn_blocking(move || {
+                                sessions.refresh_agent(&db, &agent)
+                            })
+                            .await;
+                            if let Ok(Err(e)) = refreshed {
+                                tracing::warn!(error = %e, "sessions of a newly wired agent not refreshed now; they are before their next wake");
+                            }
+                            d.settle_approvals();
+                        });
+                    }
+                    None => self.settle_approvals(),
+                }
             }
             Event::Answered(session) => {
                 self.writer.schedule(session.clone());
@@ -422,6 +461,14 @@ impl Daemon {
             {
                 self.start_typing(mg.address(), &r.session);
             }
+        }
+        for held in outcome.chat_held.into_iter().filter(|h| h.new_request) {
+            let d = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = chat_requests::ask(&d.db, &d.delivery, &d.channels, &held).await {
+                    tracing::error!(request = %held.request, error = %e, "could not ask about a new group chat");
+                }
+            });
         }
         for held in outcome.held.into_iter().filter(|h| h.new_request) {
             let d = self.clone();
@@ -764,14 +811,21 @@ impl Daemon {
         });
     }
 
+    /// Releases or drops the messages held for decided sender approvals and new group chats.
     fn settle_approvals(self: &Arc<Self>) {
-        match approvals::settle(&self.db, &self.core.router) {
-            Ok(outcomes) => {
-                for o in outcomes {
-                    self.after_route(o);
+        let settled = [
+            approvals::settle(&self.db, &self.core.router),
+            chat_requests::settle(&self.db, &self.core.router),
+        ];
+        for outcomes in settled {
+            match outcomes {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        self.after_route(o);
+                    }
                 }
+                Err(e) => tracing::error!(error = %e, "could not release held messages"),
             }
-            Err(e) => tracing::error!(error = %e, "could not release held messages"),
         }
     }
 
