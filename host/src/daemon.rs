@@ -882,6 +882,19 @@ impl Daemon {
                 self.settle_approvals();
                 Response::ok(None)
             }
+            Request::UserDm { user } => {
+                match crate::access::ensure_user_dm(&self.db, &self.channels, &user).await {
+                    Ok(Some(chat)) => {
+                        Response::ok(Some(serde_json::json!({ "platform_id": chat.platform_id })))
+                    }
+                    Ok(None) => Response::error(format!(
+                        "{user} cannot be reached by DM: the user must be known and the {} \
+                         plugin loaded and started (see `nanoclaw plugins list`)",
+                        user.channel()
+                    )),
+                    Err(e) => Response::error(e),
+                }
+            }
             Request::Health => {
                 let mut rows = Vec::new();
                 for h in self.channels.plugins().handles() {

@@ -47,6 +47,54 @@ fn a_message_gets_the_mock_agents_reply_through_the_plugin() {
     assert_eq!(delivered, "delivered");
 }
 
+/// `init-first-agent` for someone who never wrote to the bot, on a channel whose DMs must be
+/// opened: the running daemon opens the DM through the plugin (`open_dm`), and the welcome
+/// arrives there.
+#[test]
+fn the_first_agent_greets_a_user_who_never_wrote_in_a_dm_the_plugin_opens() {
+    if !require_engine("the_first_agent_greets_a_user_who_never_wrote_in_a_dm_the_plugin_opens") {
+        return;
+    }
+    let s = Setup::new();
+    let daemon = s.start();
+    let out = cli_ok(
+        &s.data,
+        &[
+            "init-first-agent",
+            "--user",
+            "test:alice",
+            "--name",
+            "Alice",
+        ],
+    );
+    assert!(
+        out.contains("chat: test:dm-alice wired to dm-with-alice"),
+        "{out}"
+    );
+    s.expect_delivered(&daemon, "dm-alice", 1);
+    let opened: Vec<Value> = std::fs::read_to_string(&s.record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["call"] == "open_dm")
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["user_handle"], "alice");
+    // The DM is remembered: asking again opens nothing new.
+    cli_ok(
+        &s.data,
+        &[
+            "init-first-agent",
+            "--user",
+            "test:alice",
+            "--name",
+            "Alice",
+        ],
+    );
+    let calls = std::fs::read_to_string(&s.record).unwrap_or_default();
+    assert_eq!(calls.matches("\"open_dm\"").count(), 1, "{calls}");
+}
+
 /// Two instances of one plugin (two bots of one platform): the instance name namespaces
 /// ids, so the same raw chat id on each is a different chat, and each reply leaves through
 /// the instance its chat belongs to.
