@@ -8,7 +8,7 @@
 //! until a delivery outcome is recorded. So a stop at any moment loses nothing; the next
 //! start recovers containers' claims and delivers what is left.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use jiff::tz::TimeZone;
 use nanoclaw_plugin_api::abi::Capabilities;
+use nanoclaw_plugin_api::kit::{Backoff, BackoffPolicy};
 use tokio::sync::mpsc;
 
 use crate::approvals::{self, ClickResult};
@@ -33,7 +34,7 @@ use crate::plugins::{LoadOptions, PluginsConfig, registry};
 use crate::questions::{self, Answer};
 use crate::router::{ChannelCaps, DirectReply, Inbound, RouteOutcome, Router};
 use crate::sessions::writer::{Writer, WriterNotice};
-use crate::sessions::{Session, SessionStore, registry as sessions_registry};
+use crate::sessions::{Session, SessionStatus, SessionStore, registry as sessions_registry};
 use crate::supervisor::{Notice, Supervisor, SupervisorConfig};
 
 /// How the daemon runs.
@@ -59,6 +60,16 @@ const RECHECK_MAX: Duration = Duration::from_millis(256);
 /// Looks at one session that found nothing new are at least this far apart, however many
 /// file events its agent makes.
 const RECHECK_MIN_GAP: Duration = Duration::from_millis(5);
+/// The longest wait before trying again to start a container that did not start.
+const WAKE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Retrying a container that did not start.
+struct WakeRetry {
+    backoff: Backoff,
+    /// A retry is already waiting its turn.
+    scheduled: bool,
+}
+
 /// How often running containers are checked while sessions wait for a slot.
 const CROWDED_CHECK: Duration = Duration::from_secs(2);
 /// Session DB connections unused this long are closed.
@@ -209,7 +220,8 @@ struct Daemon {
     supervisor: Arc<Supervisor>,
     writer: Arc<Writer>,
     tz: TimeZone,
-    failed_wakes: Mutex<HashSet<SessionId>>,
+    /// Sessions whose container did not start, and when to try again.
+    failed_wakes: Mutex<HashMap<SessionId, WakeRetry>>,
     /// Sweeps so far: the second (one interval after start, plugins settled) releases what
     /// start-up used.
     sweeps: std::sync::atomic::AtomicU64,
@@ -307,7 +319,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         supervisor: supervisor.clone(),
         writer,
         tz,
-        failed_wakes: Mutex::new(HashSet::new()),
+        failed_wakes: Mutex::new(HashMap::new()),
         sweeps: std::sync::atomic::AtomicU64::new(0),
         typing: Mutex::new(HashMap::new()),
         outbound_events: Mutex::new(HashMap::new()),
@@ -499,20 +511,53 @@ impl Daemon {
     fn wake(self: &Arc<Self>, session: Session) {
         let d = self.clone();
         tokio::spawn(async move {
-            match d.supervisor.wake(&session).await {
-                Ok(()) => {
-                    d.failed_wakes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&session.id);
-                }
-                Err(_) => {
-                    d.failed_wakes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(session.id.clone());
-                }
+            let woken = d.supervisor.wake(&session).await;
+            let mut failed = d.failed_wakes.lock().unwrap_or_else(|p| p.into_inner());
+            if woken.is_ok() {
+                failed.remove(&session.id);
+                return;
             }
+            // Try again soon (the engine may be restarting, the image being built), backing
+            // off to the sweep's pace; one retry at a time per session.
+            let retry = failed
+                .entry(session.id.clone())
+                .or_insert_with(|| WakeRetry {
+                    backoff: BackoffPolicy::exponential(Duration::from_secs(1), WAKE_RETRY_MAX)
+                        .start(),
+                    scheduled: false,
+                });
+            if retry.scheduled {
+                return;
+            }
+            retry.scheduled = true;
+            let delay = retry.backoff.next_delay().unwrap_or(WAKE_RETRY_MAX);
+            drop(failed);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let current = d.db.read(|c| sessions_registry::get(c, &session.id));
+                let mut failed = d.failed_wakes.lock().unwrap_or_else(|p| p.into_inner());
+                match current {
+                    Ok(Some(s)) if s.status == SessionStatus::Active => {
+                        if let Some(r) = failed.get_mut(&s.id) {
+                            r.scheduled = false;
+                        }
+                        drop(failed);
+                        d.wake(s);
+                    }
+                    // Closed or gone meanwhile: nothing to start.
+                    Ok(_) => {
+                        failed.remove(&session.id);
+                    }
+                    // The central DB failed: keep the entry scheduled-free so the next
+                    // wake of this session tries again.
+                    Err(e) => {
+                        tracing::warn!(session = %session.id, error = %e, "container start not retried now");
+                        if let Some(r) = failed.get_mut(&session.id) {
+                            r.scheduled = false;
+                        }
+                    }
+                }
+            });
         });
     }
 
@@ -796,17 +841,6 @@ impl Daemon {
             // Fallback for missed file events: look at every running session's outbound.
             for s in d.supervisor.running_sessions() {
                 d.drain(s.id);
-            }
-            let retry: Vec<SessionId> = d
-                .failed_wakes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain()
-                .collect();
-            for id in retry {
-                if let Ok(Some(s)) = d.db.read(|c| sessions_registry::get(c, &id)) {
-                    d.wake(s);
-                }
             }
         });
     }

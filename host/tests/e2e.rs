@@ -47,6 +47,48 @@ fn a_message_gets_the_mock_agents_reply_through_the_plugin() {
     assert_eq!(delivered, "delivered");
 }
 
+/// A container that cannot start (here: its image is not there yet) is tried again soon,
+/// backing off, not only at the next sweep (practically off here): once the image appears,
+/// the waiting message is answered.
+#[test]
+fn a_container_that_did_not_start_is_tried_again() {
+    if !require_engine("a_container_that_did_not_start_is_tried_again") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    let tag = format!("nanoclaw-agent:not-yet-{}", std::process::id());
+    let listen = format!("127.0.0.1:{}", s.port);
+    let daemon = Daemon::start_event_driven_with_image(
+        &s.data,
+        &s.plugins_toml(),
+        &["--webhook-listen", &listen],
+        &tag,
+    );
+    s.say("room", "alice", "m1", "hello");
+    let failed = wait_until(Duration::from_secs(30), || {
+        daemon.log().contains("agent container did not start")
+    });
+    assert!(failed, "the start did not fail:\n{}", daemon.log());
+    let tagged = std::process::Command::new("docker")
+        .args(["tag", harness::image(), &tag])
+        .status()
+        .expect("docker tag");
+    assert!(tagged.success());
+    let answered = wait_until(Duration::from_secs(60), || {
+        s.delivered_to("room") == ["echo: hello"]
+    });
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &tag])
+        .output();
+    assert!(
+        answered,
+        "not answered; delivered: {:?}\n{}",
+        s.delivered(),
+        daemon.log()
+    );
+}
+
 /// `init-first-agent` for someone who never wrote to the bot, on a channel whose DMs must be
 /// opened: the running daemon opens the DM through the plugin (`open_dm`), and the welcome
 /// arrives there.
