@@ -61,9 +61,9 @@ pub(crate) struct Limits {
 impl Limits {
     pub(crate) fn new(post_per_sec: f64) -> Self {
         Self {
-            // Connections are opened on (re)connect only; a burst of 3 lets a refresh and
-            // two drops through at once.
-            tier1: RateLimiter::new(None, Some(Rate::per_minute(6.0).burst(3))),
+            // Connections are opened on (re)connect only; a burst of 5 lets a refresh and
+            // a few drops through at once, then one every 10 s.
+            tier1: RateLimiter::new(None, Some(Rate::per_minute(6.0).burst(5))),
             tier2: RateLimiter::new(None, Some(Rate::per_minute(20.0).burst(5))),
             tier3: RateLimiter::new(None, Some(Rate::per_minute(50.0).burst(10))),
             tier4: RateLimiter::new(None, Some(Rate::per_minute(100.0).burst(20))),
