@@ -284,7 +284,9 @@ pub async fn run<H: WsHandler>(
         let url = url.as_ref().unwrap_or(&config.url);
         let socket = match stop.run(connect(&config, url)).await? {
             Ok(socket) => socket,
-            Err(ConnectError::Config(why)) => return Err(WsError::Config(redact_all(&why, &[url]))),
+            Err(ConnectError::Config(why)) => {
+                return Err(WsError::Config(redact_all(&why, &[url])));
+            }
             Err(ConnectError::Transient(why)) => {
                 let why = redact(redact_all(&why, &[url]));
                 let Some(delay) = backoff.next_delay() else {

@@ -118,35 +118,66 @@ impl Limits {
 }
 
 /// What an `ok: false` answer's error code means for the host.
-pub(crate) fn classify_slack_error(method: &str, code: &str, retry_after: Option<Duration>) -> PluginError {
+pub(crate) fn classify_slack_error(
+    method: &str,
+    code: &str,
+    retry_after: Option<Duration>,
+) -> PluginError {
     let message = format!("{method}: Slack answered `{code}`");
     match code {
         // The token is wrong, revoked, or lacks a scope: the operator must act.
-        "invalid_auth" | "not_authed" | "token_revoked" | "token_expired" | "account_inactive"
-        | "missing_scope" | "not_allowed_token_type" | "no_permission" | "ekm_access_denied"
-        | "team_access_not_granted" | "invalid_token" => PluginError::auth(message),
+        "invalid_auth"
+        | "not_authed"
+        | "token_revoked"
+        | "token_expired"
+        | "account_inactive"
+        | "missing_scope"
+        | "not_allowed_token_type"
+        | "no_permission"
+        | "ekm_access_denied"
+        | "team_access_not_granted"
+        | "invalid_token" => PluginError::auth(message),
         "ratelimited" | "rate_limited" => {
             let ms = retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             PluginError::rate_limited(message, Some(ms.unwrap_or(1000)))
         }
         // Slack is having trouble: try again later.
-        "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout"
+        "internal_error"
+        | "fatal_error"
+        | "service_unavailable"
+        | "request_timeout"
         | "team_added_to_org" => PluginError::network(message),
         // The conversation, user or message is gone or out of reach.
         "channel_not_found" | "not_in_channel" | "is_archived" | "user_not_found"
         | "users_not_found" | "message_not_found" | "thread_not_found" | "user_not_visible"
         | "cannot_dm_bot" | "user_disabled" | "file_not_found" => PluginError::not_found(message),
         // The message's own fault: retrying won't help.
-        "msg_too_long" | "no_text" | "invalid_blocks" | "invalid_blocks_format"
-        | "too_many_attachments" | "invalid_name" | "too_many_reactions" | "cant_update_message"
-        | "edit_window_closed" | "invalid_arguments" | "invalid_arg_name" | "invalid_array_arg"
-        | "invalid_charset" | "invalid_form_data" | "invalid_post_type" | "missing_post_type"
-        | "restricted_action" | "restricted_action_read_only_channel"
-        | "restricted_action_thread_only_channel" | "restricted_action_non_threadable_channel"
-        | "duplicate_channel_not_found" | "invalid_thread_ts" | "invalid_ts_latest"
-        | "file_upload_size_restricted" | "not_reactable" | "channel_is_archived" => {
-            PluginError::invalid_input(message)
-        }
+        "msg_too_long"
+        | "no_text"
+        | "invalid_blocks"
+        | "invalid_blocks_format"
+        | "too_many_attachments"
+        | "invalid_name"
+        | "too_many_reactions"
+        | "cant_update_message"
+        | "edit_window_closed"
+        | "invalid_arguments"
+        | "invalid_arg_name"
+        | "invalid_array_arg"
+        | "invalid_charset"
+        | "invalid_form_data"
+        | "invalid_post_type"
+        | "missing_post_type"
+        | "restricted_action"
+        | "restricted_action_read_only_channel"
+        | "restricted_action_thread_only_channel"
+        | "restricted_action_non_threadable_channel"
+        | "duplicate_channel_not_found"
+        | "invalid_thread_ts"
+        | "invalid_ts_latest"
+        | "file_upload_size_restricted"
+        | "not_reactable"
+        | "channel_is_archived" => PluginError::invalid_input(message),
         _ => PluginError::other(message),
     }
 }
@@ -282,7 +313,11 @@ impl Api {
         let method = "apps.connections.open";
         self.limits.acquire(method, "").await?;
         let result = self
-            .raw_call::<Connection>(method, token, Args::Json(&Value::Object(Default::default())))
+            .raw_call::<Connection>(
+                method,
+                token,
+                Args::Json(&Value::Object(Default::default())),
+            )
             .await;
         if let Err(error) = &result {
             self.limits.note(method, "", error);
@@ -299,7 +334,10 @@ impl Api {
         let secrets: Vec<&Secret> = std::iter::once(&self.bot_token)
             .chain(self.app_token.as_ref())
             .collect();
-        let request = self.http.post(self.url(method)?).bearer_auth(token.expose());
+        let request = self
+            .http
+            .post(self.url(method)?)
+            .bearer_auth(token.expose());
         let request = match args {
             Args::Json(body) => request.json(body),
             Args::Form(form) => request.form(form),

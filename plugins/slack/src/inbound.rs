@@ -98,7 +98,10 @@ fn is_user_subtype(subtype: Option<&str>) -> bool {
 /// What an event becomes.
 pub(crate) enum Incoming {
     /// A message for the host, with the key it is deduped by.
-    Message { key: String, event: Box<InboundEvent> },
+    Message {
+        key: String,
+        event: Box<InboundEvent>,
+    },
     /// Nothing for the host (the bot's own message, a join, a deletion…), and why.
     Ignored(&'static str),
 }
@@ -183,7 +186,9 @@ impl Shared {
             Some(t) if !is_dm => {
                 let key = thread_key(&channel, t);
                 matches!(
-                    self.life.host_call(move |host| host.is_subscribed(&key)).await,
+                    self.life
+                        .host_call(move |host| host.is_subscribed(&key))
+                        .await,
                     Ok(Ok(true))
                 )
             }
@@ -291,7 +296,11 @@ impl Shared {
         let url = Url::parse(raw_url)
             .map_err(|_| PluginError::invalid_input("the file URL does not parse"))?;
         // The bot token goes to Slack's own file host only, never to a URL a message names.
-        if !self.file_hosts.iter().any(|allowed| same_origin(allowed, &url)) {
+        if !self
+            .file_hosts
+            .iter()
+            .any(|allowed| same_origin(allowed, &url))
+        {
             return Err(PluginError::invalid_input(format!(
                 "file host {} is not an allowed Slack file host",
                 url.host_str().unwrap_or("?")
@@ -314,7 +323,11 @@ impl Shared {
     }
 
     /// Hands a message over once (deduped by channel and ts).
-    pub(crate) async fn offer_message(&self, key: &str, event: InboundEvent) -> Result<Offered, ()> {
+    pub(crate) async fn offer_message(
+        &self,
+        key: &str,
+        event: InboundEvent,
+    ) -> Result<Offered, ()> {
         self.inbox
             .offer_once(&self.dedupe, key, move |host| host.on_inbound(event))
             .await
@@ -322,13 +335,18 @@ impl Shared {
     }
 
     /// Hands an interactive payload over: `block_actions` clicks become actions.
-    pub(crate) async fn offer_interaction(&self, payload: &serde_json::Value) -> Result<Offered, ()> {
+    pub(crate) async fn offer_interaction(
+        &self,
+        payload: &serde_json::Value,
+    ) -> Result<Offered, ()> {
         let Ok(p) = serde_json::from_value::<Interaction>(payload.clone()) else {
-            self.life.debug("ignoring an interactive payload that does not parse");
+            self.life
+                .debug("ignoring an interactive payload that does not parse");
             return Ok(Offered::Accepted);
         };
         if p.kind != "block_actions" {
-            self.life.debug(format!("ignoring interactive payload {}", p.kind));
+            self.life
+                .debug(format!("ignoring interactive payload {}", p.kind));
             return Ok(Offered::Accepted);
         }
         let Some(action) = p.actions.first() else {
@@ -383,12 +401,10 @@ impl Shared {
                     self.life.debug(format!("event {event_id} ignored: {why}"));
                     Ok(Handled::Done)
                 }
-                Incoming::Message { key, event } => {
-                    match self.offer_message(&key, *event).await? {
-                        offered if offered.redeliver() => Err(()),
-                        _ => Ok(Handled::Done),
-                    }
-                }
+                Incoming::Message { key, event } => match self.offer_message(&key, *event).await? {
+                    offered if offered.redeliver() => Err(()),
+                    _ => Ok(Handled::Done),
+                },
             },
             EventsBody::Other => Ok(Handled::Done),
         }

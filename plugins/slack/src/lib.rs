@@ -402,7 +402,9 @@ impl AsyncChannel for Slack {
         if let Some(retry) = request.header("x-slack-retry-num") {
             life.debug(format!(
                 "Slack redelivery {retry} ({})",
-                request.header("x-slack-retry-reason").unwrap_or("no reason")
+                request
+                    .header("x-slack-retry-reason")
+                    .unwrap_or("no reason")
             ));
         }
         let form = request

@@ -120,7 +120,10 @@ struct Nothing {}
 
 impl Shared {
     /// Sends, edits or reacts with one part.
-    pub(crate) async fn deliver(&self, part: &OutboundMessage) -> Result<Option<String>, PluginError> {
+    pub(crate) async fn deliver(
+        &self,
+        part: &OutboundMessage,
+    ) -> Result<Option<String>, PluginError> {
         let chat = part.chat_id.as_str();
         check_channel(chat)?;
         match part.op {
@@ -155,7 +158,11 @@ impl Shared {
         }
     }
 
-    async fn send(&self, chat: &str, part: &OutboundMessage) -> Result<Option<String>, PluginError> {
+    async fn send(
+        &self,
+        chat: &str,
+        part: &OutboundMessage,
+    ) -> Result<Option<String>, PluginError> {
         let thread = part
             .thread_id
             .as_ref()
@@ -199,7 +206,8 @@ impl Shared {
             let key = thread_key(chat, &root);
             let subscribed = self.life.host_call(move |host| host.subscribe(&key)).await;
             if let Ok(Err(e)) = subscribed {
-                self.life.debug(format!("could not follow thread {root}: {e}"));
+                self.life
+                    .debug(format!("could not follow thread {root}: {e}"));
             }
         }
         Ok(posted)
@@ -225,7 +233,9 @@ impl Shared {
         let url = http::reqwest::Url::parse(&target.upload_url)
             .map_err(|_| PluginError::other("files.getUploadURLExternal: bad upload_url"))?;
         if !matches!(url.scheme(), "https" | "http") {
-            return Err(PluginError::other("files.getUploadURLExternal: bad upload_url"));
+            return Err(PluginError::other(
+                "files.getUploadURLExternal: bad upload_url",
+            ));
         }
         let mut request = self.api.client().post(url).body(file.data.to_vec());
         if !file.mime_type.is_empty() {

@@ -34,7 +34,9 @@ pub(crate) struct SocketMode {
 
 impl SocketMode {
     fn ack(session: &mut Session, envelope_id: &str) {
-        session.send(Message::text(json!({ "envelope_id": envelope_id }).to_string()));
+        session.send(Message::text(
+            json!({ "envelope_id": envelope_id }).to_string(),
+        ));
     }
 }
 
@@ -70,9 +72,9 @@ impl WsHandler for SocketMode {
         let frame: Frame = match serde_json::from_str(text) {
             Ok(frame) => frame,
             Err(e) => {
-                self.shared
-                    .life
-                    .warn(format!("ignoring a Socket Mode frame that does not parse: {e}"));
+                self.shared.life.warn(format!(
+                    "ignoring a Socket Mode frame that does not parse: {e}"
+                ));
                 return Flow::Continue;
             }
         };

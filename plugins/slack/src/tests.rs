@@ -30,16 +30,26 @@ fn settings_are_validated() {
     let socket = create(json!({"bot_token": BOT, "app_token": APP})).expect("socket mode");
     assert_eq!(socket.transport, Transport::SocketMode);
     assert!(socket.verifier.is_none());
-    let events = create(json!({"bot_token": BOT, "signing_secret": "8f742231b10e8888abcd99yyyzzz85a5"}))
-        .expect("events api");
+    let events =
+        create(json!({"bot_token": BOT, "signing_secret": "8f742231b10e8888abcd99yyyzzz85a5"}))
+            .expect("events api");
     assert_eq!(events.transport, Transport::EventsApi);
     assert!(config_error(json!({})).contains("bot_token"));
-    assert!(config_error(json!({"bot_token": "xoxp-123456789", "app_token": APP})).contains("xoxb-"));
+    assert!(
+        config_error(json!({"bot_token": "xoxp-123456789", "app_token": APP})).contains("xoxb-")
+    );
     assert!(config_error(json!({"bot_token": BOT, "app_token": "nope"})).contains("xapp-"));
     assert!(config_error(json!({"bot_token": BOT})).contains("signing_secret"));
-    assert!(config_error(json!({"bot_token": BOT, "transport": "socket_mode"})).contains("app_token"));
-    assert!(config_error(json!({"bot_token": BOT, "app_token": APP, "transport": "rtm"})).contains("rtm"));
-    assert!(config_error(json!({"bot_token": BOT, "app_token": APP, "colour": 1})).contains("colour"));
+    assert!(
+        config_error(json!({"bot_token": BOT, "transport": "socket_mode"})).contains("app_token")
+    );
+    assert!(
+        config_error(json!({"bot_token": BOT, "app_token": APP, "transport": "rtm"}))
+            .contains("rtm")
+    );
+    assert!(
+        config_error(json!({"bot_token": BOT, "app_token": APP, "colour": 1})).contains("colour")
+    );
     assert!(
         config_error(json!({"bot_token": BOT, "app_token": APP, "api_base_url": "ftp://x"}))
             .contains("api_base_url")

@@ -62,14 +62,22 @@ fn signatures_are_checked_before_anything_is_parsed() {
         assert_eq!(answer.status, 401);
     }
     assert!(b.mem.inbound().is_empty());
-    assert!(b.mem.logs().iter().any(|l| l.message.contains("refused a webhook")));
+    assert!(
+        b.mem
+            .logs()
+            .iter()
+            .any(|l| l.message.contains("refused a webhook"))
+    );
     for line in b.mem.logs() {
         assert!(!line.message.contains(SIGNING_SECRET), "{line:?}");
     }
 
     // Within the window: taken.
     let recent = signed_at(&event, "application/json", 4 * 60, &[]);
-    assert_eq!(b.channel.handle_webhook(recent).expect("answer").status, 200);
+    assert_eq!(
+        b.channel.handle_webhook(recent).expect("answer").status,
+        200
+    );
     assert_eq!(b.mem.inbound().len(), 1);
 
     // GET is not Slack.
@@ -91,7 +99,10 @@ fn url_verification_is_answered_with_the_challenge() {
     assert_eq!(reply["challenge"], challenge["challenge"]);
     // Unsigned: no challenge answered.
     let unsigned = request(&body(&challenge), "application/json", &[]);
-    assert_eq!(b.channel.handle_webhook(unsigned).expect("answer").status, 401);
+    assert_eq!(
+        b.channel.handle_webhook(unsigned).expect("answer").status,
+        401
+    );
     assert!(b.mem.inbound().is_empty());
 }
 
@@ -117,7 +128,10 @@ fn dms_channels_threads_group_dms_and_mentions() {
     let dm = &inbound[0];
     assert_eq!(dm.chat_id, "D0ANN");
     assert_eq!(dm.message_id, "1700000100.000200");
-    assert_eq!(dm.sender.as_ref().map(|s| s.handle.as_str()), RSome("U0ANN"));
+    assert_eq!(
+        dm.sender.as_ref().map(|s| s.handle.as_str()),
+        RSome("U0ANN")
+    );
     assert!(!dm.is_group && dm.mentioned, "a DM counts as a mention");
     assert_eq!(dm.thread_id, RNone, "a DM is one conversation");
     assert_eq!(dm.text, "Hello *there*");
@@ -134,7 +148,10 @@ fn dms_channels_threads_group_dms_and_mentions() {
 
     let mention = &inbound[2];
     assert!(mention.mentioned, "<@bot> in the text");
-    assert_eq!(mention.sender.as_ref().map(|s| s.handle.as_str()), RSome("U0BOB"));
+    assert_eq!(
+        mention.sender.as_ref().map(|s| s.handle.as_str()),
+        RSome("U0BOB")
+    );
 
     let reply = &inbound[3];
     assert_eq!(reply.chat_id, "G0PRIVATE");
@@ -188,7 +205,10 @@ fn own_bot_and_system_messages_are_ignored_edits_become_messages() {
     assert_eq!(edit.text, "Hello *everyone*");
     assert_eq!(edit.message_id, "1700000100.000200:edit:1700000150.000000");
     assert_eq!(extra(edit)["edit_of"], "1700000100.000200");
-    assert_eq!(edit.sender.as_ref().map(|s| s.handle.as_str()), RSome("U0ANN"));
+    assert_eq!(
+        edit.sender.as_ref().map(|s| s.handle.as_str()),
+        RSome("U0ANN")
+    );
 
     // An unfurl (message_changed without `edited`) is not an edit.
     let mut unfurl = fixture("message_changed.json");
@@ -209,7 +229,10 @@ fn redeliveries_are_one_message_and_refusals_are_redelivered() {
     let event = fixture("message_channel.json");
     b.mem
         .set_reject_inbound(Some(PluginError::network("database busy")));
-    let refused = b.channel.handle_webhook(signed_json(&event)).expect("answer");
+    let refused = b
+        .channel
+        .handle_webhook(signed_json(&event))
+        .expect("answer");
     assert_eq!(refused.status, 503, "Slack retries what is not 2xx");
     b.mem.set_reject_inbound(None);
 
@@ -234,7 +257,10 @@ fn redeliveries_are_one_message_and_refusals_are_redelivered() {
     poison["event"]["ts"] = json!("1700009999.000001");
     b.mem
         .set_reject_inbound(Some(PluginError::invalid_input("bad message")));
-    let answer = b.channel.handle_webhook(signed_json(&poison)).expect("answer");
+    let answer = b
+        .channel
+        .handle_webhook(signed_json(&poison))
+        .expect("answer");
     assert_eq!(answer.status, 200);
     b.mem.set_reject_inbound(None);
 }
@@ -314,9 +340,15 @@ fn button_clicks_come_in_as_actions_with_the_clicker() {
     let payload = fixture("block_actions.json");
     let bytes = form(&payload);
     let click = || signed_at(&bytes, "application/x-www-form-urlencoded", 0, &[]);
-    assert_eq!(b.channel.handle_webhook(click()).expect("answer").status, 200);
+    assert_eq!(
+        b.channel.handle_webhook(click()).expect("answer").status,
+        200
+    );
     // Slack retrying the same click: one action.
-    assert_eq!(b.channel.handle_webhook(click()).expect("answer").status, 200);
+    assert_eq!(
+        b.channel.handle_webhook(click()).expect("answer").status,
+        200
+    );
     let actions = b.mem.actions();
     assert_eq!(actions.len(), 1);
     let a = &actions[0];
@@ -327,7 +359,10 @@ fn button_clicks_come_in_as_actions_with_the_clicker() {
 
     // A forged click: 401, no action.
     let forged = request(&bytes, "application/x-www-form-urlencoded", &[]);
-    assert_eq!(b.channel.handle_webhook(forged).expect("answer").status, 401);
+    assert_eq!(
+        b.channel.handle_webhook(forged).expect("answer").status,
+        401
+    );
     // A slash command: acknowledged, nothing for the host.
     let command = signed_at(
         b"command=%2Fclaw&text=hi&user_id=U0ANN",
@@ -335,7 +370,10 @@ fn button_clicks_come_in_as_actions_with_the_clicker() {
         0,
         &[],
     );
-    assert_eq!(b.channel.handle_webhook(command).expect("answer").status, 200);
+    assert_eq!(
+        b.channel.handle_webhook(command).expect("answer").status,
+        200
+    );
     assert_eq!(b.mem.actions().len(), 1);
     assert!(b.mem.inbound().is_empty());
 }

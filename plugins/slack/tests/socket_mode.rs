@@ -86,7 +86,10 @@ fn a_refused_event_is_not_acknowledged_and_its_redelivery_is_taken_once() {
         .iter()
         .any(|l| l.message.contains("did not take"))));
     std::thread::sleep(Duration::from_millis(100));
-    assert!(b.fake.acks().is_empty(), "not acknowledged: Slack redelivers");
+    assert!(
+        b.fake.acks().is_empty(),
+        "not acknowledged: Slack redelivers"
+    );
 
     b.mem.set_reject_inbound(None);
     let mut again = envelope("e1", "1700002000.000001", "first");
@@ -160,10 +163,7 @@ fn connections_open_failures_are_retried_and_a_bad_app_token_fails_start() {
         .hub
         .connections_opened()
         == 2));
-    assert_eq!(
-        b.fake.harness().calls_to("apps.connections.open").len(),
-        4
-    );
+    assert_eq!(b.fake.harness().calls_to("apps.connections.open").len(), 4);
     b.channel.teardown();
 
     let mem = MemoryHost::new();

@@ -60,10 +60,7 @@ fn start_checks_the_bot_token() {
         json!({"bot_token": BOT_TOKEN, "signing_secret": SIGNING_SECRET}),
     )
     .expect("create");
-    assert_eq!(
-        channel.start().expect_err("5xx").kind,
-        ErrorKind::NETWORK
-    );
+    assert_eq!(channel.start().expect_err("5xx").kind, ErrorKind::NETWORK);
 }
 
 #[test]
@@ -73,13 +70,19 @@ fn markdown_becomes_mrkdwn_split_within_the_limit_in_the_thread() {
         &b.channel,
         OutboundMessage {
             thread_id: RSome("1700000200.000300".into()),
-            ..text(GENERAL, "**bold** and _it_ and [a link](https://example.com) a<b")
+            ..text(
+                GENERAL,
+                "**bold** and _it_ and [a link](https://example.com) a<b",
+            )
         },
     )
     .expect("send");
     assert_eq!(ids.len(), 1);
     let posted = b.fake.messages();
-    assert_eq!(posted[0].text, "*bold* and _it_ and <https://example.com|a link> a&lt;b");
+    assert_eq!(
+        posted[0].text,
+        "*bold* and _it_ and <https://example.com|a link> a&lt;b"
+    );
     assert_eq!(posted[0].thread_ts.as_deref(), Some("1700000200.000300"));
     assert_eq!(ids[0].as_deref(), Some(posted[0].ts.as_str()));
     let call = &b.fake.harness().calls_to("chat.postMessage")[0];
@@ -151,7 +154,15 @@ fn buttons_edits_and_reactions() {
     assert_eq!(ids, [Some(card_ts.clone())]);
     let edited = &b.fake.messages()[0];
     assert_eq!(edited.text, "Allowed by *Ann*");
-    assert_eq!(edited.blocks.as_ref().expect("blocks").as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        edited
+            .blocks
+            .as_ref()
+            .expect("blocks")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 
     // Reactions, to a user's message; twice is fine.
     let user_ts = b.fake.user_message(DM_ANN, "thanks");
@@ -218,7 +229,11 @@ fn files_are_uploaded_in_three_steps_into_the_thread() {
             .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
     );
     let upload = &b.fake.harness().calls_to("upload")[0];
-    assert_eq!(upload.header("authorization"), None, "no token to the upload URL");
+    assert_eq!(
+        upload.header("authorization"),
+        None,
+        "no token to the upload URL"
+    );
 
     // Files only.
     let only = OutboundMessage {
@@ -280,11 +295,9 @@ fn slack_errors_are_classified() {
     let err = testing::send(&b.channel, text(GENERAL, "hi")).expect_err("too long");
     assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
 
-    b.fake.harness().fail_next(
-        Route::named("chat.postMessage"),
-        1,
-        Fault::server_error(),
-    );
+    b.fake
+        .harness()
+        .fail_next(Route::named("chat.postMessage"), 1, Fault::server_error());
     let err = testing::send(&b.channel, text(GENERAL, "hi")).expect_err("5xx");
     assert_eq!(err.kind, ErrorKind::NETWORK, "{err}");
     assert!(!err.message.contains("127.0.0.1"), "no URL: {err}");

@@ -280,11 +280,12 @@ fn a_fresh_url_is_asked_for_before_each_connection() {
                     return;
                 };
                 let seen = Arc::clone(&seen);
-                let callback = move |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                                     response| {
-                    seen.lock().expect("paths").push(request.uri().to_string());
-                    Ok(response)
-                };
+                let callback =
+                    move |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                          response| {
+                        seen.lock().expect("paths").push(request.uri().to_string());
+                        Ok(response)
+                    };
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
                     return;
                 };

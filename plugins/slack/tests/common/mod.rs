@@ -277,9 +277,7 @@ fn valid_blocks(blocks: &Value) -> bool {
         && blocks.iter().all(|b| match b["type"].as_str() {
             Some("section") => {
                 let text = b["text"]["text"].as_str().unwrap_or_default();
-                b["text"]["type"] == "mrkdwn"
-                    && !text.is_empty()
-                    && text.chars().count() <= 3000
+                b["text"]["type"] == "mrkdwn" && !text.is_empty() && text.chars().count() <= 3000
             }
             Some("actions") => b["elements"].as_array().is_some_and(|els| {
                 !els.is_empty()
@@ -314,11 +312,15 @@ async fn api(
     match token {
         None => return fail("not_authed"),
         Some(t) if t != expected => {
-            return fail(if t.starts_with("xapp-") || t.starts_with("xoxb-") && method == "apps.connections.open" {
-                "not_allowed_token_type"
-            } else {
-                "invalid_auth"
-            });
+            return fail(
+                if t.starts_with("xapp-")
+                    || t.starts_with("xoxb-") && method == "apps.connections.open"
+                {
+                    "not_allowed_token_type"
+                } else {
+                    "invalid_auth"
+                },
+            );
         }
         Some(_) => {}
     }
@@ -329,11 +331,17 @@ async fn api(
     let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
     let mut p = lock(&platform);
     match method.as_str() {
-        "auth.test" => ok(json!({"url": "https://fake.slack.com/", "team": "Fake", "user": "claw",
-                                  "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID})),
+        "auth.test" => ok(
+            json!({"url": "https://fake.slack.com/", "team": "Fake", "user": "claw",
+                                  "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID}),
+        ),
         "apps.connections.open" => {
             p.tickets += 1;
-            let url = format!("{}/link/?ticket=t{}", p.base_url.replace("http://", "ws://"), p.tickets);
+            let url = format!(
+                "{}/link/?ticket=t{}",
+                p.base_url.replace("http://", "ws://"),
+                p.tickets
+            );
             ok(json!({ "url": url }))
         }
         "chat.postMessage" => {
@@ -364,7 +372,9 @@ async fn api(
                 blocks: (!a["blocks"].is_null()).then(|| a["blocks"].clone()),
                 by_bot: true,
             });
-            ok(json!({"channel": channel, "ts": ts, "message": {"text": text, "user": BOT_USER, "ts": ts}}))
+            ok(
+                json!({"channel": channel, "ts": ts, "message": {"text": text, "user": BOT_USER, "ts": ts}}),
+            )
         }
         "chat.update" => {
             let (channel, ts) = (s("channel"), s("ts"));
@@ -374,7 +384,11 @@ async fn api(
             if !a["blocks"].is_null() && !valid_blocks(&a["blocks"]) {
                 return fail("invalid_blocks");
             }
-            let Some(m) = p.messages.iter_mut().find(|m| m.channel == channel && m.ts == ts) else {
+            let Some(m) = p
+                .messages
+                .iter_mut()
+                .find(|m| m.channel == channel && m.ts == ts)
+            else {
                 return fail("message_not_found");
             };
             if !m.by_bot {
@@ -389,10 +403,18 @@ async fn api(
             if !known_channel(&channel, &p) {
                 return fail("channel_not_found");
             }
-            if !p.messages.iter().any(|m| m.channel == channel && m.ts == ts) {
+            if !p
+                .messages
+                .iter()
+                .any(|m| m.channel == channel && m.ts == ts)
+            {
                 return fail("message_not_found");
             }
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_+-'".contains(c)) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+-'".contains(c))
+            {
                 return fail("invalid_name");
             }
             let entry = (channel, ts, name);
@@ -410,7 +432,10 @@ async fn api(
             let id = if user == ANN {
                 DM_ANN.to_owned()
             } else {
-                p.dms.entry(user.clone()).or_insert_with(|| format!("D0{}", &user[2..])).clone()
+                p.dms
+                    .entry(user.clone())
+                    .or_insert_with(|| format!("D0{}", &user[2..]))
+                    .clone()
             };
             ok(json!({"channel": {"id": id}}))
         }
@@ -452,7 +477,10 @@ async fn api(
                     thread_ts: a["thread_ts"].as_str().map(str::to_owned),
                 });
             }
-            let ids: Vec<Value> = done.iter().map(|d| json!({"id": d.file_id, "title": d.name})).collect();
+            let ids: Vec<Value> = done
+                .iter()
+                .map(|d| json!({"id": d.file_id, "title": d.name}))
+                .collect();
             p.shares.extend(done);
             ok(json!({ "files": ids }))
         }
@@ -481,7 +509,11 @@ async fn upload(
     (StatusCode::OK, format!("OK - {}", body.len())).into_response()
 }
 
-async fn file(State(platform): State<Plat>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn file(
+    State(platform): State<Plat>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if bearer(&headers) != Some(BOT_TOKEN) {
         return (StatusCode::FORBIDDEN, "login required").into_response();
     }
@@ -499,7 +531,11 @@ pub struct Bench {
     pub channel: SlackChannel,
 }
 
-pub fn create(fake: &FakeSlack, mem: &MemoryHost, mut settings: Value) -> Result<SlackChannel, PluginError> {
+pub fn create(
+    fake: &FakeSlack,
+    mem: &MemoryHost,
+    mut settings: Value,
+) -> Result<SlackChannel, PluginError> {
     settings["api_base_url"] = json!(fake.api_url());
     settings["file_hosts"] = json!([fake.base_url()]);
     SlackChannel::create(Context {
@@ -558,7 +594,11 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 pub fn request(body: &[u8], content_type: &str, headers: &[(&str, String)]) -> WebhookRequest {
     let mut all = vec![Tuple2("content-type".into(), content_type.into())];
-    all.extend(headers.iter().map(|(k, v)| Tuple2(RString::from(*k), RString::from(v.as_str()))));
+    all.extend(
+        headers
+            .iter()
+            .map(|(k, v)| Tuple2(RString::from(*k), RString::from(v.as_str()))),
+    );
     WebhookRequest {
         method: "POST".into(),
         path: "/".into(),
@@ -569,7 +609,12 @@ pub fn request(body: &[u8], content_type: &str, headers: &[(&str, String)]) -> W
 }
 
 /// A request signed as Slack signs it, `age` seconds ago.
-pub fn signed_at(body: &[u8], content_type: &str, age: i64, extra: &[(&str, String)]) -> WebhookRequest {
+pub fn signed_at(
+    body: &[u8],
+    content_type: &str,
+    age: i64,
+    extra: &[(&str, String)],
+) -> WebhookRequest {
     let ts = now_secs() - age;
     let mut headers = vec![
         ("x-slack-request-timestamp", ts.to_string()),
