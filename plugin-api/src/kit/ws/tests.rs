@@ -265,6 +265,8 @@ impl WsHandler for FreshUrl {
 }
 
 #[test]
+// The handshake callback's signature is tungstenite's, large error and all.
+#[allow(clippy::result_large_err)]
 fn a_fresh_url_is_asked_for_before_each_connection() {
     let rt = crate::kit::runtime("ws-test", 1).expect("runtime");
     let mem = MemoryHost::new();
