@@ -117,6 +117,15 @@ fn ts_millis(ts: &str) -> i64 {
     secs.saturating_mul(1000).saturating_add(micros / 1000)
 }
 
+/// Whether `text` mentions `user` in Slack's markup: `<@U123>` or `<@U123|name>`.
+fn mentions(text: &str, user: &str) -> bool {
+    text.match_indices("<@").any(|(at, _)| {
+        let rest = &text[at + 2..];
+        rest.strip_prefix(user)
+            .is_some_and(|after| after.starts_with('>') || after.starts_with('|'))
+    })
+}
+
 /// The thread key the plugin subscribes when the bot posts in a thread.
 pub(crate) fn thread_key(channel: &str, thread_ts: &str) -> String {
     format!("{channel}:{thread_ts}")
@@ -181,7 +190,7 @@ impl Shared {
         };
         let mention_markup = bot
             .as_ref()
-            .is_some_and(|b| message.text.contains(&format!("<@{}", b.user_id)));
+            .is_some_and(|b| mentions(&message.text, &b.user_id));
         let in_bot_thread = match &thread_ts {
             Some(t) if !is_dm => {
                 let key = thread_key(&channel, t);
@@ -488,6 +497,14 @@ mod tests {
         assert_eq!(ts_millis("1700000000.123456"), 1_700_000_000_123);
         assert_eq!(ts_millis("1700000000.5"), 1_700_000_000_500);
         assert_eq!(ts_millis("x"), 0);
+    }
+
+    #[test]
+    fn mention_markup() {
+        assert!(mentions("<@U0BOT> hi", "U0BOT"));
+        assert!(mentions("hey <@U0BOT|claw>", "U0BOT"));
+        assert!(!mentions("<@U0BOTX> hi", "U0BOT"));
+        assert!(!mentions("U0BOT", "U0BOT"));
     }
 
     #[test]
