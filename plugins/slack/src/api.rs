@@ -43,6 +43,7 @@ pub(crate) fn tier_of(method: &str) -> Tier {
         "apps.connections.open" => Tier::One,
         "files.getUploadURLExternal" | "files.completeUploadExternal" => Tier::Two,
         "chat.update" | "reactions.add" | "conversations.open" => Tier::Three,
+        // users.info is tier 4, like auth.test.
         "chat.postMessage" => Tier::PostMessage,
         _ => Tier::Four,
     }

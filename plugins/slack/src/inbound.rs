@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Shared;
+use crate::api::Args;
 
 /// How long one file download may take (the ack deadline is Slack's 3 s; a redelivery
 /// while a big download runs is answered as in progress and deduped).
@@ -205,6 +206,7 @@ impl Shared {
         };
         let mentioned = is_dm || m.kind == "app_mention" || mention_markup || in_bot_thread;
         let attachments = self.download_files(&message.files).await;
+        let display_name = self.user_name(&user).await;
         let (message_id, key) = match &edit_of {
             Some(original) => {
                 let edit_ts = message.edited.as_ref().map_or("", |e| e.ts.as_str());
@@ -230,7 +232,7 @@ impl Shared {
             message_id: message_id.into(),
             sender: RSome(Sender {
                 handle: user.into(),
-                display_name: RNone,
+                display_name: display_name.map(RString::from).into(),
                 is_bot: message.bot_id.is_some(),
             }),
             is_group: !is_dm,
@@ -249,6 +251,48 @@ impl Shared {
             key,
             event: Box::new(event),
         }
+    }
+
+    /// A user's display name from `users.info` (scope `users:read`), cached for an hour;
+    /// `None` when Slack will not say (the scope is missing, the call failed).
+    async fn user_name(&self, user: &str) -> Option<String> {
+        const TTL: Duration = Duration::from_secs(3600);
+        {
+            let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((name, at)) = names.get(user)
+                && at.elapsed() < TTL
+            {
+                return name.clone();
+            }
+        }
+        let args = json!({ "user": user });
+        let name = match self
+            .api
+            .call::<UserInfo>("users.info", "", Args::Json(&args))
+            .await
+        {
+            Ok(info) => info
+                .user
+                .profile
+                .and_then(|p| {
+                    [p.display_name, p.real_name]
+                        .into_iter()
+                        .flatten()
+                        .find(|n| !n.trim().is_empty())
+                })
+                .or(info.user.real_name)
+                .filter(|n| !n.trim().is_empty()),
+            Err(e) => {
+                self.life.debug(format!("no name for {user}: {e}"));
+                None
+            }
+        };
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.len() > 10_000 {
+            names.clear();
+        }
+        names.insert(user.to_owned(), (name.clone(), std::time::Instant::now()));
+        name
     }
 
     /// Downloads each file with the bot token, from Slack's file host only, within the
@@ -430,6 +474,28 @@ fn same_origin(allowed: &Url, url: &Url) -> bool {
     allowed.scheme() == url.scheme()
         && allowed.host_str() == url.host_str()
         && allowed.port_or_known_default() == url.port_or_known_default()
+}
+
+/// `users.info`.
+#[derive(Deserialize)]
+struct UserInfo {
+    user: UserObject,
+}
+
+#[derive(Deserialize)]
+struct UserObject {
+    #[serde(default)]
+    real_name: Option<String>,
+    #[serde(default)]
+    profile: Option<Profile>,
+}
+
+#[derive(Deserialize)]
+struct Profile {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    real_name: Option<String>,
 }
 
 /// A `block_actions` payload (the fields used).

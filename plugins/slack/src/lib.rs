@@ -26,7 +26,8 @@
 //!   users are user ids (`U…`). In channels each top-level message is its own thread (the
 //!   reply goes under it); replies carry `thread_ts` as their thread. DMs, `app_mention`,
 //!   `<@bot>` in the text and replies in a thread the bot posted in count as mentions
-//!   (the last marked `in_bot_thread` in `extra_json`).
+//!   (the last marked `in_bot_thread` in `extra_json`). Senders' display names come from
+//!   `users.info` (scope `users:read`; cached an hour; without the scope, no name).
 //! * Ignored: the bot's own messages, bot messages and system subtypes (joins, topics…).
 //!   `message_changed` with an `edited` mark becomes a new message with id
 //!   `<ts>:edit:<edit ts>` and `extra_json.edit_of`; `message_deleted` is dropped (the ABI
@@ -52,8 +53,9 @@
 //!   `ratelimited` and HTTP 429 → `RATE_LIMITED` with `Retry-After`). Calls are paced per
 //!   method by Slack's rate tiers and `chat.postMessage` per channel.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nanoclaw_plugin_api::kit::BackoffPolicy;
 use nanoclaw_plugin_api::kit::http::{ApiBase, reqwest::Url};
@@ -136,6 +138,8 @@ pub(crate) struct Shared {
     pub(crate) max_file_bytes: u64,
     bot: OnceLock<Bot>,
     first_url: Mutex<Option<Secret>>,
+    /// User id → display name (and when it was asked), from `users.info`.
+    pub(crate) names: Mutex<HashMap<String, (Option<String>, Instant)>>,
 }
 
 impl Shared {
@@ -282,6 +286,7 @@ impl AsyncChannel for Slack {
                 max_file_bytes: settings.max_file_bytes,
                 bot: OnceLock::new(),
                 first_url: Mutex::new(None),
+                names: Mutex::new(HashMap::new()),
             }),
             transport,
             verifier,

@@ -132,6 +132,14 @@ fn dms_channels_threads_group_dms_and_mentions() {
         dm.sender.as_ref().map(|s| s.handle.as_str()),
         RSome("U0ANN")
     );
+    assert_eq!(
+        dm.sender
+            .as_ref()
+            .and_then(|s| s.display_name.as_ref().map(|n| n.as_str()))
+            .into_option(),
+        Some("ann"),
+        "the display name from users.info"
+    );
     assert!(!dm.is_group && dm.mentioned, "a DM counts as a mention");
     assert_eq!(dm.thread_id, RNone, "a DM is one conversation");
     assert_eq!(dm.text, "Hello *there*");
@@ -148,6 +156,17 @@ fn dms_channels_threads_group_dms_and_mentions() {
 
     let mention = &inbound[2];
     assert!(mention.mentioned, "<@bot> in the text");
+    assert_eq!(
+        mention
+            .sender
+            .as_ref()
+            .and_then(|s| s.display_name.as_ref().map(|n| n.as_str()))
+            .into_option(),
+        Some("Bob Stone"),
+        "no display name set: the real name"
+    );
+    // Names are cached: one users.info per person.
+    assert_eq!(b.fake.harness().calls_to("users.info").len(), 2);
     assert_eq!(
         mention.sender.as_ref().map(|s| s.handle.as_str()),
         RSome("U0BOB")

@@ -179,3 +179,44 @@ fn connections_open_failures_are_retried_and_a_bad_app_token_fails_start() {
     assert!(!err.message.contains("revoked00"), "{err}");
     assert_eq!(channel.health().status, HealthStatus::DOWN);
 }
+
+#[test]
+fn a_restart_mid_stream_loses_and_repeats_nothing() {
+    let b = socket_mode();
+    connected(&b, 1);
+    b.fake.push(envelope("r1", "1700004000.000001", "one"));
+    assert!(wait_until(WAIT, || b.fake.acks().len() == 1));
+    // The event the host refuses as the channel stops is not acknowledged…
+    b.mem
+        .set_reject_inbound(Some(PluginError::network("stopping")));
+    b.fake.push(envelope("r2", "1700004001.000001", "two"));
+    assert!(wait_until(WAIT, || b
+        .mem
+        .logs()
+        .iter()
+        .any(|l| l.message.contains("did not take"))));
+    b.channel.teardown();
+    b.mem.set_reject_inbound(None);
+
+    // …so Slack sends it again to the next connection, along with a late copy of the
+    // first; the dedupe lives in the host's store, so the new instance knows `one`.
+    let channel = create(
+        &b.fake,
+        &b.mem,
+        json!({"bot_token": BOT_TOKEN, "app_token": APP_TOKEN}),
+    )
+    .expect("create");
+    channel.start().expect("start");
+    assert!(wait_until(WAIT, || b.fake.hub.connections_opened() == 2));
+    connected(&b, 1);
+    let mut late = envelope("r1", "1700004000.000001", "one");
+    late["retry_attempt"] = json!(1);
+    b.fake.push(late);
+    let mut again = envelope("r2", "1700004001.000001", "two");
+    again["retry_attempt"] = json!(1);
+    b.fake.push(again);
+    assert!(wait_until(WAIT, || b.fake.acks().len() == 3));
+    let texts: Vec<String> = b.mem.inbound().iter().map(|e| e.text.to_string()).collect();
+    assert_eq!(texts, ["one", "two"]);
+    channel.teardown();
+}

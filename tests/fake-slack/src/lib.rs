@@ -504,6 +504,18 @@ async fn api(
             p.reactions.push(entry);
             ok(json!({}))
         }
+        "users.info" => {
+            let user = s("user");
+            let (display, real) = match user.as_str() {
+                ANN => ("ann", "Ann Lee"),
+                BOB => ("", "Bob Stone"),
+                _ => return fail("user_not_found"),
+            };
+            ok(
+                json!({"user": {"id": user, "team_id": TEAM, "name": display, "real_name": real,
+                               "profile": {"display_name": display, "real_name": real}}}),
+            )
+        }
         "conversations.open" => {
             let user = s("users");
             if ![ANN, BOB].contains(&user.as_str()) {
