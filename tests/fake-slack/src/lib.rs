@@ -82,8 +82,17 @@ pub struct FakeSlack {
 }
 
 impl FakeSlack {
+    /// On a free port of 127.0.0.1.
     pub fn start() -> Self {
-        let harness = Harness::new().with_route_key(route_of);
+        Self::start_on(0).expect("serve the fake")
+    }
+
+    /// On `port` of 127.0.0.1 (0: any free one), with the control API under `/control/`
+    /// (what the `fake-slack` command line uses).
+    pub fn start_on(port: u16) -> std::io::Result<Self> {
+        let harness = Harness::new()
+            .with_route_key(route_of)
+            .with_control_prefix("/control/");
         let platform = Plat::default();
         let hub = WsHub::new();
         hub.on_connect(|_| {
@@ -99,14 +108,15 @@ impl FakeSlack {
             .route("/upload/{file_id}", post(upload))
             .route("/files/{name}", get(file))
             .route("/link/", hub.route())
+            .merge(control(&platform, &hub))
             .with_state(Arc::clone(&platform));
-        let server = FakeServer::start(harness, router).expect("serve the fake");
+        let server = FakeServer::start_on(port, "fake-slack", harness, router)?;
         lock(&platform).base_url = server.base_url();
-        Self {
+        Ok(Self {
             server,
             platform,
             hub,
-        }
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -167,68 +177,28 @@ impl FakeSlack {
         text: &str,
         thread_ts: Option<&str>,
     ) -> String {
-        let ts = {
-            let mut p = lock(&self.platform);
-            let ts = next_ts(&mut p);
-            p.messages.push(Posted {
-                channel: channel.into(),
-                ts: ts.clone(),
-                thread_ts: thread_ts.map(str::to_owned),
-                text: text.into(),
-                blocks: None,
-                by_bot: false,
-            });
-            ts
-        };
-        let mut event = json!({
-            "type": "message", "text": text, "user": user, "ts": ts, "team": TEAM,
-            "channel": channel, "event_ts": ts, "channel_type": channel_type,
-        });
-        if let Some(t) = thread_ts {
-            event["thread_ts"] = json!(t);
-        }
-        let envelope = json!({
-            "envelope_id": format!("env-{ts}"),
-            "payload": callback(&format!("Ev{}", ts.replace('.', "")), event),
-            "type": "events_api", "accepts_response_payload": false,
-            "retry_attempt": 0, "retry_reason": "",
-        });
-        self.push(envelope);
-        ts
+        say(
+            &self.platform,
+            &self.hub,
+            channel,
+            channel_type,
+            user,
+            text,
+            thread_ts,
+        )
     }
 
     /// A user clicks button `action_id` on the bot's message `message_ts` in `channel`,
     /// delivered over Socket Mode as an `interactive` envelope.
     pub fn click(&self, channel: &str, message_ts: &str, user: &str, action_id: &str) {
-        let thread_ts = lock(&self.platform)
-            .messages
-            .iter()
-            .find(|m| m.channel == channel && m.ts == message_ts)
-            .and_then(|m| m.thread_ts.clone());
-        let mut message =
-            json!({"type": "message", "user": BOT_USER, "ts": message_ts, "text": ""});
-        if let Some(t) = thread_ts {
-            message["thread_ts"] = json!(t);
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
-        let payload = json!({
-            "type": "block_actions",
-            "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": TEAM},
-            "api_app_id": "A0APP", "token": "XXYYZZ",
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false},
-            "trigger_id": "1.2.3", "team": {"id": TEAM, "domain": "fake"},
-            "channel": {"id": channel, "name": channel},
-            "message": message,
-            "actions": [{"action_id": action_id, "block_id": "b", "type": "button",
-                         "text": {"type": "plain_text", "text": action_id}, "value": action_id,
-                         "action_ts": format!("{}.{:06}", now / 1_000_000, now % 1_000_000)}],
-        });
-        self.push(json!({
-            "envelope_id": format!("click-{now}"), "payload": payload,
-            "type": "interactive", "accepts_response_payload": false,
-        }));
+        click(
+            &self.platform,
+            &self.hub,
+            channel,
+            message_ts,
+            user,
+            action_id,
+        );
     }
 
     /// The bot's messages in `channel`, in order.
@@ -640,4 +610,151 @@ pub fn callback(event_id: &str, event: Value) -> Value {
         "event_time": 1_700_000_000, "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": true}],
         "event_context": "4-eyJldCI6Im1lc3NhZ2UifQ"
     })
+}
+
+/// A user writes in `channel` (`channel_type` `im`, `channel`, `group` or `mpim`;
+/// `thread_ts` for a reply in a thread): the message is stored and delivered over Socket
+/// Mode as an `events_api` envelope, as Slack does. Returns its ts.
+fn say(
+    platform: &Plat,
+    hub: &WsHub,
+    channel: &str,
+    channel_type: &str,
+    user: &str,
+    text: &str,
+    thread_ts: Option<&str>,
+) -> String {
+    let ts = {
+        let mut p = lock(platform);
+        let ts = next_ts(&mut p);
+        p.messages.push(Posted {
+            channel: channel.into(),
+            ts: ts.clone(),
+            thread_ts: thread_ts.map(str::to_owned),
+            text: text.into(),
+            blocks: None,
+            by_bot: false,
+        });
+        ts
+    };
+    let mut event = json!({
+        "type": "message", "text": text, "user": user, "ts": ts, "team": TEAM,
+        "channel": channel, "event_ts": ts, "channel_type": channel_type,
+    });
+    if let Some(t) = thread_ts {
+        event["thread_ts"] = json!(t);
+    }
+    let envelope = json!({
+        "envelope_id": format!("env-{ts}"),
+        "payload": callback(&format!("Ev{}", ts.replace('.', "")), event),
+        "type": "events_api", "accepts_response_payload": false,
+        "retry_attempt": 0, "retry_reason": "",
+    });
+    hub.broadcast(WsMessage::Text(envelope.to_string()));
+    ts
+}
+
+/// A user clicks button `action_id` on the bot's message `message_ts` in `channel`,
+/// delivered over Socket Mode as an `interactive` envelope.
+fn click(
+    platform: &Plat,
+    hub: &WsHub,
+    channel: &str,
+    message_ts: &str,
+    user: &str,
+    action_id: &str,
+) {
+    let thread_ts = lock(platform)
+        .messages
+        .iter()
+        .find(|m| m.channel == channel && m.ts == message_ts)
+        .and_then(|m| m.thread_ts.clone());
+    let mut message = json!({"type": "message", "user": BOT_USER, "ts": message_ts, "text": ""});
+    if let Some(t) = thread_ts {
+        message["thread_ts"] = json!(t);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": TEAM},
+        "api_app_id": "A0APP", "token": "XXYYZZ",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false},
+        "trigger_id": "1.2.3", "team": {"id": TEAM, "domain": "fake"},
+        "channel": {"id": channel, "name": channel},
+        "message": message,
+        "actions": [{"action_id": action_id, "block_id": "b", "type": "button",
+                     "text": {"type": "plain_text", "text": action_id}, "value": action_id,
+                     "action_ts": format!("{}.{:06}", now / 1_000_000, now % 1_000_000)}],
+    });
+    let envelope = json!({
+        "envelope_id": format!("click-{now}"), "payload": payload,
+        "type": "interactive", "accepts_response_payload": false,
+    });
+    hub.broadcast(WsMessage::Text(envelope.to_string()));
+}
+
+/// The control API: `POST /control/say` `{"channel", "channel_type", "user", "text",
+/// "thread_ts"?}` → `{"ts"}`; `POST /control/click` `{"channel", "ts", "user",
+/// "action_id"}`; `GET /control/sent` → the bot's messages (`channel`, `ts`, `thread_ts`,
+/// `text`, `buttons`: `[{"label", "action_id"}]`), and the files it shared.
+fn control(platform: &Plat, hub: &WsHub) -> Router<Plat> {
+    let (p1, h1) = (Arc::clone(platform), hub.clone());
+    let (p2, h2) = (Arc::clone(platform), hub.clone());
+    let p3 = Arc::clone(platform);
+    Router::new()
+        .route(
+            "/control/say",
+            post(move |axum::Json(v): axum::Json<Value>| async move {
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                let ts = say(
+                    &p1,
+                    &h1,
+                    &s("channel"),
+                    &s("channel_type"),
+                    &s("user"),
+                    &s("text"),
+                    v["thread_ts"].as_str(),
+                );
+                axum::Json(json!({ "ts": ts }))
+            }),
+        )
+        .route(
+            "/control/click",
+            post(move |axum::Json(v): axum::Json<Value>| async move {
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                click(&p2, &h2, &s("channel"), &s("ts"), &s("user"), &s("action_id"));
+                axum::Json(json!({}))
+            }),
+        )
+        .route(
+            "/control/sent",
+            get(move || async move {
+                let p = lock(&p3);
+                let messages: Vec<Value> = p
+                    .messages
+                    .iter()
+                    .filter(|m| m.by_bot)
+                    .map(|m| {
+                        let buttons: Vec<Value> = m
+                            .blocks
+                            .iter()
+                            .flat_map(|b| b.as_array().cloned().unwrap_or_default())
+                            .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+                            .map(|e| json!({"label": e["text"]["text"], "action_id": e["action_id"]}))
+                            .collect();
+                        json!({"channel": m.channel, "ts": m.ts, "thread_ts": m.thread_ts,
+                               "text": m.text, "buttons": buttons})
+                    })
+                    .collect();
+                let files: Vec<Value> = p
+                    .shares
+                    .iter()
+                    .map(|f| json!({"channel": f.channel, "name": f.name, "bytes": f.data.len(),
+                                    "thread_ts": f.thread_ts}))
+                    .collect();
+                axum::Json(json!({ "messages": messages, "files": files }))
+            }),
+        )
 }
