@@ -7,12 +7,15 @@
 mod common;
 mod harness;
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harness::{Daemon, built, cli_ok, require_engine, wait_until};
+use harness::{Daemon, built, cli_ok, free_port, require_engine, wait_until};
 use nanoclaw_fake_slack::{
-    ANN, APP_TOKEN, BOB, BOT_TOKEN, BOT_USER, DM_ANN, FakeSlack, GENERAL, Posted,
+    ANN, APP_TOKEN, BOB, BOT_TOKEN, BOT_USER, DM_ANN, FakeSlack, GENERAL, Posted, SIGNING_SECRET,
+    callback, now_secs, signature,
 };
 use serde_json::Value;
 
@@ -35,7 +38,10 @@ impl Slack {
         let env = data.join(".env");
         std::fs::write(
             &env,
-            format!("SLACK_BOT_TOKEN={BOT_TOKEN}\nSLACK_APP_TOKEN={APP_TOKEN}\n"),
+            format!(
+                "SLACK_BOT_TOKEN={BOT_TOKEN}\nSLACK_APP_TOKEN={APP_TOKEN}\n\
+                 SLACK_SIGNING_SECRET={SIGNING_SECRET}\n"
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -387,4 +393,135 @@ fn an_unknown_sender_waits_for_the_owner_to_click_allow() {
     });
     assert_eq!(answer.thread_ts.as_deref(), Some(asked.as_str()));
     assert_eq!(approvals(&s), [(bob, "approved".into())]);
+}
+
+/// POSTs `body` to the daemon's webhook server as Slack does: signed with the signing
+/// secret (or not), with extra headers. Returns the status and the body.
+fn post_signed(port: u16, body: &str, signed: bool, extra: &[(&str, &str)]) -> (u16, String) {
+    let ts = now_secs();
+    let mut headers = String::new();
+    if signed {
+        headers.push_str(&format!(
+            "X-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {}\r\n",
+            signature(SIGNING_SECRET, ts, body.as_bytes())
+        ));
+    }
+    for (k, v) in extra {
+        headers.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "POST /webhook/slack HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// An Events API DM from Ann, as Slack POSTs it.
+fn dm_event(ts: &str, text: &str) -> String {
+    let event = serde_json::json!({
+        "type": "message", "text": text, "user": ANN, "ts": ts, "team": "T0TEAM",
+        "channel": DM_ANN, "event_ts": ts, "channel_type": "im",
+    });
+    callback(&format!("Ev{}", ts.replace('.', "")), event).to_string()
+}
+
+#[test]
+fn the_events_api_webhook_is_verified_and_reaches_the_agent() {
+    if !require_engine("the_events_api_webhook_is_verified_and_reaches_the_agent") {
+        return;
+    }
+    let s = Slack::new();
+    let port = free_port();
+    let toml = format!(
+        "[plugins.slack]\nlibrary = {:?}\nrequired = true\n\
+         [plugins.slack.settings]\nbot_token = {{ env = \"SLACK_BOT_TOKEN\" }}\n\
+         signing_secret = {{ env = \"SLACK_SIGNING_SECRET\" }}\n\
+         api_base_url = {:?}\nfile_hosts = [{:?}]\npost_per_sec = 20\n",
+        built().join("libnanoclaw_plugin_slack.so"),
+        s.fake.api_url(),
+        s.fake.base_url(),
+    );
+    let daemon = Daemon::start_event_driven(
+        &s.data,
+        &toml,
+        &["--webhook-listen", &format!("127.0.0.1:{port}")],
+    );
+    let up = wait_until(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && !s.fake.harness().calls_to("auth.test").is_empty()
+    });
+    assert!(up, "the webhook server never came up:\n{}", daemon.log());
+    assert!(
+        s.fake
+            .harness()
+            .calls_to("apps.connections.open")
+            .is_empty()
+    );
+
+    // Slack checks the Request URL.
+    let challenge = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let (status, body) = post_signed(port, challenge, true, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"),
+        "{body}"
+    );
+    // A forged request: 401, nothing stored.
+    let (status, _) = post_signed(port, &dm_event("1700000000.900001", "forged"), false, &[]);
+    assert_eq!(status, 401);
+
+    // Pairing and the first agent, over the webhook.
+    let printed = s.ok(&["pair", "slack", "--no-wait"]);
+    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
+    let (status, _) = post_signed(port, &dm_event("1700000000.900002", &code), true, &[]);
+    assert_eq!(status, 200);
+    s.wait_message(&daemon, DM_ANN, "confirming the pairing", |m| {
+        m.text.starts_with("Paired!")
+    });
+    s.ok(&[
+        "init-first-agent",
+        "--user",
+        &format!("slack:{ANN}"),
+        "--chat",
+        DM_ANN,
+        "--name",
+        "Ann",
+    ]);
+    s.wait_message(&daemon, DM_ANN, "welcoming Ann", |m| {
+        m.text.contains("your NanoClaw agent")
+    });
+    let hello = dm_event("1700000000.900003", "hello over the webhook");
+    assert_eq!(post_signed(port, &hello, true, &[]).0, 200);
+    // Slack retries (it did not see our answer in time): one message all the same.
+    let retry = [
+        ("X-Slack-Retry-Num", "1"),
+        ("X-Slack-Retry-Reason", "http_timeout"),
+    ];
+    assert_eq!(post_signed(port, &hello, true, &retry).0, 200);
+    s.wait_message(&daemon, DM_ANN, "echoing the DM", |m| {
+        m.text.contains("hello over the webhook")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let echoes = s
+        .texts(DM_ANN)
+        .iter()
+        .filter(|t| t.contains("hello over the webhook"))
+        .count();
+    assert_eq!(echoes, 1, "{:?}", s.texts(DM_ANN));
+    assert!(!s.texts(DM_ANN).iter().any(|t| t.contains("forged")));
 }
