@@ -53,6 +53,7 @@ pub fn built() -> &'static Path {
                 "nanoclaw-test-plugin",
                 "nanoclaw-plugin-cli",
                 "nanoclaw-plugin-telegram",
+                "nanoclaw-plugin-slack",
                 "nanoclaw-agent-runner",
             ],
             Profile::Debug,
