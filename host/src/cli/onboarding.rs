@@ -125,7 +125,7 @@ pub struct InitFirstAgentArgs {
     /// The user's display name.
     #[arg(long)]
     pub name: String,
-    /// The DM chat's platform id. By default the running daemon finds it: the user's handle
+    /// The DM chat's id (`<id>` or `<channel>:<id>`). By default the running daemon finds it: the user's handle
     /// on channels that address users directly (telegram, whatsapp, imessage, matrix,
     /// email, cli), a DM it opens through the plugin on the others.
     #[arg(long)]
@@ -207,7 +207,8 @@ pub fn init_first_agent(paths: &Paths, args: InitFirstAgentArgs) -> anyhow::Resu
     }
     db.write(|c| users::upsert(c, &args.user, Some(display)))?;
     let platform_id = match args.chat.as_deref() {
-        Some(chat) => PlatformId::parse(chat)?,
+        // `nanoclaw pair` prints the chat as `<channel>:<id>`; either form is taken.
+        Some(chat) => PlatformId::parse(chat.strip_prefix(&format!("{channel}:")).unwrap_or(chat))?,
         None => user_dm(paths, &args.user)?,
     };
     let folder = GroupFolder::from_name(&format!("dm-with-{display}"));
