@@ -15,10 +15,11 @@ use crate::access::{self, DmChannels};
 use crate::db::Db;
 use crate::delivery::{Delivery, Platforms};
 use crate::error::{Error, Result};
-use crate::ids::{ApprovalId, UserId};
+use crate::ids::{AgentGroupId, ApprovalId, ChannelName, MessagingGroupId, UserId};
 use crate::plugins::services::Click;
 use crate::router::{HeldForApproval, Inbound, RouteOutcome, Router};
 use crate::store::approvals::{self, Approval, ApprovalStatus};
+use crate::store::messaging_groups::MessagingGroup;
 use crate::store::{agent_groups, members, messaging_groups, users};
 
 /// Button index of "Allow".
@@ -34,41 +35,18 @@ pub async fn ask<P: Platforms + DmChannels>(
     channels: &P,
     held: &HeldForApproval,
 ) -> Result<bool> {
-    let approvers = db.read(|c| access::pick_approver(c, Some(&held.agent)))?;
-    let hint = format!(
-        "decide with `nanoclaw approvals allow {}` or `deny`",
-        held.approval
-    );
-    if approvers.is_empty() {
-        tracing::warn!(approval = %held.approval, "no owner or admin can approve this sender; {hint}");
-        return Ok(false);
-    }
-    let Some(target) =
-        access::pick_approval_delivery(db, channels, &approvers, Some(&held.chat.channel_type))
-            .await?
-    else {
-        tracing::warn!(approval = %held.approval, "no approver is reachable by DM; {hint}");
-        return Ok(false);
-    };
-    let (sender, agent) = db.read(|c| {
+    let (sender_label, agent) = db.read(|c| {
         Ok((
-            users::get(c, &held.sender)?,
+            user_label(c, &held.sender)?,
             agent_groups::get(c, &held.agent)?,
         ))
     })?;
-    let sender_label = match sender.as_ref().and_then(|u| u.display_name.as_deref()) {
-        Some(name) => format!("{name} ({})", held.sender),
-        None => held.sender.to_string(),
-    };
     let agent_label = agent
         .as_ref()
         .map_or(held.agent.to_string(), |a| a.display_name().to_string());
-    let chat_label = match &held.chat.name {
-        Some(name) => format!("{name} ({})", held.chat.address()),
-        None => held.chat.address().to_string(),
-    };
     let text = format!(
-        "👤 New sender\n\n{sender_label} wants to talk to {agent_label} in {chat_label}. Allow?"
+        "👤 New sender\n\n{sender_label} wants to talk to {agent_label} in {}. Allow?",
+        chat_label(&held.chat)
     );
     let buttons = [
         (
@@ -80,26 +58,109 @@ pub async fn ask<P: Platforms + DmChannels>(
             "Deny".to_string(),
         ),
     ];
+    let hint = format!(
+        "decide with `nanoclaw approvals allow {}` or `deny`",
+        held.approval
+    );
+    let card = CardRequest {
+        what: held.approval.as_str(),
+        scope: Some(&held.agent),
+        origin: &held.chat.channel_type,
+        text: &text,
+        buttons: &buttons,
+        hint: &hint,
+    };
+    let Some(sent) = send_card(db, delivery, channels, card).await? else {
+        return Ok(false);
+    };
+    db.write(|c| {
+        approvals::set_card(
+            c,
+            &held.approval,
+            &sent.approver,
+            &sent.chat,
+            sent.message_id.as_deref(),
+        )
+    })?;
+    Ok(true)
+}
+
+/// A user as an approver reads them: their name and id.
+pub(crate) fn user_label(c: &Connection, user: &UserId) -> Result<String> {
+    Ok(match users::get(c, user)?.and_then(|u| u.display_name) {
+        Some(name) => format!("{name} ({user})"),
+        None => user.to_string(),
+    })
+}
+
+/// A chat as an approver reads it: its name and address.
+pub(crate) fn chat_label(chat: &MessagingGroup) -> String {
+    match &chat.name {
+        Some(name) => format!("{name} ({})", chat.address()),
+        None => chat.address().to_string(),
+    }
+}
+
+/// A card asking an owner or admin to decide something.
+pub(crate) struct CardRequest<'a> {
+    /// The request's id, for logs.
+    pub what: &'a str,
+    /// The agent the decision is about, whose scoped admins are asked first.
+    pub scope: Option<&'a AgentGroupId>,
+    /// The channel the request came from: approvers on it are preferred.
+    pub origin: &'a ChannelName,
+    pub text: &'a str,
+    pub buttons: &'a [(String, String)],
+    /// How to decide from the CLI, logged when nobody could be asked.
+    pub hint: &'a str,
+}
+
+/// Where a card went.
+pub(crate) struct SentCard {
+    pub approver: UserId,
+    pub chat: MessagingGroupId,
+    pub message_id: Option<String>,
+}
+
+/// Sends a card to the approver [`access::pick_approver`] and
+/// [`access::pick_approval_delivery`] pick, in their DM (opened if needed). `None` when
+/// nobody could be asked; the request then waits for the CLI.
+pub(crate) async fn send_card<P: Platforms + DmChannels>(
+    db: &Db,
+    delivery: &Delivery<P>,
+    channels: &P,
+    card: CardRequest<'_>,
+) -> Result<Option<SentCard>> {
+    let (what, hint) = (card.what, card.hint);
+    let approvers = db.read(|c| access::pick_approver(c, card.scope))?;
+    if approvers.is_empty() {
+        tracing::warn!(request = what, "no owner or admin can decide this; {hint}");
+        return Ok(None);
+    }
+    let Some(target) =
+        access::pick_approval_delivery(db, channels, &approvers, Some(card.origin)).await?
+    else {
+        tracing::warn!(
+            request = what,
+            "no owner or admin is reachable by DM; {hint}"
+        );
+        return Ok(None);
+    };
     match delivery
-        .send_direct(&target.chat.address(), None, &text, &buttons)
+        .send_direct(&target.chat.address(), None, card.text, card.buttons)
         .await
     {
-        Ok(card_id) => {
-            db.write(|c| {
-                approvals::set_card(
-                    c,
-                    &held.approval,
-                    &target.approver,
-                    &target.chat.id,
-                    card_id.as_deref(),
-                )
-            })?;
-            tracing::info!(approval = %held.approval, approver = %target.approver, "approval card sent");
-            Ok(true)
+        Ok(message_id) => {
+            tracing::info!(request = what, approver = %target.approver, "card sent");
+            Ok(Some(SentCard {
+                approver: target.approver,
+                chat: target.chat.id,
+                message_id,
+            }))
         }
         Err(e) => {
-            tracing::warn!(approval = %held.approval, error = %e, "approval card not delivered; {hint}");
-            Ok(false)
+            tracing::warn!(request = what, error = %e, "card not delivered; {hint}");
+            Ok(None)
         }
     }
 }
@@ -159,7 +220,8 @@ pub fn on_click(db: &Db, click: &Click) -> Result<ClickResult> {
         if approval.status != ApprovalStatus::Pending {
             return Ok(ClickResult::Ignored(format!("already {}", approval.status)));
         }
-        if let Err(why) = from_the_card(c, &approval, click)? {
+        let card_chat = approval.card_messaging_group_id.as_ref();
+        if let Err(why) = from_the_card(c, card_chat, approval.card_message_id.as_deref(), click)? {
             tracing::warn!(approval = %id, clicker = %clicker, reason = why, "approval click not from its card; ignored");
             record_ignored_click(c, &approval, &clicker)?;
             return Ok(ClickResult::Ignored(why));
@@ -175,14 +237,15 @@ pub fn on_click(db: &Db, click: &Click) -> Result<ClickResult> {
     })
 }
 
-/// Whether a click came from the card the request was posted as: its chat, and its message
+/// Whether a click came from the card a request was posted as: its chat, and its message
 /// when the platform gave an id. A button id alone proves nothing (anyone can copy one).
-fn from_the_card(
+pub(crate) fn from_the_card(
     c: &Connection,
-    approval: &Approval,
+    card_chat: Option<&MessagingGroupId>,
+    card_message_id: Option<&str>,
     click: &Click,
 ) -> Result<std::result::Result<(), String>> {
-    let Some(card_chat) = &approval.card_messaging_group_id else {
+    let Some(card_chat) = card_chat else {
         return Ok(Err("no card was posted for this request".into()));
     };
     let same_chat = messaging_groups::get(c, card_chat)?
@@ -192,11 +255,7 @@ fn from_the_card(
             "the click came from another chat than the card's".into()
         ));
     }
-    if approval
-        .card_message_id
-        .as_deref()
-        .is_some_and(|m| m != click.message_id)
-    {
+    if card_message_id.is_some_and(|m| m != click.message_id) {
         return Ok(Err(
             "the click came from another message than the card".into()
         ));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::ids::SessionId;
+use crate::ids::{SessionId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -20,6 +20,9 @@ pub enum Request {
     Approvals,
     /// Live health of the loaded plugins.
     Health,
+    /// The DM chat of a known user, opened through their channel's plugin if the channel
+    /// needs that (`open_dm`). Answers `{"platform_id": …}`.
+    UserDm { user: UserId },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

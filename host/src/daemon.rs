@@ -8,7 +8,7 @@
 //! until a delivery outcome is recorded. So a stop at any moment loses nothing; the next
 //! start recovers containers' claims and delivers what is left.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,14 +17,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use jiff::tz::TimeZone;
 use nanoclaw_plugin_api::abi::Capabilities;
+use nanoclaw_plugin_api::kit::{Backoff, BackoffPolicy};
 use tokio::sync::mpsc;
 
 use crate::approvals::{self, ClickResult};
+use crate::chat_requests;
 use crate::config::{self, Paths};
 use crate::control::{self, Request, Response};
 use crate::db::Db;
 use crate::delivery::Delivery;
-use crate::ids::{ChannelName, ChatAddress, PlatformId, SessionId};
+use crate::ids::{AgentGroupId, ChannelName, ChatAddress, PlatformId, SessionId};
 use crate::pairing::{self, Intercept};
 use crate::plugins::channels::PluginChannels;
 use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
@@ -32,7 +34,7 @@ use crate::plugins::{LoadOptions, PluginsConfig, registry};
 use crate::questions::{self, Answer};
 use crate::router::{ChannelCaps, DirectReply, Inbound, RouteOutcome, Router};
 use crate::sessions::writer::{Writer, WriterNotice};
-use crate::sessions::{Session, SessionStore, registry as sessions_registry};
+use crate::sessions::{Session, SessionStatus, SessionStore, registry as sessions_registry};
 use crate::supervisor::{Notice, Supervisor, SupervisorConfig};
 
 /// How the daemon runs.
@@ -58,6 +60,16 @@ const RECHECK_MAX: Duration = Duration::from_millis(256);
 /// Looks at one session that found nothing new are at least this far apart, however many
 /// file events its agent makes.
 const RECHECK_MIN_GAP: Duration = Duration::from_millis(5);
+/// The longest wait before trying again to start a container that did not start.
+const WAKE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Retrying a container that did not start.
+struct WakeRetry {
+    backoff: Backoff,
+    /// A retry is already waiting its turn.
+    scheduled: bool,
+}
+
 /// How often running containers are checked while sessions wait for a slot.
 const CROWDED_CHECK: Duration = Duration::from_secs(2);
 /// Session DB connections unused this long are closed.
@@ -75,9 +87,12 @@ struct Typing {
 enum Event {
     Routed(RouteOutcome),
     Replies(Vec<DirectReply>),
+    /// A card was decided: answer the clicker, refresh the sessions of an agent that got a
+    /// new destination, then release or drop the held messages.
     Decided {
         click: Click,
         text: String,
+        wired: Option<AgentGroupId>,
     },
     /// A question card was answered: the answer is queued for this session.
     Answered(Session),
@@ -165,10 +180,29 @@ impl Ingress for Core {
                     .as_ref()
                     .map_or("the sender".to_string(), |u| u.to_string());
                 let text = format!("{verb}: {who}.");
-                let _ = self.events.send(Event::Decided { click, text });
+                let _ = self.events.send(Event::Decided {
+                    click,
+                    text,
+                    wired: None,
+                });
+                return Ok(());
             }
-            ClickResult::Ignored(why) => tracing::info!(reason = why, "button click ignored"),
-            ClickResult::NotOurs => {
+            ClickResult::Ignored(why) => {
+                tracing::info!(reason = why, "button click ignored");
+                return Ok(());
+            }
+            ClickResult::NotOurs => {}
+        }
+        match chat_requests::on_click(&self.db, &click)? {
+            chat_requests::ClickResult::Decided(r) => {
+                let text = self.db.read(|c| chat_requests::confirmation(c, &r))?;
+                let wired = r.agent_group_id.clone();
+                let _ = self.events.send(Event::Decided { click, text, wired });
+            }
+            chat_requests::ClickResult::Ignored(why) => {
+                tracing::info!(reason = why, "button click ignored")
+            }
+            chat_requests::ClickResult::NotOurs => {
                 tracing::info!(action = click.action_id, "button click nobody handles")
             }
         }
@@ -186,7 +220,8 @@ struct Daemon {
     supervisor: Arc<Supervisor>,
     writer: Arc<Writer>,
     tz: TimeZone,
-    failed_wakes: Mutex<HashSet<SessionId>>,
+    /// Sessions whose container did not start, and when to try again.
+    failed_wakes: Mutex<HashMap<SessionId, WakeRetry>>,
     /// Sweeps so far: the second (one interval after start, plugins settled) releases what
     /// start-up used.
     sweeps: std::sync::atomic::AtomicU64,
@@ -284,7 +319,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         supervisor: supervisor.clone(),
         writer,
         tz,
-        failed_wakes: Mutex::new(HashSet::new()),
+        failed_wakes: Mutex::new(HashMap::new()),
         sweeps: std::sync::atomic::AtomicU64::new(0),
         typing: Mutex::new(HashMap::new()),
         outbound_events: Mutex::new(HashMap::new()),
@@ -388,7 +423,7 @@ impl Daemon {
         match event {
             Event::Routed(outcome) => self.after_route(outcome),
             Event::Replies(replies) => self.send_replies(replies),
-            Event::Decided { click, text } => {
+            Event::Decided { click, text, wired } => {
                 let chat = ChatAddress {
                     channel: click.channel.clone(),
                     platform_id: click.chat_id.clone(),
@@ -398,7 +433,23 @@ impl Daemon {
                     thread_id: click.thread_id.clone(),
                     text,
                 }]);
-                self.settle_approvals();
+                match wired {
+                    Some(agent) => {
+                        let d = self.clone();
+                        tokio::spawn(async move {
+                            let (db, sessions) = (d.db.clone(), d.sessions.clone());
+                            let refreshed = tokio::task::spawn_blocking(move || {
+                                sessions.refresh_agent(&db, &agent)
+                            })
+                            .await;
+                            if let Ok(Err(e)) = refreshed {
+                                tracing::warn!(error = %e, "sessions of a newly wired agent not refreshed now; they are before their next wake");
+                            }
+                            d.settle_approvals();
+                        });
+                    }
+                    None => self.settle_approvals(),
+                }
             }
             Event::Answered(session) => {
                 self.writer.schedule(session.clone());
@@ -422,6 +473,14 @@ impl Daemon {
             {
                 self.start_typing(mg.address(), &r.session);
             }
+        }
+        for held in outcome.chat_held.into_iter().filter(|h| h.new_request) {
+            let d = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = chat_requests::ask(&d.db, &d.delivery, &d.channels, &held).await {
+                    tracing::error!(request = %held.request, error = %e, "could not ask about a new group chat");
+                }
+            });
         }
         for held in outcome.held.into_iter().filter(|h| h.new_request) {
             let d = self.clone();
@@ -452,20 +511,53 @@ impl Daemon {
     fn wake(self: &Arc<Self>, session: Session) {
         let d = self.clone();
         tokio::spawn(async move {
-            match d.supervisor.wake(&session).await {
-                Ok(()) => {
-                    d.failed_wakes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&session.id);
-                }
-                Err(_) => {
-                    d.failed_wakes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(session.id.clone());
-                }
+            let woken = d.supervisor.wake(&session).await;
+            let mut failed = d.failed_wakes.lock().unwrap_or_else(|p| p.into_inner());
+            if woken.is_ok() {
+                failed.remove(&session.id);
+                return;
             }
+            // Try again soon (the engine may be restarting, the image being built), backing
+            // off to the sweep's pace; one retry at a time per session.
+            let retry = failed
+                .entry(session.id.clone())
+                .or_insert_with(|| WakeRetry {
+                    backoff: BackoffPolicy::exponential(Duration::from_secs(1), WAKE_RETRY_MAX)
+                        .start(),
+                    scheduled: false,
+                });
+            if retry.scheduled {
+                return;
+            }
+            retry.scheduled = true;
+            let delay = retry.backoff.next_delay().unwrap_or(WAKE_RETRY_MAX);
+            drop(failed);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let current = d.db.read(|c| sessions_registry::get(c, &session.id));
+                let mut failed = d.failed_wakes.lock().unwrap_or_else(|p| p.into_inner());
+                match current {
+                    Ok(Some(s)) if s.status == SessionStatus::Active => {
+                        if let Some(r) = failed.get_mut(&s.id) {
+                            r.scheduled = false;
+                        }
+                        drop(failed);
+                        d.wake(s);
+                    }
+                    // Closed or gone meanwhile: nothing to start.
+                    Ok(_) => {
+                        failed.remove(&session.id);
+                    }
+                    // The central DB failed: keep the entry scheduled-free so the next
+                    // wake of this session tries again.
+                    Err(e) => {
+                        tracing::warn!(session = %session.id, error = %e, "container start not retried now");
+                        if let Some(r) = failed.get_mut(&session.id) {
+                            r.scheduled = false;
+                        }
+                    }
+                }
+            });
         });
     }
 
@@ -750,28 +842,24 @@ impl Daemon {
             for s in d.supervisor.running_sessions() {
                 d.drain(s.id);
             }
-            let retry: Vec<SessionId> = d
-                .failed_wakes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain()
-                .collect();
-            for id in retry {
-                if let Ok(Some(s)) = d.db.read(|c| sessions_registry::get(c, &id)) {
-                    d.wake(s);
-                }
-            }
         });
     }
 
+    /// Releases or drops the messages held for decided sender approvals and new group chats.
     fn settle_approvals(self: &Arc<Self>) {
-        match approvals::settle(&self.db, &self.core.router) {
-            Ok(outcomes) => {
-                for o in outcomes {
-                    self.after_route(o);
+        let settled = [
+            approvals::settle(&self.db, &self.core.router),
+            chat_requests::settle(&self.db, &self.core.router),
+        ];
+        for outcomes in settled {
+            match outcomes {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        self.after_route(o);
+                    }
                 }
+                Err(e) => tracing::error!(error = %e, "could not release held messages"),
             }
-            Err(e) => tracing::error!(error = %e, "could not release held messages"),
         }
     }
 
@@ -827,6 +915,19 @@ impl Daemon {
             Request::Approvals => {
                 self.settle_approvals();
                 Response::ok(None)
+            }
+            Request::UserDm { user } => {
+                match crate::access::ensure_user_dm(&self.db, &self.channels, &user).await {
+                    Ok(Some(chat)) => {
+                        Response::ok(Some(serde_json::json!({ "platform_id": chat.platform_id })))
+                    }
+                    Ok(None) => Response::error(format!(
+                        "{user} cannot be reached by DM: the user must be known and the {} \
+                         plugin loaded and started (see `nanoclaw plugins list`)",
+                        user.channel()
+                    )),
+                    Err(e) => Response::error(e),
+                }
             }
             Request::Health => {
                 let mut rows = Vec::new();

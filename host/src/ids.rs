@@ -162,6 +162,10 @@ string_id!(
     ApprovalId, "approval id", validate_plain
 );
 string_id!(
+    /// A request to wire a new group chat, `chat-…`.
+    ChatRequestId, "chat request id", validate_plain
+);
+string_id!(
     /// A scheduled task id, `task-…`.
     TaskId, "task id", validate_plain
 );
@@ -245,6 +249,7 @@ generated! {
     WiringId => "mga",
     SessionId => "sess",
     ApprovalId => "appr",
+    ChatRequestId => "chat",
     TaskId => "task",
 }
 

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod approvals;
+pub mod chat_requests;
 pub mod cli;
 pub mod config;
 pub mod container;

@@ -4,8 +4,10 @@
 //! sender, then for each wired agent (highest priority first) decide whether the message
 //! engages it, pass it through the access gate ([`access::inbound_gate`]: the chat's
 //! unknown-sender policy and the wiring's sender scope) and the command gate, resolve the
-//! session per the wiring's session mode, and give the message to it. A message nobody
-//! receives is logged as `MESSAGE DROPPED` with a hint, and recorded.
+//! session per the wiring's session mode, and give the message to it. A message addressed to
+//! the bot in a group chat nobody wired is held for the owner to wire or ignore the chat
+//! ([`crate::chat_requests`]). A message nobody receives is logged as `MESSAGE DROPPED` with
+//! a hint, and recorded.
 //!
 //! The decision is one central transaction and touches no session file. Then, outside the
 //! central lock, each message goes straight into its session's `inbound.db` if that DB takes
@@ -27,12 +29,15 @@ use nanoclaw_schema::session::content::{AttachmentRef, ChatIn, QuotedMessage};
 use crate::access::{self, Gate};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::ids::{AgentGroupId, ApprovalId, ChannelName, ChatAddress, PlatformId, UserId};
+use crate::ids::{
+    AgentGroupId, ApprovalId, ChannelName, ChatAddress, ChatRequestId, PlatformId, UserId,
+};
 use crate::sessions::dir::inbox_folder;
 use crate::sessions::inbound::Insert;
 use crate::sessions::queue::{self, Queued};
 use crate::sessions::{FileName, Session, SessionStore, registry};
 use crate::store::approvals::{self, Held};
+use crate::store::chat_requests::{self, ChatHeld};
 use crate::store::dropped::{self, DropReason};
 use crate::store::messaging_groups::{
     self, MessagingGroup, NewMessagingGroup, UnknownSenderPolicy,
@@ -181,6 +186,16 @@ pub struct HeldForApproval {
     pub sender: UserId,
 }
 
+/// A message held because its group chat is new and nobody wired it yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldForChat {
+    pub request: ChatRequestId,
+    /// True when this message opened the request, so an owner should be asked now.
+    pub new_request: bool,
+    pub chat: MessagingGroup,
+    pub sender: Option<UserId>,
+}
+
 /// A short answer the host itself sends back to the chat (not from an agent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectReply {
@@ -194,6 +209,7 @@ pub struct DirectReply {
 pub struct RouteOutcome {
     pub routed: Vec<Routed>,
     pub held: Vec<HeldForApproval>,
+    pub chat_held: Vec<HeldForChat>,
     pub replies: Vec<DirectReply>,
     /// Set when no agent received the message.
     pub dropped: Option<DropReason>,
@@ -365,6 +381,10 @@ impl Router {
             users::upsert(tx, id, name)?;
         }
         let wirings = wirings::for_chat(tx, &chat.id)?;
+        if wirings.is_empty() && chat.is_group && msg.addressed() {
+            self.hold_for_owner(tx, msg, &chat, sender, outcome)?;
+            return Ok(Vec::new());
+        }
         if wirings.is_empty() {
             self.drop_message(
                 tx,
@@ -472,6 +492,47 @@ impl Router {
         )?;
         tracing::info!(chat = %address, "new chat seen");
         Ok(Some(chat))
+    }
+
+    /// Holds a message addressed to the bot in a group chat nobody wired, until an owner
+    /// wires the chat or ignores it (see [`crate::chat_requests`]).
+    fn hold_for_owner(
+        &self,
+        tx: &Connection,
+        msg: &Inbound,
+        chat: &MessagingGroup,
+        sender: Option<&UserId>,
+        outcome: &mut RouteOutcome,
+    ) -> Result<()> {
+        let event = serde_json::to_string(msg).map_err(|e| Error::Json {
+            context: "held message".into(),
+            source: e,
+        })?;
+        let (request, new_request) = match chat_requests::hold_message(tx, &chat.id, &event)? {
+            ChatHeld::NewRequest(id) => (id, true),
+            ChatHeld::Queued(id) => (id, false),
+            ChatHeld::QueueFull(_) => {
+                let reason = DropReason::ChatQueueFull;
+                return self.drop_message(tx, msg, chat, sender, None, reason, outcome);
+            }
+            ChatHeld::Ignored => {
+                let reason = DropReason::ChatIgnored;
+                return self.drop_message(tx, msg, chat, sender, None, reason, outcome);
+            }
+            ChatHeld::Unwired => {
+                let reason = DropReason::NoAgentWired;
+                return self.drop_message(tx, msg, chat, sender, None, reason, outcome);
+            }
+        };
+        tracing::info!(chat = %chat.address(), request = %request,
+            "message held until an owner wires the new group chat");
+        outcome.chat_held.push(HeldForChat {
+            request,
+            new_request,
+            chat: chat.clone(),
+            sender: sender.cloned(),
+        });
+        Ok(())
     }
 
     /// Holds the message of an unknown sender until an approver decides.

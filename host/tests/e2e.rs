@@ -47,6 +47,96 @@ fn a_message_gets_the_mock_agents_reply_through_the_plugin() {
     assert_eq!(delivered, "delivered");
 }
 
+/// A container that cannot start (here: its image is not there yet) is tried again soon,
+/// backing off, not only at the next sweep (practically off here): once the image appears,
+/// the waiting message is answered.
+#[test]
+fn a_container_that_did_not_start_is_tried_again() {
+    if !require_engine("a_container_that_did_not_start_is_tried_again") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    let tag = format!("nanoclaw-agent:not-yet-{}", std::process::id());
+    let listen = format!("127.0.0.1:{}", s.port);
+    let daemon = Daemon::start_event_driven_with_image(
+        &s.data,
+        &s.plugins_toml(),
+        &["--webhook-listen", &listen],
+        &tag,
+    );
+    s.say("room", "alice", "m1", "hello");
+    let failed = wait_until(Duration::from_secs(30), || {
+        daemon.log().contains("agent container did not start")
+    });
+    assert!(failed, "the start did not fail:\n{}", daemon.log());
+    let tagged = std::process::Command::new("docker")
+        .args(["tag", harness::image(), &tag])
+        .status()
+        .expect("docker tag");
+    assert!(tagged.success());
+    let answered = wait_until(Duration::from_secs(60), || {
+        s.delivered_to("room") == ["echo: hello"]
+    });
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &tag])
+        .output();
+    assert!(
+        answered,
+        "not answered; delivered: {:?}\n{}",
+        s.delivered(),
+        daemon.log()
+    );
+}
+
+/// `init-first-agent` for someone who never wrote to the bot, on a channel whose DMs must be
+/// opened: the running daemon opens the DM through the plugin (`open_dm`), and the welcome
+/// arrives there.
+#[test]
+fn the_first_agent_greets_a_user_who_never_wrote_in_a_dm_the_plugin_opens() {
+    if !require_engine("the_first_agent_greets_a_user_who_never_wrote_in_a_dm_the_plugin_opens") {
+        return;
+    }
+    let s = Setup::new();
+    let daemon = s.start();
+    let out = cli_ok(
+        &s.data,
+        &[
+            "init-first-agent",
+            "--user",
+            "test:alice",
+            "--name",
+            "Alice",
+        ],
+    );
+    assert!(
+        out.contains("chat: test:dm-alice wired to dm-with-alice"),
+        "{out}"
+    );
+    s.expect_delivered(&daemon, "dm-alice", 1);
+    let opened: Vec<Value> = std::fs::read_to_string(&s.record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["call"] == "open_dm")
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["user_handle"], "alice");
+    // The DM is remembered: asking again opens nothing new.
+    cli_ok(
+        &s.data,
+        &[
+            "init-first-agent",
+            "--user",
+            "test:alice",
+            "--name",
+            "Alice",
+        ],
+    );
+    let calls = std::fs::read_to_string(&s.record).unwrap_or_default();
+    assert_eq!(calls.matches("\"open_dm\"").count(), 1, "{calls}");
+}
+
 /// Two instances of one plugin (two bots of one platform): the instance name namespaces
 /// ids, so the same raw chat id on each is a different chat, and each reply leaves through
 /// the instance its chat belongs to.

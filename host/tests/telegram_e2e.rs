@@ -865,6 +865,153 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
     );
 }
 
+fn chat_requests(tg: &Tg) -> Vec<(String, String)> {
+    tg.json(&["chats", "requests", "--all"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["chat"].as_str().unwrap_or("").to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn button<'a>(card: &'a Sent, text: &str) -> &'a nanoclaw_fake_telegram::SentButton {
+    card.buttons
+        .iter()
+        .flatten()
+        .find(|b| b.text == text)
+        .unwrap_or_else(|| panic!("no {text:?} button on {:?}", card.buttons))
+}
+
+#[test]
+fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
+    if !require_engine("a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it") {
+        return;
+    }
+    let tg = Tg::new();
+    tg.agent("team", ECHO);
+    let daemon = tg.start();
+    first_agent(&tg, &daemon);
+    let sam = Person::new(55, "Sam");
+
+    // The bot was added to a group nobody registered; Sam addresses it there. The message
+    // is held and Ann gets a card in her DM listing the agents.
+    tg.say(-1007, "Project", &sam, &format!("{AT_BOT} hi team"));
+    let ok = wait_until(AGENT, || {
+        card_in(&tg, 42, "Project (telegram:-1007)").is_some()
+    });
+    assert!(ok, "no card: {:?}\n{}", tg.texts(42), daemon.log());
+    let card = card_in(&tg, 42, "Project (telegram:-1007)").unwrap();
+    assert!(
+        shown(&card).contains("Sam (telegram:55)"),
+        "{}",
+        shown(&card)
+    );
+    let labels: Vec<&str> = card
+        .buttons
+        .iter()
+        .flatten()
+        .map(|b| b.text.as_str())
+        .collect();
+    assert!(labels.contains(&"team"), "{labels:?}");
+    assert_eq!(labels.last(), Some(&"Ignore"), "{labels:?}");
+    assert!(
+        tg.sent_to(-1007).is_empty(),
+        "the group saw {:?}",
+        tg.texts(-1007)
+    );
+    assert_eq!(
+        chat_requests(&tg),
+        [("telegram:-1007".into(), "pending".into())]
+    );
+    let card_id = card.message_id.unwrap();
+    let team = button(&card, "team").callback_data.clone();
+
+    // Sam presses "team" on the card himself: ignored.
+    let query = tg.fake.click(42, card_id, &sam, &team).unwrap();
+    let answered = wait_until(Duration::from_secs(30), || {
+        callback_answered(&tg.fake, &query)
+    });
+    assert!(answered, "the click was never handled:\n{}", daemon.log());
+    assert_eq!(
+        chat_requests(&tg),
+        [("telegram:-1007".into(), "pending".into())]
+    );
+
+    // Ann wires it to "team". Sam is not a member, so his held message now asks her about
+    // him; she allows him and he is answered in the group.
+    tg.fake.click(42, card_id, &ann(), &team).unwrap();
+    tg.wait_text(&daemon, 42, "confirming the wiring", |t| {
+        t == "✅ Wired Project (telegram:-1007) to team."
+    });
+    assert_eq!(
+        chat_requests(&tg),
+        [("telegram:-1007".into(), "wired".into())]
+    );
+    let wired = tg.json(&["wire", "list", "--chat", "telegram:-1007"]);
+    assert_eq!(wired[0]["engage_mode"], "mention", "{wired}");
+    let asked = "Sam (telegram:55) wants to talk to team";
+    let ok = wait_until(AGENT, || card_in(&tg, 42, asked).is_some());
+    assert!(ok, "no sender card: {:?}\n{}", tg.texts(42), daemon.log());
+    let sender_card = card_in(&tg, 42, asked).unwrap();
+    tg.fake
+        .click(
+            42,
+            sender_card.message_id.unwrap(),
+            &ann(),
+            &button(&sender_card, "Allow").callback_data,
+        )
+        .unwrap();
+    tg.wait_text(&daemon, -1007, "answering Sam", |t| {
+        t == format!("echo: {AT_BOT} hi team")
+    });
+    assert_eq!(tg.inbound_texts("team"), [format!("{AT_BOT} hi team")]);
+
+    // Another group: Ann ignores it. Its message is dropped, and nobody is asked again.
+    tg.say(-1008, "Random", &ann(), &format!("{AT_BOT} hello?"));
+    let ok = wait_until(AGENT, || {
+        card_in(&tg, 42, "Random (telegram:-1008)").is_some()
+    });
+    assert!(ok, "no card: {:?}\n{}", tg.texts(42), daemon.log());
+    let card = card_in(&tg, 42, "Random (telegram:-1008)").unwrap();
+    tg.fake
+        .click(
+            42,
+            card.message_id.unwrap(),
+            &ann(),
+            &button(&card, "Ignore").callback_data,
+        )
+        .unwrap();
+    tg.wait_text(&daemon, 42, "confirming the choice", |t| {
+        t == "🔕 Ignoring Random (telegram:-1008)."
+    });
+    tg.say(-1008, "Random", &ann(), &format!("{AT_BOT} still nobody?"));
+    let recorded = wait_until(Duration::from_secs(30), || {
+        tg.json(&["dropped"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["reason"] == "chat_ignored")
+    });
+    assert!(recorded, "no drop recorded:\n{}", daemon.log());
+    let cards = tg
+        .sent_to(42)
+        .iter()
+        .filter(|s| shown(s).contains("telegram:-1008") && !s.buttons.is_empty())
+        .count();
+    assert_eq!(cards, 1, "asked once");
+    assert!(tg.sent_to(-1008).is_empty(), "{:?}", tg.texts(-1008));
+    assert!(
+        chat_requests(&tg).contains(&("telegram:-1008".into(), "ignored".into())),
+        "{:?}",
+        chat_requests(&tg)
+    );
+}
+
 #[test]
 fn a_strict_chat_drops_unknown_senders_and_records_it() {
     if !require_engine("a_strict_chat_drops_unknown_senders_and_records_it") {

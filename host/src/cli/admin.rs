@@ -39,8 +39,8 @@ pub(super) fn run(paths: &Paths, format: Format, command: Command) -> anyhow::Re
         Command::Roles(cmd) => roles_cmd(&db, format, cmd),
         Command::Members(cmd) => members_cmd(&db, format, cmd),
         Command::Groups(cmd) => groups_cmd(paths, &db, format, cmd),
-        Command::Chats(cmd) => chats_cmd(&db, &sessions, format, cmd),
-        Command::Wire(cmd) => wire_cmd(&db, &sessions, format, cmd),
+        Command::Chats(cmd) => chats_cmd(paths, &db, &sessions, format, cmd),
+        Command::Wire(cmd) => wire_cmd(paths, &db, &sessions, format, cmd),
         Command::Destinations(cmd) => destinations_cmd(&db, &sessions, format, cmd),
         Command::Dropped(args) => dropped_cmd(&db, format, args),
         Command::Sessions(cmd) => sessions_cmd(&db, format, cmd),
@@ -371,12 +371,73 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
 }
 
 fn chats_cmd(
+    paths: &Paths,
     db: &Db,
     sessions: &SessionStore,
     format: Format,
     cmd: ChatsCmd,
 ) -> anyhow::Result<()> {
     match cmd {
+        ChatsCmd::Requests { all } => {
+            use crate::store::chat_requests::{self, ChatRequest, ChatRequestStatus};
+            #[derive(serde::Serialize)]
+            struct Row {
+                #[serde(flatten)]
+                request: ChatRequest,
+                chat: Option<String>,
+                name: Option<String>,
+            }
+            let rows = db.read(|c| {
+                chat_requests::list(c, (!all).then_some(ChatRequestStatus::Pending))?
+                    .into_iter()
+                    .map(|request| {
+                        let chat = messaging_groups::get(c, &request.messaging_group_id)?;
+                        Ok(Row {
+                            request,
+                            chat: chat.as_ref().map(|m| m.address().to_string()),
+                            name: chat.and_then(|m| m.name),
+                        })
+                    })
+                    .collect::<crate::Result<Vec<_>>>()
+            })?;
+            output::list(format, &rows, |items| {
+                let mut t = Table::new(&["ID", "CHAT", "NAME", "STATUS", "ASKED", "AGENT GROUP"]);
+                for r in items {
+                    t.row(vec![
+                        r.request.id.to_string(),
+                        opt(r.chat.as_deref()),
+                        opt(r.name.as_deref()),
+                        r.request.status.to_string(),
+                        opt(r.request.approver_user_id.as_ref().map(|u| u.as_str())),
+                        opt(r.request.agent_group_id.as_ref().map(|a| a.as_str())),
+                    ]);
+                }
+                t
+            })
+        }
+        ChatsCmd::Ignore { chat } => {
+            use crate::store::chat_requests;
+            let request = db.read(|c| {
+                let mg = messaging_groups::resolve(c, &chat)?;
+                chat_requests::for_chat(c, &mg.id)
+            })?;
+            let Some(request) = request else {
+                bail!("{chat} has no new-chat request (see `nanoclaw chats requests`)");
+            };
+            db.write(|c| {
+                crate::chat_requests::decide(
+                    c,
+                    &request.id,
+                    &crate::chat_requests::Choice::Ignore,
+                    None,
+                )
+            })?;
+            println!(
+                "ignoring {chat}; its held messages are dropped {}",
+                settle_held(paths)
+            );
+            Ok(())
+        }
         ChatsCmd::List => {
             let list = db.read(messaging_groups::list)?;
             output::list(format, &list, |items| {
@@ -486,7 +547,13 @@ fn refresh(db: &Db, sessions: &SessionStore, agents: &[crate::ids::AgentGroupId]
     }
 }
 
-fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> anyhow::Result<()> {
+fn wire_cmd(
+    paths: &Paths,
+    db: &Db,
+    sessions: &SessionStore,
+    format: Format,
+    cmd: WireCmd,
+) -> anyhow::Result<()> {
     match cmd {
         WireCmd::List { chat, agent: a } => {
             let group = a.as_deref().map(|r| agent(db, r)).transpose()?;
@@ -552,6 +619,9 @@ fn wire_cmd(db: &Db, sessions: &SessionStore, format: Format, cmd: WireCmd) -> a
                 wirings::create(c, &mg.id, &group.id, rules)
             })?;
             refresh(db, sessions, std::slice::from_ref(&group.id));
+            // A new group chat waiting for its owner counts as wired now; its held messages
+            // are released.
+            settle_held(paths);
             output::item(format, &wiring, || {
                 let mut s = format!(
                     "wired {} to {} ({})",
@@ -752,6 +822,20 @@ fn approvals_cmd(paths: &Paths, db: &Db, format: Format, cmd: ApprovalsCmd) -> a
     }
 }
 
+/// Asks a running daemon to release or drop held messages whose request was decided here.
+/// Returns when that happens, for the operator: now, or at the daemon's next start.
+fn settle_held(paths: &Paths) -> &'static str {
+    let notified = crate::control::request_blocking(
+        &paths.control_socket(),
+        &crate::control::Request::Approvals,
+    );
+    if matches!(notified, Ok(Some(ref r)) if r.ok) {
+        "now"
+    } else {
+        "when `nanoclaw run` next starts"
+    }
+}
+
 fn decide_cmd(paths: &Paths, db: &Db, approval: &str, allow: bool) -> anyhow::Result<()> {
     let id = crate::ids::ApprovalId::parse(approval)?;
     let a = db.write(|c| crate::approvals::decide(c, &id, allow, None))?;
@@ -759,15 +843,7 @@ fn decide_cmd(paths: &Paths, db: &Db, approval: &str, allow: bool) -> anyhow::Re
         .subject_user_id
         .as_ref()
         .map_or("the sender".to_string(), |u| u.to_string());
-    let notified = crate::control::request_blocking(
-        &paths.control_socket(),
-        &crate::control::Request::Approvals,
-    );
-    let released = if matches!(notified, Ok(Some(ref r)) if r.ok) {
-        "now"
-    } else {
-        "when `nanoclaw run` next starts"
-    };
+    let released = settle_held(paths);
     if allow {
         println!("{who} may talk to the agent; their held messages are released {released}");
     } else {

@@ -301,6 +301,17 @@ pub enum ChatsCmd {
     Remove {
         chat: String,
     },
+    /// New group chats waiting for an owner to wire them to an agent (or ignore them).
+    /// Wire one with `wire add`.
+    Requests {
+        /// Decided ones too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Ignore a new group chat: its held messages are dropped and nobody is asked again.
+    Ignore {
+        chat: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

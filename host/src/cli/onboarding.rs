@@ -125,8 +125,9 @@ pub struct InitFirstAgentArgs {
     /// The user's display name.
     #[arg(long)]
     pub name: String,
-    /// The DM chat's platform id. Defaults to the user's handle, which is right for channels
-    /// that address users directly (telegram, whatsapp, imessage, matrix, email, cli).
+    /// The DM chat's id (`<id>` or `<channel>:<id>`). By default the running daemon finds it: the user's handle
+    /// on channels that address users directly (telegram, whatsapp, imessage, matrix,
+    /// email, cli), a DM it opens through the plugin on the others.
     #[arg(long)]
     pub chat: Option<String>,
     /// What the user becomes: owner (if the install has none yet), admin of the new agent,
@@ -158,6 +159,39 @@ match = ".*"
 reply = "Mock agent: you said \"{text}\""
 "#;
 
+/// The user's DM chat id, from the running daemon: it opens the DM through the channel's
+/// plugin when the platform needs that (Discord, Slack, ...), so the user need not have
+/// written to the bot. Without a daemon, the user's handle, which is the DM's id on
+/// channels that address users directly.
+fn user_dm(paths: &Paths, user: &UserId) -> anyhow::Result<PlatformId> {
+    let asked = control::request_blocking(
+        &paths.control_socket(),
+        &Request::UserDm { user: user.clone() },
+    );
+    match asked {
+        Ok(Some(r)) if r.ok => {
+            let id = r
+                .data
+                .as_ref()
+                .and_then(|d| d["platform_id"].as_str())
+                .context("the daemon answered without a DM chat id")?;
+            Ok(PlatformId::parse(id)?)
+        }
+        Ok(Some(r)) => bail!(
+            "no DM with {user}: {}; or pass --chat <DM chat id>",
+            r.error.unwrap_or_default()
+        ),
+        _ => {
+            eprintln!(
+                "note: `nanoclaw run` is not running, so the DM is taken to be {user}'s id; \
+                 on channels that open DMs (Discord, Slack, Teams, Webex, Google Chat) start \
+                 the daemon first or pass --chat"
+            );
+            Ok(PlatformId::parse(user.handle())?)
+        }
+    }
+}
+
 /// `nanoclaw init-first-agent`: the operator's own DM agent, wired and greeting.
 pub fn init_first_agent(paths: &Paths, args: InitFirstAgentArgs) -> anyhow::Result<ExitCode> {
     let db = Db::open(&paths.db()).with_context(|| format!("open {}", paths.db().display()))?;
@@ -171,7 +205,12 @@ pub fn init_first_agent(paths: &Paths, args: InitFirstAgentArgs) -> anyhow::Resu
     if display.is_empty() {
         bail!("--name must not be empty");
     }
-    let platform_id = PlatformId::parse(args.chat.as_deref().unwrap_or(args.user.handle()))?;
+    db.write(|c| users::upsert(c, &args.user, Some(display)))?;
+    let platform_id = match args.chat.as_deref() {
+        // `nanoclaw pair` prints the chat as `<channel>:<id>`; either form is taken.
+        Some(chat) => PlatformId::parse(chat.strip_prefix(&format!("{channel}:")).unwrap_or(chat))?,
+        None => user_dm(paths, &args.user)?,
+    };
     let folder = GroupFolder::from_name(&format!("dm-with-{display}"));
 
     let (group, chat, session, owner_note) = db.write(|c| {

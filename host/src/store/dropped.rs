@@ -21,6 +21,10 @@ text_enum! {
         SenderScope = "sender_scope",
         /// A sender approval is already holding the maximum number of messages.
         ApprovalQueueFull = "approval_queue_full",
+        /// A new group chat's request already holds the maximum number of messages.
+        ChatQueueFull = "chat_queue_full",
+        /// The owner chose to ignore this group chat.
+        ChatIgnored = "chat_ignored",
         /// A filtered slash command (e.g. /login) that never reaches an agent.
         FilteredCommand = "filtered_command",
     }
@@ -46,6 +50,12 @@ impl DropReason {
             ),
             DropReason::ApprovalQueueFull => format!(
                 "too many messages from {who} are waiting for approval; decide with `nanoclaw approvals list`"
+            ),
+            DropReason::ChatQueueFull => format!(
+                "{chat} is new and waits for an owner to wire it; see `nanoclaw chats requests`"
+            ),
+            DropReason::ChatIgnored => format!(
+                "{chat} was ignored by its owner; wire it with `nanoclaw wire add {chat} <agent folder>`"
             ),
             DropReason::FilteredCommand => {
                 "this command is handled by the operator CLI, not by agents".to_string()

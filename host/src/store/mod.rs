@@ -4,6 +4,7 @@
 
 pub mod agent_groups;
 pub mod approvals;
+pub mod chat_requests;
 pub mod destinations;
 pub mod dropped;
 pub mod members;

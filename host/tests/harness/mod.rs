@@ -53,6 +53,7 @@ pub fn built() -> &'static Path {
                 "nanoclaw-test-plugin",
                 "nanoclaw-plugin-cli",
                 "nanoclaw-plugin-telegram",
+                "nanoclaw-plugin-slack",
                 "nanoclaw-agent-runner",
             ],
             Profile::Debug,
@@ -155,22 +156,39 @@ pub struct Daemon {
     log: PathBuf,
     extra: Vec<String>,
     sweep_secs: u64,
+    image: String,
 }
 
 impl Daemon {
     /// Starts the daemon with this plugins.toml and waits until it answers. It sweeps every
     /// second (container checks, and delivery of anything a file event missed).
     pub fn start(data: &Path, plugins_toml: &str, extra: &[&str]) -> Daemon {
-        Self::start_sweeping(data, plugins_toml, extra, 1)
+        Self::start_sweeping(data, plugins_toml, extra, 1, image())
     }
 
     /// Like [`Daemon::start`], with the periodic sweep practically off (hourly): every reply
     /// must be delivered because the daemon noticed it, as it should be.
     pub fn start_event_driven(data: &Path, plugins_toml: &str, extra: &[&str]) -> Daemon {
-        Self::start_sweeping(data, plugins_toml, extra, 3600)
+        Self::start_sweeping(data, plugins_toml, extra, 3600, image())
     }
 
-    fn start_sweeping(data: &Path, plugins_toml: &str, extra: &[&str], sweep_secs: u64) -> Daemon {
+    /// Like [`Daemon::start_event_driven`], with agents in `image` (which may not exist yet).
+    pub fn start_event_driven_with_image(
+        data: &Path,
+        plugins_toml: &str,
+        extra: &[&str],
+        image: &str,
+    ) -> Daemon {
+        Self::start_sweeping(data, plugins_toml, extra, 3600, image)
+    }
+
+    fn start_sweeping(
+        data: &Path,
+        plugins_toml: &str,
+        extra: &[&str],
+        sweep_secs: u64,
+        image: &str,
+    ) -> Daemon {
         std::fs::create_dir_all(data).unwrap();
         let plugins = data.parent().unwrap().join("plugins.toml");
         std::fs::write(&plugins, plugins_toml).unwrap();
@@ -181,6 +199,7 @@ impl Daemon {
             log: data.parent().unwrap().join("daemon.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             sweep_secs,
+            image: image.to_owned(),
         };
         d.spawn();
         d
@@ -198,7 +217,7 @@ impl Daemon {
             .arg("run")
             .arg("--plugins")
             .arg(&self.plugins)
-            .args(["--image", image()])
+            .args(["--image", &self.image])
             .args(["--sweep-secs", &self.sweep_secs.to_string()])
             .args(&self.extra)
             .stdout(log.try_clone().unwrap())

@@ -5,20 +5,29 @@
 
 use hmac::{Hmac, Mac};
 
-type HmacSha256 = Hmac<sha2::Sha256>;
-type HmacSha1 = Hmac<sha1::Sha1>;
+pub(crate) type HmacSha256 = Hmac<sha2::Sha256>;
+pub(crate) type HmacSha1 = Hmac<sha1::Sha1>;
+
+/// An HMAC-SHA256 under `key`. HMAC takes keys of any length, so this cannot fail.
+pub(crate) fn hmac_sha256(key: &[u8]) -> HmacSha256 {
+    <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+/// An HMAC-SHA1 under `key`.
+pub(crate) fn hmac_sha1(key: &[u8]) -> HmacSha1 {
+    <HmacSha1 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
 
 /// Lowercase hex HMAC-SHA256 of `body` under `secret`.
 pub fn hmac_sha256_hex(secret: &[u8], body: &[u8]) -> String {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    let mut mac = hmac_sha256(secret);
     mac.update(body);
     to_hex(&mac.finalize().into_bytes())
 }
 
 /// Lowercase hex HMAC-SHA1 of `body` under `secret`.
 pub fn hmac_sha1_hex(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = <HmacSha1 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    let mut mac = hmac_sha1(secret);
     mac.update(body);
     to_hex(&mac.finalize().into_bytes())
 }
@@ -28,7 +37,7 @@ pub fn verify_hmac_sha256_hex(secret: &[u8], body: &[u8], signature_hex: &str) -
     let Some(expected) = from_hex(signature_hex.trim()) else {
         return false;
     };
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    let mut mac = hmac_sha256(secret);
     mac.update(body);
     mac.verify_slice(&expected).is_ok()
 }
@@ -38,7 +47,7 @@ pub fn verify_hmac_sha1_hex(secret: &[u8], body: &[u8], signature_hex: &str) -> 
     let Some(expected) = from_hex(signature_hex.trim()) else {
         return false;
     };
-    let mut mac = <HmacSha1 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    let mut mac = hmac_sha1(secret);
     mac.update(body);
     mac.verify_slice(&expected).is_ok()
 }

@@ -18,17 +18,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::Secret;
 use super::http::{self, HttpError};
-use super::signature::from_hex;
+use super::signature::{from_hex, hmac_sha1, hmac_sha256};
 use crate::abi::{WebhookRequest, WebhookResponse};
-
-type HmacSha256 = Hmac<sha2::Sha256>;
-type HmacSha1 = Hmac<sha1::Sha1>;
 
 /// The replay window Slack and Svix recommend.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -82,11 +79,6 @@ fn header<'a>(request: &'a WebhookRequest, name: &'static str) -> Result<&'a str
         .ok_or(VerifyError::MissingHeader(name))
 }
 
-fn hmac256(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length.
-    <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
-}
-
 fn unix_now(now: SystemTime) -> i64 {
     match now.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -121,7 +113,7 @@ pub fn verify_hub_signature_256(
         .strip_prefix("sha256=")
         .ok_or_else(|| VerifyError::Malformed("X-Hub-Signature-256 (no sha256= prefix)".into()))?;
     let expected = from_hex(hex).ok_or_else(|| VerifyError::Malformed("signature hex".into()))?;
-    let mut mac = hmac256(app_secret.expose().as_bytes());
+    let mut mac = hmac_sha256(app_secret.expose().as_bytes());
     mac.update(&request.body);
     mac.verify_slice(&expected)
         .map_err(|_| VerifyError::BadSignature)
@@ -134,8 +126,7 @@ pub fn verify_spark_signature(
 ) -> Result<(), VerifyError> {
     let value = header(request, "x-spark-signature")?;
     let expected = from_hex(value).ok_or_else(|| VerifyError::Malformed("signature hex".into()))?;
-    let mut mac = <HmacSha1 as Mac>::new_from_slice(webhook_secret.expose().as_bytes())
-        .unwrap_or_else(|_| unreachable!());
+    let mut mac = hmac_sha1(webhook_secret.expose().as_bytes());
     mac.update(&request.body);
     mac.verify_slice(&expected)
         .map_err(|_| VerifyError::BadSignature)
@@ -189,7 +180,7 @@ impl SlackVerifier {
             .ok_or_else(|| VerifyError::Malformed("X-Slack-Signature (no v0= prefix)".into()))?;
         let expected =
             from_hex(hex).ok_or_else(|| VerifyError::Malformed("signature hex".into()))?;
-        let mut mac = hmac256(self.signing_secret.expose().as_bytes());
+        let mut mac = hmac_sha256(self.signing_secret.expose().as_bytes());
         mac.update(b"v0:");
         mac.update(timestamp.as_bytes());
         mac.update(b":");
@@ -264,7 +255,7 @@ impl SvixVerifier {
         now: SystemTime,
     ) -> Result<(), VerifyError> {
         check_window(timestamp, self.window, now)?;
-        let mut mac = hmac256(&self.key);
+        let mut mac = hmac_sha256(&self.key);
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.as_bytes());

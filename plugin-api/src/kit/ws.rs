@@ -209,11 +209,13 @@ pub trait WsHandler: Send {
         Flow::Continue
     }
 
-    /// The URL for the next connection; `None` (the default) uses the configured one.
-    /// Gateways that hand out a resume URL (Discord's `resume_gateway_url`) return it here
-    /// while they hold a session to resume.
-    fn connect_url(&mut self) -> Option<String> {
-        None
+    /// Where to connect next, asked before every connection attempt. `Ok(None)` (the
+    /// default) connects to [`WsConfig`]'s URL; gateways that hand out a fresh URL per
+    /// connection (Slack's Socket Mode: `apps.connections.open`) return it here. A
+    /// [`UrlError::Retry`] is retried with the reconnect backoff; [`UrlError::Stop`] ends
+    /// [`run`] (a refused token: nothing works until an operator acts).
+    fn connect_url(&mut self) -> impl Future<Output = Result<Option<Secret>, UrlError>> + Send {
+        async { Ok(None) }
     }
 
     /// The connection ended (before a reconnect). Return [`Flow::Stop`] for close codes that
@@ -222,6 +224,15 @@ pub trait WsHandler: Send {
         let _ = disconnect;
         Flow::Reconnect
     }
+}
+
+/// Why [`WsHandler::connect_url`] has no URL to give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// Worth trying again after the backoff delay (the platform is unreachable).
+    Retry(String),
+    /// Give up: [`run`] returns [`WsError::Handler`] and health goes down.
+    Stop(String),
 }
 
 /// Why [`run`] returned.
@@ -266,12 +277,36 @@ pub async fn run<H: WsHandler>(
     let mut backoff = config.backoff.start();
     let mut connects = 0u32;
     loop {
-        let url = handler.connect_url().map(Secret::new);
-        let socket = match stop.run(connect(&config, url.as_ref())).await? {
-            Ok(socket) => socket,
-            Err(ConnectError::Config(why)) => return Err(WsError::Config(why)),
-            Err(ConnectError::Transient(why)) => {
+        let url = match stop.run(handler.connect_url()).await? {
+            Ok(url) => url,
+            Err(UrlError::Stop(why)) => {
                 let why = redact(why);
+                life.health().down(why.clone());
+                return Err(WsError::Handler(why));
+            }
+            Err(UrlError::Retry(why)) => {
+                let why = redact(why);
+                let Some(delay) = backoff.next_delay() else {
+                    return Err(WsError::GaveUp(why));
+                };
+                let detail = format!(
+                    "cannot get a gateway URL ({why}); retrying in {:.1}s",
+                    delay.as_secs_f64()
+                );
+                log_failure(life, backoff.failures(), &detail);
+                life.health().degraded(detail);
+                stop.sleep(delay).await?;
+                continue;
+            }
+        };
+        let url = url.as_ref().unwrap_or(&config.url);
+        let socket = match stop.run(connect(&config, url)).await? {
+            Ok(socket) => socket,
+            Err(ConnectError::Config(why)) => {
+                return Err(WsError::Config(redact_all(&why, &[url])));
+            }
+            Err(ConnectError::Transient(why)) => {
+                let why = redact(redact_all(&why, &[url]));
                 let Some(delay) = backoff.next_delay() else {
                     return Err(WsError::GaveUp(why));
                 };
@@ -348,13 +383,9 @@ enum ConnectError {
     Transient(String),
 }
 
-async fn connect(config: &WsConfig, url: Option<&Secret>) -> Result<Socket, ConnectError> {
-    let url = url.unwrap_or(&config.url);
+async fn connect(config: &WsConfig, url: &Secret) -> Result<Socket, ConnectError> {
     let mut request = url.expose().into_client_request().map_err(|e| {
-        ConnectError::Config(format!(
-            "URL: {}",
-            redact_all(&e.to_string(), &[url, &config.url])
-        ))
+        ConnectError::Config(format!("URL: {}", redact_all(&e.to_string(), &[url])))
     })?;
     for (name, value) in &config.headers {
         let name = HeaderName::from_bytes(name.as_bytes())

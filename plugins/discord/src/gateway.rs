@@ -21,7 +21,7 @@ use nanoclaw_plugin_api::kit::http::HttpError;
 use nanoclaw_plugin_api::kit::inbound::{Claimed, Dedupe, Delivery, Inbox};
 use nanoclaw_plugin_api::kit::prelude::*;
 use nanoclaw_plugin_api::kit::tokio::sync::mpsc;
-use nanoclaw_plugin_api::kit::ws::{Disconnect, Flow, Message, Session};
+use nanoclaw_plugin_api::kit::ws::{Disconnect, Flow, Message, Session, UrlError};
 use nanoclaw_plugin_api::kit::{BackoffPolicy, Stopped};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -343,11 +343,11 @@ impl nanoclaw_plugin_api::kit::ws::WsHandler for Gateway {
         Flow::Continue
     }
 
-    fn connect_url(&mut self) -> Option<String> {
-        Some(match &self.session {
+    async fn connect_url(&mut self) -> Result<Option<Secret>, UrlError> {
+        Ok(Some(Secret::new(match &self.session {
             Some(state) => with_query(&state.resume_url),
             None => self.url.clone(),
-        })
+        })))
     }
 
     fn on_disconnect(&mut self, disconnect: &Disconnect) -> Flow {

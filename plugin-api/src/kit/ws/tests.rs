@@ -229,6 +229,98 @@ fn an_unreachable_server_is_retried_then_given_up_and_the_url_is_not_logged() {
     assert!(matches!(bad, Err(WsError::Config(_))), "{bad:?}");
 }
 
+/// Asks for a fresh URL before each connection: the first ask fails (retried), the next
+/// gives a URL with a ticket that must not reach the log.
+struct FreshUrl {
+    base: String,
+    asked: u32,
+    received: Vec<String>,
+}
+
+impl WsHandler for FreshUrl {
+    async fn on_connect(&mut self, _session: &mut Session) -> Flow {
+        Flow::Continue
+    }
+
+    async fn on_message(&mut self, message: Message, _session: &mut Session) -> Flow {
+        self.received
+            .push(message.to_text().unwrap_or("<binary>").to_owned());
+        if self.received.len() == 2 {
+            return Flow::Stop("enough".into());
+        }
+        // The server hands out a URL per connection: go and get a new one.
+        Flow::Reconnect
+    }
+
+    async fn connect_url(&mut self) -> Result<Option<Secret>, UrlError> {
+        self.asked += 1;
+        if self.asked == 1 {
+            return Err(UrlError::Retry("the URL service is busy".into()));
+        }
+        Ok(Some(Secret::new(format!(
+            "{}?ticket=TICKET{}",
+            self.base, self.asked
+        ))))
+    }
+}
+
+#[test]
+// The handshake callback's signature is tungstenite's, large error and all.
+#[allow(clippy::result_large_err)]
+fn a_fresh_url_is_asked_for_before_each_connection() {
+    let rt = crate::kit::runtime("ws-test", 1).expect("runtime");
+    let mem = MemoryHost::new();
+    let life = Lifecycle::detached(rt.handle().clone(), mem.host(), "ws_test");
+    let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (result, handler) = rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("ws://{}/link", listener.local_addr().expect("addr"));
+        let seen = Arc::clone(&paths);
+        tokio::spawn(async move {
+            for n in 0..2 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = Arc::clone(&seen);
+                let callback =
+                    move |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                          response| {
+                        seen.lock().expect("paths").push(request.uri().to_string());
+                        Ok(response)
+                    };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+                    return;
+                };
+                let _ = ws.send(Message::text(format!("hello-{n}"))).await;
+                while ws.next().await.is_some() {}
+            }
+        });
+        let mut handler = FreshUrl {
+            base,
+            asked: 0,
+            received: Vec::new(),
+        };
+        let config = fast("ws://127.0.0.1:9/unused".into());
+        let result = run(&life, config, &mut handler).await;
+        (result, handler)
+    });
+    assert_eq!(result, Err(WsError::Handler("enough".into())));
+    assert_eq!(handler.asked, 3, "one failed ask, then one per connection");
+    assert_eq!(handler.received, ["hello-0", "hello-1"]);
+    assert_eq!(
+        *paths.lock().expect("paths"),
+        ["/link?ticket=TICKET2", "/link?ticket=TICKET3"]
+    );
+    assert!(
+        mem.logs()
+            .iter()
+            .any(|l| l.message.contains("cannot get a gateway URL"))
+    );
+    for line in mem.logs() {
+        assert!(!line.message.contains("TICKET"), "{line:?}");
+    }
+}
+
 /// Beats first after a short delay, reconnects when a beat went unanswered, and connects
 /// to a second URL from then on.
 struct Zombie {
@@ -264,8 +356,8 @@ impl WsHandler for Zombie {
         }
     }
 
-    fn connect_url(&mut self) -> Option<String> {
-        (self.connects >= 1).then(|| self.next_url.clone())
+    async fn connect_url(&mut self) -> Result<Option<Secret>, UrlError> {
+        Ok((self.connects >= 1).then(|| Secret::new(self.next_url.clone())))
     }
 }
 

@@ -2,11 +2,11 @@
 //! Discord account.
 //!
 //! ```text
-//! fake-discord serve --port 8082
-//! fake-discord send  --port 8082 --from 80351110224678912 --name "Ann Lee" --text "hello"
-//! fake-discord send  --port 8082 --channel 1400000000000000010 --guild 1400000000000000001 --mention --from 42 --name Ann --text "hi"
-//! fake-discord sent  --port 8082
-//! fake-discord click --port 8082 --channel <id> --message <id> --custom-id ncq:q1:0 --from 42 --name Ann
+//! fake-discord serve --port 8083
+//! fake-discord send  --port 8083 --from 80351110224678912 --name "Ann Lee" --text "hello"
+//! fake-discord send  --port 8083 --channel 1400000000000000010 --guild 1400000000000000001 --mention --from 42 --name Ann --text "hi"
+//! fake-discord sent  --port 8083
+//! fake-discord click --port 8083 --channel <id> --message <id> --custom-id ncq:q1:0 --from 42 --name Ann
 //! ```
 
 use std::process::ExitCode;
@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use nanoclaw_fake_discord::{BOT_ID, BOT_NAME, FakeDiscord, TOKEN};
 use serde_json::{Value, json};
 
-const DEFAULT_PORT: u16 = 8082;
+const DEFAULT_PORT: u16 = 8083;
 
 #[derive(Parser)]
 #[command(name = "fake-discord", version, about = "A fake Discord on 127.0.0.1")]
