@@ -133,6 +133,7 @@ pub struct Disconnect {
 pub struct Session {
     outgoing: Vec<Message>,
     heartbeat: Option<Duration>,
+    first_heartbeat: Option<Duration>,
     heartbeat_changed: bool,
     connects: u32,
     sender: mpsc::UnboundedSender<Message>,
@@ -147,6 +148,16 @@ impl Session {
     /// Changes (or stops, with `None`) the heartbeat from now on.
     pub fn set_heartbeat(&mut self, interval: Option<Duration>) {
         self.heartbeat = interval;
+        self.first_heartbeat = None;
+        self.heartbeat_changed = true;
+    }
+
+    /// Changes the heartbeat to every `interval`, the first one after `first` (Discord wants
+    /// the first beat after a random fraction of the interval, so that clients reconnecting
+    /// together do not beat together).
+    pub fn set_heartbeat_after(&mut self, interval: Duration, first: Duration) {
+        self.heartbeat = Some(interval);
+        self.first_heartbeat = Some(first);
         self.heartbeat_changed = true;
     }
 
@@ -189,6 +200,13 @@ pub trait WsHandler: Send {
     /// The message to send at each heartbeat; `None` sends a WebSocket ping. Default: ping.
     fn heartbeat(&mut self) -> Option<Message> {
         None
+    }
+
+    /// A heartbeat is due, before [`heartbeat`](Self::heartbeat) is asked for it: return
+    /// [`Flow::Reconnect`] when the server never acknowledged the previous one (a zombie
+    /// connection that still looks open). Default: keep going.
+    fn before_heartbeat(&mut self) -> Flow {
+        Flow::Continue
     }
 
     /// Where to connect next, asked before every connection attempt. `Ok(None)` (the
@@ -307,6 +325,7 @@ pub async fn run<H: WsHandler>(
         let mut session = Session {
             outgoing: Vec::new(),
             heartbeat: config.heartbeat,
+            first_heartbeat: None,
             heartbeat_changed: false,
             connects,
             sender: sender.clone(),
@@ -405,13 +424,13 @@ async fn serve<H: WsHandler>(
     if let Some(ended) = act(flow, &mut socket, session).await {
         return ended;
     }
-    let mut heartbeat = ticker(session.heartbeat);
+    let mut heartbeat = ticker(session.heartbeat, None);
     let mut last_seen = Instant::now();
     let mut heard = false;
     loop {
         if session.heartbeat_changed {
             session.heartbeat_changed = false;
-            heartbeat = ticker(session.heartbeat);
+            heartbeat = ticker(session.heartbeat, session.first_heartbeat.take());
         }
         let idle = config.idle_timeout.map(|t| last_seen + t);
         tokio::select! {
@@ -424,6 +443,9 @@ async fn serve<H: WsHandler>(
                 return Ended::Reconnect(Disconnect { code: None, reason: "nothing received for too long".into() });
             }
             () = tick(&mut heartbeat) => {
+                if let Some(ended) = act(handler.before_heartbeat(), &mut socket, session).await {
+                    return ended;
+                }
                 let beat = handler.heartbeat().unwrap_or_else(|| Message::Ping(Bytes::new()));
                 if let Err(e) = socket.send(beat).await {
                     return Ended::Reconnect(Disconnect { code: None, reason: format!("heartbeat failed: {e}") });
@@ -495,10 +517,10 @@ async fn act(flow: Flow, socket: &mut Socket, session: &mut Session) -> Option<E
     }
 }
 
-fn ticker(interval: Option<Duration>) -> Option<tokio::time::Interval> {
+fn ticker(interval: Option<Duration>, first: Option<Duration>) -> Option<tokio::time::Interval> {
     interval.filter(|i| !i.is_zero()).map(|i| {
-        // The first beat after one interval, not at once.
-        let mut ticker = tokio::time::interval_at(Instant::now() + i, i);
+        // The first beat after one interval (or `first`), not at once.
+        let mut ticker = tokio::time::interval_at(Instant::now() + first.unwrap_or(i), i);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticker
     })

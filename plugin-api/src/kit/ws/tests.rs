@@ -320,3 +320,112 @@ fn a_fresh_url_is_asked_for_before_each_connection() {
         assert!(!line.message.contains("TICKET"), "{line:?}");
     }
 }
+
+/// Beats first after a short delay, reconnects when a beat went unanswered, and connects
+/// to a second URL from then on.
+struct Zombie {
+    connects: u32,
+    awaiting_ack: bool,
+    next_url: String,
+}
+
+impl WsHandler for Zombie {
+    async fn on_connect(&mut self, session: &mut Session) -> Flow {
+        self.connects += 1;
+        self.awaiting_ack = false;
+        session.set_heartbeat_after(Duration::from_millis(300), Duration::from_millis(20));
+        session.send(Message::text(format!("hello-{}", self.connects)));
+        Flow::Continue
+    }
+
+    async fn on_message(&mut self, _message: Message, _session: &mut Session) -> Flow {
+        self.awaiting_ack = false;
+        Flow::Continue
+    }
+
+    fn heartbeat(&mut self) -> Option<Message> {
+        self.awaiting_ack = true;
+        Some(Message::text("hb"))
+    }
+
+    fn before_heartbeat(&mut self) -> Flow {
+        if self.awaiting_ack {
+            Flow::Reconnect
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn connect_url(&mut self) -> Result<Option<Secret>, UrlError> {
+        Ok((self.connects >= 1).then(|| Secret::new(self.next_url.clone())))
+    }
+}
+
+/// Accepts one connection and records (ms since accept, text) until it closes.
+async fn silent_server(listener: TcpListener, seen: Arc<Mutex<Vec<(u128, String)>>>) {
+    let Ok((tcp, _)) = listener.accept().await else {
+        return;
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+        return;
+    };
+    let accepted = std::time::Instant::now();
+    while let Some(Ok(message)) = ws.next().await {
+        if let Message::Text(text) = message {
+            let at = accepted.elapsed().as_millis();
+            seen.lock().expect("seen").push((at, text.to_string()));
+        }
+    }
+}
+
+#[test]
+fn first_beat_delay_zombie_reconnect_and_the_handlers_url() {
+    let rt = crate::kit::runtime("ws-test", 1).expect("runtime");
+    let mem = MemoryHost::new();
+    let life = Lifecycle::detached(rt.handle().clone(), mem.host(), "ws_test");
+    let first: Arc<Mutex<Vec<(u128, String)>>> = Arc::default();
+    let second: Arc<Mutex<Vec<(u128, String)>>> = Arc::default();
+    let result = rt.block_on(async {
+        let a = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let b = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url_a = format!("ws://{}/", a.local_addr().expect("addr"));
+        let url_b = format!("ws://{}/resume", b.local_addr().expect("addr"));
+        tokio::spawn(silent_server(a, Arc::clone(&first)));
+        tokio::spawn(silent_server(b, Arc::clone(&second)));
+        let mut handler = Zombie {
+            connects: 0,
+            awaiting_ack: false,
+            next_url: url_b,
+        };
+        let stopper = life.clone();
+        let watched = Arc::clone(&second);
+        tokio::spawn(async move {
+            while watched.lock().expect("seen").is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stopper.stop();
+        });
+        let config = WsConfig::new(url_a).backoff(BackoffPolicy::exponential(
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+        ));
+        tokio::time::timeout(Duration::from_secs(5), run(&life, config, &mut handler)).await
+    });
+    assert_eq!(result, Ok(Err(WsError::Stopped)));
+    let first = first.lock().expect("seen").clone();
+    let texts: Vec<&str> = first.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["hello-1", "hb"],
+        "one unanswered beat, then a reconnect"
+    );
+    assert!(
+        first[1].0 < 200,
+        "the first beat after the short delay: {first:?}"
+    );
+    let second = second.lock().expect("seen").clone();
+    assert_eq!(
+        second[0].1, "hello-2",
+        "the second connection at the handler's URL"
+    );
+}
