@@ -54,6 +54,7 @@ pub fn built() -> &'static Path {
                 "nanoclaw-plugin-cli",
                 "nanoclaw-plugin-telegram",
                 "nanoclaw-plugin-slack",
+                "nanoclaw-plugin-discord",
                 "nanoclaw-agent-runner",
             ],
             Profile::Debug,
