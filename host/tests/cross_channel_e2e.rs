@@ -9,21 +9,20 @@
 mod common;
 mod harness;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use harness::discord::{self, button, click, pairing_code, posts, say_in_channel};
 use harness::{Daemon, built, cli_ok, require_engine, wait_until};
 use nanoclaw_fake_discord::FakeDiscord;
 use nanoclaw_fake_slack::FakeSlack;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 /// The owner on Discord, and someone else there.
-const ANN: &str = nanoclaw_fake_discord::ANN;
-const DISCORD_BOB: &str = nanoclaw_fake_discord::BOB;
+const ANN: &str = discord::ANN;
+const DISCORD_BOB: &str = discord::BOB;
 /// The unknown Slack user.
 const SLACK_BOB: &str = nanoclaw_fake_slack::BOB;
 
@@ -43,8 +42,8 @@ impl Install {
         std::fs::write(
             &env,
             format!(
-                "DISCORD_BOT_TOKEN={}\nSLACK_BOT_TOKEN={}\nSLACK_APP_TOKEN={}\n",
-                nanoclaw_fake_discord::TOKEN,
+                "{}SLACK_BOT_TOKEN={}\nSLACK_APP_TOKEN={}\n",
+                discord::env_line(),
                 nanoclaw_fake_slack::BOT_TOKEN,
                 nanoclaw_fake_slack::APP_TOKEN,
             ),
@@ -62,16 +61,11 @@ impl Install {
 
     fn plugins_toml(&self) -> String {
         format!(
-            "[plugins.discord]\nlibrary = {:?}\nrequired = true\n\
-             [plugins.discord.settings]\nbot_token = {{ env = \"DISCORD_BOT_TOKEN\" }}\n\
-             api_base_url = {:?}\ngateway_url = {:?}\n\n\
-             [plugins.slack]\nlibrary = {:?}\nrequired = true\n\
+            "{}\n[plugins.slack]\nlibrary = {:?}\nrequired = true\n\
              [plugins.slack.settings]\nbot_token = {{ env = \"SLACK_BOT_TOKEN\" }}\n\
              app_token = {{ env = \"SLACK_APP_TOKEN\" }}\napi_base_url = {:?}\n\
              file_hosts = [{:?}]\npost_per_sec = 20\n",
-            built().join("libnanoclaw_plugin_discord.so"),
-            self.discord.api_base_url(),
-            self.discord.gateway_url(),
+            discord::plugins_toml(&self.discord),
             built().join("libnanoclaw_plugin_slack.so"),
             self.slack.api_url(),
             self.slack.base_url(),
@@ -98,40 +92,6 @@ impl Install {
         serde_json::from_str(&self.ok(&all)).expect("--json output is JSON")
     }
 
-    /// Calls the fake Discord's control API (what a Discord user does).
-    fn discord_control(&self, path: &str, body: Value) -> Value {
-        let base = self.discord.api_base_url();
-        let port: u16 = base
-            .trim_start_matches("http://127.0.0.1:")
-            .split('/')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("the fake's port");
-        let body = body.to_string();
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {answer}");
-        serde_json::from_str(body).unwrap_or(Value::Null)
-    }
-
-    /// The bot's Discord messages in `channel` whose text contains `what`.
-    fn discord_posts(&self, channel: &str, what: &str) -> Vec<nanoclaw_fake_discord::Posted> {
-        self.discord
-            .messages()
-            .into_iter()
-            .filter(|m| m.channel_id == channel && m.content.contains(what))
-            .collect()
-    }
-
     /// Who the central DB says the user's Discord DM is, if anyone.
     fn cached_dm(&self, user: &str) -> Option<String> {
         let db = rusqlite::Connection::open(self.data.join("v2.db")).unwrap();
@@ -143,29 +103,6 @@ impl Install {
         )
         .ok()
     }
-}
-
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.bytes()
-                    .all(|b| b == b'-' || b.is_ascii_uppercase() || b.is_ascii_digit())
-        })
-        .map(str::to_owned)
-}
-
-/// The `custom_id` of the button labelled `label` on a Discord message.
-fn button(card: &nanoclaw_fake_discord::Posted, label: &str) -> String {
-    card.components
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-        .find(|b| b["label"] == label)
-        .and_then(|b| b["custom_id"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| panic!("no {label:?} button on {:?}", card.components))
 }
 
 #[test]
@@ -202,16 +139,12 @@ fn a_slack_stranger_is_approved_from_the_owners_discord_dm_opened_for_it() {
 
     // Ann pairs on Discord in a server channel, not in a DM, and becomes the owner.
     let printed = i.ok(&["pair", "discord", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    i.discord_control(
-        "/control/send",
-        json!({"from": ANN, "name": "Ann", "text": code, "mention": true,
-               "channel": nanoclaw_fake_discord::GUILD_CHANNEL,
-               "guild": nanoclaw_fake_discord::GUILD}),
-    );
+    let code = pairing_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
+    say_in_channel(&i.discord, ANN, "Ann", &code, true);
     let paired = wait_until(AGENT, || {
-        !i.discord_posts(nanoclaw_fake_discord::GUILD_CHANNEL, "Paired!")
-            .is_empty()
+        posts(&i.discord, discord::GUILD_CHANNEL)
+            .iter()
+            .any(|m| m.content.starts_with("Paired!"))
     });
     assert!(paired, "no pairing answer:\n{}", daemon.log());
     let roles = i.json(&["roles", "list"]);
@@ -243,7 +176,7 @@ fn a_slack_stranger_is_approved_from_the_owners_discord_dm_opened_for_it() {
     let card = card.unwrap();
     let dm = i.cached_dm(ANN).expect("the opened DM is remembered");
     assert_eq!(card.channel_id, dm, "the card is in Ann's DM");
-    assert_ne!(dm, nanoclaw_fake_discord::GUILD_CHANNEL);
+    assert_ne!(dm, discord::GUILD_CHANNEL);
     assert!(
         card.content.contains(&format!("slack:{SLACK_BOB}")),
         "{}",
@@ -258,11 +191,7 @@ fn a_slack_stranger_is_approved_from_the_owners_discord_dm_opened_for_it() {
     let allow = button(&card, "Allow");
 
     // Someone else on Discord clicks Allow on Ann's card: ignored.
-    i.discord_control(
-        "/control/click",
-        json!({"from": DISCORD_BOB, "name": "Bob", "channel": dm, "message": card.id,
-               "custom_id": allow}),
-    );
+    click(&i.discord, DISCORD_BOB, "Bob", &dm, &card.id, &allow);
     let handled = wait_until(Duration::from_secs(30), || !i.discord.acks().is_empty());
     assert!(
         handled,
@@ -280,12 +209,12 @@ fn a_slack_stranger_is_approved_from_the_owners_discord_dm_opened_for_it() {
     );
 
     // Ann clicks Allow: the Slack message reaches the agent, answered in its thread.
-    i.discord_control(
-        "/control/click",
-        json!({"from": ANN, "name": "Ann", "channel": dm, "message": card.id,
-               "custom_id": allow}),
-    );
-    let confirmed = wait_until(AGENT, || !i.discord_posts(&dm, "Allowed").is_empty());
+    click(&i.discord, ANN, "Ann", &dm, &card.id, &allow);
+    let confirmed = wait_until(AGENT, || {
+        posts(&i.discord, &dm)
+            .iter()
+            .any(|m| m.content.contains("Allowed"))
+    });
     assert!(confirmed, "no confirmation:\n{}", daemon.log());
     let answered = wait_until(AGENT, || {
         i.slack

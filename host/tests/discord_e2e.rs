@@ -1,0 +1,257 @@
+//! The Discord operator journey, end to end: the real daemon with the real Discord plugin
+//! (the cdylib) against a fake Discord (gateway and REST) on 127.0.0.1, agents in containers
+//! of the locally built image running the mock provider. Tests act only as Discord users
+//! would (through the fake) and as the operator would (the `nanoclaw` CLI). Skipped (with a
+//! message) without a Docker engine.
+
+mod common;
+mod harness;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use harness::discord::{
+    self, ANN, BOB, GUILD_CHANNEL, button, click, pairing_code, posts, say_in_channel, say_in_dm,
+};
+use harness::{Daemon, cli_ok, require_engine, wait_until};
+use nanoclaw_fake_discord::FakeDiscord;
+use serde_json::Value;
+
+const AGENT: Duration = Duration::from_secs(90);
+
+struct Dc {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    fake: FakeDiscord,
+}
+
+impl Dc {
+    fn new() -> Dc {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let env = data.join(".env");
+        std::fs::write(&env, discord::env_line()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Dc {
+            fake: FakeDiscord::start(),
+            data,
+            _dir: dir,
+        }
+    }
+
+    fn start(&self) -> Daemon {
+        let toml = discord::plugins_toml(&self.fake);
+        let daemon = Daemon::start_event_driven(&self.data, &toml, &[]);
+        let connected = wait_until(Duration::from_secs(30), || {
+            self.fake.current_session().is_some()
+        });
+        assert!(connected, "the plugin never identified:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(300));
+        daemon
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        cli_ok(&self.data, args)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("--json output is JSON")
+    }
+
+    fn agent(&self, folder: &str, script: &str) {
+        self.ok(&[
+            "groups",
+            "create",
+            folder,
+            "--folder",
+            folder,
+            "--provider",
+            "mock",
+        ]);
+        self.mock(folder, script);
+    }
+
+    fn mock(&self, folder: &str, script: &str) {
+        let config = self.data.join("config").join(folder);
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("mock.toml"), script).unwrap();
+    }
+
+    fn texts(&self, channel: &str) -> Vec<String> {
+        posts(&self.fake, channel)
+            .into_iter()
+            .map(|m| m.content)
+            .collect()
+    }
+
+    fn wait_text(&self, daemon: &Daemon, channel: &str, what: &str, f: impl Fn(&str) -> bool) {
+        let ok = wait_until(AGENT, || self.texts(channel).iter().any(|t| f(t)));
+        assert!(
+            ok,
+            "no message {what} in {channel}; it got {:?}\n{}",
+            self.texts(channel),
+            daemon.log()
+        );
+    }
+}
+
+/// Ann pairs in a server channel (she never writes to the bot in a DM), then gets her first
+/// agent: the daemon has the plugin open her DM, and the welcome arrives there. Returns the
+/// DM's channel id.
+fn first_agent(dc: &Dc, daemon: &Daemon) -> String {
+    let printed = dc.ok(&["pair", "discord", "--no-wait"]);
+    let code = pairing_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
+    say_in_channel(&dc.fake, ANN, "Ann", &code, true);
+    dc.wait_text(daemon, GUILD_CHANNEL, "confirming the pairing", |t| {
+        t.starts_with("Paired!")
+    });
+    let out = dc.ok(&[
+        "init-first-agent",
+        "--user",
+        &format!("discord:{ANN}"),
+        "--name",
+        "Ann",
+    ]);
+    assert!(out.contains("wired to dm-with-ann"), "{out}");
+    let mut dm = None;
+    let ok = wait_until(AGENT, || {
+        dm = dc
+            .fake
+            .messages()
+            .into_iter()
+            .find(|m| m.content.contains("your NanoClaw agent"))
+            .map(|m| m.channel_id);
+        dm.is_some()
+    });
+    assert!(ok, "no welcome:\n{}", daemon.log());
+    let dm = dm.unwrap();
+    assert_ne!(dm, GUILD_CHANNEL, "the welcome is in a DM");
+    dm
+}
+
+#[test]
+fn the_first_agent_answers_in_a_dm_the_owner_never_opened() {
+    if !require_engine("the_first_agent_answers_in_a_dm_the_owner_never_opened") {
+        return;
+    }
+    let dc = Dc::new();
+    let daemon = dc.start();
+    let dm = first_agent(&dc, &daemon);
+    let written = say_in_dm(&dc.fake, ANN, "Ann", "hello from Discord");
+    assert_eq!(written, dm, "Ann writes in the DM the bot opened");
+    dc.wait_text(&daemon, &dm, "echoing the DM", |t| {
+        t == "Mock agent: you said \"hello from Discord\""
+    });
+    let sessions = dc.json(&["sessions", "list"]);
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    // The agent's turn showed a typing indicator in the DM.
+    assert!(dc.fake.typing().contains(&dm));
+}
+
+#[test]
+fn a_server_channel_engages_on_mentions_asks_about_strangers_and_splits_long_replies() {
+    if !require_engine(
+        "a_server_channel_engages_on_mentions_asks_about_strangers_and_splits_long_replies",
+    ) {
+        return;
+    }
+    // ~5,000 characters: numbered words, so order and loss both show.
+    let mut long = String::new();
+    for i in 1..=550 {
+        long.push_str(&format!("word{i:04}"));
+        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
+    }
+    let long = long.trim_end().to_string();
+    let dc = Dc::new();
+    dc.agent(
+        "team",
+        &format!(
+            "[[rule]]\nmatch = \"essay\"\nreply = {}\n\n[[rule]]\nreply = \"echo: {{text}}\"\n",
+            toml::Value::String(long.clone())
+        ),
+    );
+    let channel = format!("discord:{GUILD_CHANNEL}");
+    dc.ok(&[
+        "chats",
+        "add",
+        &channel,
+        "--name",
+        "general",
+        "--group",
+        "--policy",
+        "request_approval",
+    ]);
+    dc.ok(&["wire", "add", &channel, "team"]);
+    let daemon = dc.start();
+    first_agent(&dc, &daemon);
+    let before = dc.texts(GUILD_CHANNEL).len();
+
+    // Without a mention nothing engages; with one, the agent answers in the channel.
+    say_in_channel(&dc.fake, ANN, "Ann", "just chatting", false);
+    say_in_channel(&dc.fake, ANN, "Ann", "status?", true);
+    dc.wait_text(&daemon, GUILD_CHANNEL, "answering the mention", |t| {
+        t.starts_with("echo:") && t.contains("status?")
+    });
+    assert!(
+        !dc.texts(GUILD_CHANNEL)
+            .iter()
+            .any(|t| t.contains("just chatting")),
+        "{:?}",
+        dc.texts(GUILD_CHANNEL)
+    );
+
+    // Bob is unknown: held, and Ann decides on the card in her DM.
+    say_in_channel(&dc.fake, BOB, "Bob", "let me in", true);
+    let mut card = None;
+    let ok = wait_until(AGENT, || {
+        card = dc
+            .fake
+            .messages()
+            .into_iter()
+            .find(|m| m.content.contains("wants to talk to team"));
+        card.is_some()
+    });
+    assert!(ok, "no card:\n{}", daemon.log());
+    let card = card.unwrap();
+    click(
+        &dc.fake,
+        ANN,
+        "Ann",
+        &card.channel_id,
+        &card.id,
+        &button(&card, "Allow"),
+    );
+    dc.wait_text(&daemon, GUILD_CHANNEL, "answering Bob", |t| {
+        t.starts_with("echo:") && t.contains("let me in")
+    });
+
+    // A long reply arrives split within Discord's 2,000 UTF-16 units, in order, intact.
+    say_in_channel(&dc.fake, ANN, "Ann", "essay please", true);
+    let expected: Vec<&str> = long.split_whitespace().collect();
+    let words = || -> Vec<String> {
+        dc.texts(GUILD_CHANNEL)
+            .iter()
+            .skip(before)
+            .filter(|t| t.starts_with("word"))
+            .flat_map(|t| t.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    };
+    let complete = wait_until(AGENT, || words().len() >= expected.len());
+    assert!(complete, "got {} words\n{}", words().len(), daemon.log());
+    std::thread::sleep(Duration::from_secs(2)); // nothing more (no repeats) follows
+    let parts: Vec<String> = dc
+        .texts(GUILD_CHANNEL)
+        .into_iter()
+        .filter(|t| t.starts_with("word"))
+        .collect();
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    for p in &parts {
+        let units = p.encode_utf16().count();
+        assert!(units <= 2000, "a message of {units} UTF-16 units");
+    }
+    assert_eq!(words(), expected, "every word once, in order");
+}
