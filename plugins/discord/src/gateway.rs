@@ -222,7 +222,17 @@ impl Gateway {
                     Work::Seq(seq)
                 }
             },
-            // MESSAGE_UPDATE and the rest: the ABI has no inbound edits.
+            // An edit by its author; updates that only fill in embeds carry no
+            // `edited_timestamp` (and often no author): nothing for the host.
+            "MESSAGE_UPDATE" => match serde_json::from_value::<DiscordMessage>(data) {
+                Ok(message) if message.is_for_host(&self.bot) => {
+                    match message.into_edit(&self.bot) {
+                        Some(edit) => Work::Message(Box::new(edit), seq),
+                        None => Work::Seq(seq),
+                    }
+                }
+                _ => Work::Seq(seq),
+            },
             _ => Work::Seq(seq),
         };
         let _ = self.work.send(work);

@@ -79,6 +79,10 @@ pub(crate) struct DiscordMessage {
     pub attachments: Vec<DiscordAttachment>,
     #[serde(default)]
     pub referenced_message: Option<Box<Referenced>>,
+    /// Set on `MESSAGE_UPDATE` when the author changed the message (not for an embed being
+    /// filled in).
+    #[serde(default)]
+    pub edited_timestamp: Option<String>,
 }
 
 fn display_name(user: &User, member: Option<&Member>) -> String {
@@ -114,6 +118,23 @@ impl DiscordMessage {
             && self.author.id != bot.id
             // Stickers and embeds alone carry nothing an agent can read.
             && !(self.content.trim().is_empty() && self.attachments.is_empty())
+    }
+
+    /// An edit as the host's event: a message of its own, `<id>:edit:<edited timestamp>` (so
+    /// each edit is handed over once, and a redelivered one is deduped), with the original's
+    /// id in `extra_json.edit_of`. `None` when nothing was edited.
+    pub(crate) fn into_edit(self, bot: &BotIdentity) -> Option<InboundEvent> {
+        let edited = self.edited_timestamp.clone()?;
+        let original = self.id.clone();
+        let mut event = self.into_inbound(bot);
+        event.message_id = format!("{original}:edit:{edited}").into();
+        let mut extra = match serde_json::from_str::<serde_json::Value>(&event.extra_json) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        extra.insert("edit_of".into(), json!(original));
+        event.extra_json = serde_json::Value::Object(extra).to_string().into();
+        Some(event)
     }
 
     /// The host's event: raw ids, a DM as a mention, mentions of the bot and replies to it

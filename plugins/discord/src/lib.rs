@@ -32,7 +32,9 @@
 //!   over; larger ones, and ones that cannot be fetched, come with their URL, name, type
 //!   and size. `INTERACTION_CREATE` button clicks are acknowledged at once
 //!   (callback type 6, deferred update) and handed over as actions with the clicker's id.
-//!   `MESSAGE_UPDATE` is not handed over: the ABI has no inbound edits.
+//!   An edit (`MESSAGE_UPDATE` with `edited_timestamp`) is handed over as a new message
+//!   `<id>:edit:<edited timestamp>` with `extra_json.edit_of` (the ABI has no inbound
+//!   edits; Slack does the same); updates that only fill in embeds are not.
 //! * No loss, no duplicates: events are handed over in order, each message and click once
 //!   (the kit's persisted dedupe), and the session id and the sequence number of the last
 //!   event handed over are recorded in the host's state store after each; a restart resumes

@@ -90,9 +90,11 @@ fn inbound_dm_guild_thread_mention_reply_and_attachments() {
     fake.dispatch("MESSAGE_CREATE", fixture("message_create_guild_plain"));
     fake.dispatch("MESSAGE_CREATE", fixture("message_create_thread_reply"));
     fake.dispatch("MESSAGE_CREATE", fixture("message_create_voice"));
-    // The bot's own message and an edit are not handed over.
+    // The bot's own message is not handed over, nor an update that only adds an embed.
     fake.dispatch("MESSAGE_CREATE", fixture("message_create_own"));
-    fake.dispatch("MESSAGE_UPDATE", fixture("message_update"));
+    let mut embed_only = fixture("message_update");
+    embed_only["edited_timestamp"] = Value::Null;
+    fake.dispatch("MESSAGE_UPDATE", embed_only);
     // A sticker alone: nothing an agent can read.
     let mut sticker = dm(50, "");
     sticker["sticker_items"] =
@@ -166,6 +168,31 @@ fn inbound_dm_guild_thread_mention_reply_and_attachments() {
     assert!(!voice.attachments[0].data.is_empty());
     assert_eq!(voice.attachments[0].kind.as_str(), "voice");
     assert_eq!(voice.attachments[0].mime_type.as_str(), "audio/ogg");
+    channel.teardown();
+}
+
+#[test]
+fn an_edit_is_handed_over_once_as_a_message_of_its_own() {
+    let fake = FakeDiscord::start();
+    let mem = MemoryHost::new();
+    let channel = started(&fake, mem.host());
+    fake.dispatch("MESSAGE_CREATE", fixture("message_create_dm"));
+    fake.dispatch("MESSAGE_UPDATE", fixture("message_update"));
+    // Discord may deliver the same update twice (a resume replays it): one edit.
+    fake.dispatch("MESSAGE_UPDATE", fixture("message_update"));
+    wait_until("the message and its edit", || mem.inbound().len() >= 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let events = mem.inbound();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let edit = &events[1];
+    assert_eq!(
+        edit.message_id.as_str(),
+        "1300000000000000101:edit:2026-12-03T12:06:00.000000+00:00"
+    );
+    assert_eq!(edit.text.as_str(), "hello there (edited)");
+    assert_eq!(edit.chat_id.as_str(), DM_CHANNEL);
+    let extra: Value = serde_json::from_str(edit.extra_json.as_str()).unwrap();
+    assert_eq!(extra["edit_of"], "1300000000000000101");
     channel.teardown();
 }
 
