@@ -396,14 +396,17 @@ fn a_hostile_agent_cannot_reach_the_host_or_slow_its_neighbour() {
         "files outside the sessions changed"
     );
 
-    // The good agent was not slowed: its p99 stays within noise of the baseline.
+    // The good agent was not held up. What a hostile agent could do to it (a locked DB, a
+    // flood of events, a busy writer) shows as waits of seconds; CPU shared with other work
+    // on the machine shows as tens to a few hundred ms. The p99s with nothing else running
+    // are measured and written up in docs/PERFORMANCE.md ("Under attack").
     let (base, under_attack) = (p99(baseline), p99(during.clone()));
     eprintln!(
         "round trip p99: {base:?} alone, {under_attack:?} under attack ({} samples)",
         during.len()
     );
     assert!(
-        under_attack <= base * 4 + Duration::from_millis(100),
+        under_attack <= base * 4 + Duration::from_millis(1000),
         "the good agent slowed down: p99 {base:?} alone, {under_attack:?} under attack"
     );
 }
