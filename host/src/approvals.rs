@@ -287,32 +287,13 @@ fn record_ignored_click(c: &Connection, approval: &Approval, clicker: &UserId) -
 /// pass the gate) and drops those of denied ones. Returns what routing did, for the daemon to
 /// act on (wakes).
 pub fn settle(db: &Db, router: &Router) -> Result<Vec<RouteOutcome>> {
-    let decided: Vec<Approval> = db.read(|c| {
-        let mut all = approvals::list(c, Some(ApprovalStatus::Approved))?;
-        all.extend(approvals::list(c, Some(ApprovalStatus::Denied))?);
-        all.extend(approvals::list(c, Some(ApprovalStatus::Expired))?);
-        Ok(all)
-    })?;
+    let decided = db.read(approvals::decided_with_held)?;
     let mut outcomes = Vec::new();
     for approval in decided {
         let held = db.read(|c| approvals::held_messages(c, &approval.id))?;
-        if held.is_empty() {
-            continue;
-        }
         if approval.status == ApprovalStatus::Approved {
-            for event in &held {
-                let msg: Inbound = serde_json::from_str(event).map_err(|e| Error::Json {
-                    context: format!("held message of {}", approval.id),
-                    source: e,
-                })?;
-                match router.route(&msg) {
-                    Ok(out) => outcomes.push(out),
-                    // The channel may be gone; keep the messages for a later try.
-                    Err(e) => {
-                        tracing::warn!(approval = %approval.id, error = %e, "held message not replayed yet");
-                        return Ok(outcomes);
-                    }
-                }
+            if !replay(router, approval.id.as_str(), &held, &mut outcomes)? {
+                return Ok(outcomes);
             }
             tracing::info!(approval = %approval.id, messages = held.len(), "held messages released");
         } else {
@@ -321,6 +302,31 @@ pub fn settle(db: &Db, router: &Router) -> Result<Vec<RouteOutcome>> {
         db.write(|c| approvals::clear_held(c, &approval.id))?;
     }
     Ok(outcomes)
+}
+
+/// Routes held events (JSON) again, now that their request was decided, adding what routing
+/// did to `outcomes`. False when routing failed (the channel may be gone): the caller keeps
+/// the messages for a later try.
+pub(crate) fn replay(
+    router: &Router,
+    request: &str,
+    held: &[String],
+    outcomes: &mut Vec<RouteOutcome>,
+) -> Result<bool> {
+    for event in held {
+        let msg: Inbound = serde_json::from_str(event).map_err(|e| Error::Json {
+            context: format!("held message of {request}"),
+            source: e,
+        })?;
+        match router.route(&msg) {
+            Ok(out) => outcomes.push(out),
+            Err(e) => {
+                tracing::warn!(request, error = %e, "held message not replayed yet");
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

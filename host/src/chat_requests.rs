@@ -17,13 +17,13 @@ use nanoclaw_plugin_api::kit::{ButtonChoice, decode_button_id, encode_button_id}
 use rusqlite::Connection;
 
 use crate::access::DmChannels;
-use crate::approvals::{CardRequest, chat_label, from_the_card, send_card, user_label};
+use crate::approvals::{CardRequest, chat_label, from_the_card, replay, send_card, user_label};
 use crate::db::Db;
 use crate::delivery::{Delivery, Platforms};
 use crate::error::{Error, Result};
 use crate::ids::{AgentGroupId, ChatRequestId, UserId};
 use crate::plugins::services::Click;
-use crate::router::{HeldForChat, Inbound, RouteOutcome, Router};
+use crate::router::{HeldForChat, RouteOutcome, Router};
 use crate::store::chat_requests::{self, ChatRequest, ChatRequestStatus};
 use crate::store::messaging_groups::{self, UnknownSenderPolicy};
 use crate::store::wirings::{self, WiringRules};
@@ -224,19 +224,8 @@ pub fn settle(db: &Db, router: &Router) -> Result<Vec<RouteOutcome>> {
     for request in decided {
         let held = db.read(|c| chat_requests::held_messages(c, &request.id))?;
         if request.status == ChatRequestStatus::Wired {
-            for event in &held {
-                let msg: Inbound = serde_json::from_str(event).map_err(|e| Error::Json {
-                    context: format!("held message of {}", request.id),
-                    source: e,
-                })?;
-                match router.route(&msg) {
-                    Ok(out) => outcomes.push(out),
-                    // The channel may be gone; keep the messages for a later try.
-                    Err(e) => {
-                        tracing::warn!(request = %request.id, error = %e, "held message not replayed yet");
-                        return Ok(outcomes);
-                    }
-                }
+            if !replay(router, request.id.as_str(), &held, &mut outcomes)? {
+                return Ok(outcomes);
             }
             tracing::info!(request = %request.id, messages = held.len(), "held messages of a new group chat released");
         } else {
@@ -251,7 +240,7 @@ pub fn settle(db: &Db, router: &Router) -> Result<Vec<RouteOutcome>> {
 mod tests {
     use super::*;
     use crate::ids::{ChannelName, MessagingGroupId, PlatformId};
-    use crate::router::{ChannelCaps, Sender};
+    use crate::router::{ChannelCaps, Inbound, Sender};
     use crate::sessions::SessionStore;
     use crate::store::dropped::DropReason;
     use crate::store::roles::{Role, Scope};

@@ -188,6 +188,18 @@ pub fn decide(
     Ok(approval)
 }
 
+/// Decided requests that still hold messages (to replay or drop).
+pub fn decided_with_held(conn: &Connection) -> Result<Vec<Approval>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM approvals WHERE status != 'pending'
+         AND id IN (SELECT approval_id FROM held_messages) ORDER BY created_at, id"
+    ))?;
+    let rows = stmt
+        .query_map([], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// The held events of a request, oldest first, as JSON.
 pub fn held_messages(conn: &Connection, id: &ApprovalId) -> Result<Vec<String>> {
     let mut stmt =
