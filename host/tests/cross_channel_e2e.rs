@@ -9,14 +9,12 @@
 mod common;
 mod harness;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::discord::{self, button, click, pairing_code, posts, say_in_channel};
-use harness::{Daemon, built, cli_ok, require_engine, wait_until};
+use harness::{Daemon, Install, built, require_engine, wait_until};
 use nanoclaw_fake_discord::FakeDiscord;
 use nanoclaw_fake_slack::FakeSlack;
-use serde_json::Value;
 
 const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
@@ -26,36 +24,32 @@ const DISCORD_BOB: &str = discord::BOB;
 /// The unknown Slack user.
 const SLACK_BOB: &str = nanoclaw_fake_slack::BOB;
 
-struct Install {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
+/// An install with the Discord and Slack plugins, and both fakes.
+struct Both {
+    install: Install,
     discord: FakeDiscord,
     slack: FakeSlack,
 }
 
-impl Install {
-    fn new() -> Install {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let env = data.join(".env");
-        std::fs::write(
-            &env,
-            format!(
-                "{}SLACK_BOT_TOKEN={}\nSLACK_APP_TOKEN={}\n",
-                discord::env_line(),
-                nanoclaw_fake_slack::BOT_TOKEN,
-                nanoclaw_fake_slack::APP_TOKEN,
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
-        Install {
+impl std::ops::Deref for Both {
+    type Target = Install;
+    fn deref(&self) -> &Install {
+        &self.install
+    }
+}
+
+impl Both {
+    fn new() -> Both {
+        let env = format!(
+            "{}SLACK_BOT_TOKEN={}\nSLACK_APP_TOKEN={}\n",
+            discord::env_line(),
+            nanoclaw_fake_slack::BOT_TOKEN,
+            nanoclaw_fake_slack::APP_TOKEN,
+        );
+        Both {
+            install: Install::new(&env),
             discord: FakeDiscord::start(),
             slack: FakeSlack::start(),
-            data,
-            _dir: dir,
         }
     }
 
@@ -82,16 +76,6 @@ impl Install {
         daemon
     }
 
-    fn ok(&self, args: &[&str]) -> String {
-        cli_ok(&self.data, args)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("--json output is JSON")
-    }
-
     /// Who the central DB says the user's Discord DM is, if anyone.
     fn cached_dm(&self, user: &str) -> Option<String> {
         let db = rusqlite::Connection::open(self.data.join("v2.db")).unwrap();
@@ -110,19 +94,8 @@ fn a_slack_stranger_is_approved_from_the_owners_discord_dm_opened_for_it() {
     if !require_engine("a_slack_stranger_is_approved_from_the_owners_discord_dm_opened_for_it") {
         return;
     }
-    let i = Install::new();
-    i.ok(&[
-        "groups",
-        "create",
-        "team",
-        "--folder",
-        "team",
-        "--provider",
-        "mock",
-    ]);
-    let config = i.data.join("config").join("team");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(config.join("mock.toml"), ECHO).unwrap();
+    let i = Both::new();
+    i.agent("team", ECHO);
     let general = format!("slack:{}", nanoclaw_fake_slack::GENERAL);
     i.ok(&[
         "chats",

@@ -7,37 +7,34 @@
 mod common;
 mod harness;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::discord::{
     self, ANN, BOB, GUILD_CHANNEL, button, click, pairing_code, posts, say_in_channel, say_in_dm,
 };
-use harness::{Daemon, cli_ok, require_engine, wait_until};
+use harness::{Daemon, Install, require_engine, wait_until};
 use nanoclaw_fake_discord::FakeDiscord;
-use serde_json::Value;
 
 const AGENT: Duration = Duration::from_secs(90);
 
+/// An install with the Discord plugin, and the fake Discord.
 struct Dc {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
+    install: Install,
     fake: FakeDiscord,
+}
+
+impl std::ops::Deref for Dc {
+    type Target = Install;
+    fn deref(&self) -> &Install {
+        &self.install
+    }
 }
 
 impl Dc {
     fn new() -> Dc {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let env = data.join(".env");
-        std::fs::write(&env, discord::env_line()).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
         Dc {
+            install: Install::new(&discord::env_line()),
             fake: FakeDiscord::start(),
-            data,
-            _dir: dir,
         }
     }
 
@@ -50,35 +47,6 @@ impl Dc {
         assert!(connected, "the plugin never identified:\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(300));
         daemon
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        cli_ok(&self.data, args)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("--json output is JSON")
-    }
-
-    fn agent(&self, folder: &str, script: &str) {
-        self.ok(&[
-            "groups",
-            "create",
-            folder,
-            "--folder",
-            folder,
-            "--provider",
-            "mock",
-        ]);
-        self.mock(folder, script);
-    }
-
-    fn mock(&self, folder: &str, script: &str) {
-        let config = self.data.join("config").join(folder);
-        std::fs::create_dir_all(&config).unwrap();
-        std::fs::write(config.join("mock.toml"), script).unwrap();
     }
 
     fn texts(&self, channel: &str) -> Vec<String> {

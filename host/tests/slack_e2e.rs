@@ -9,15 +9,13 @@ mod harness;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use harness::{Daemon, built, cli_ok, free_port, require_engine, wait_until};
+use harness::{Daemon, Install, built, free_port, require_engine, wait_until};
 use nanoclaw_fake_slack::{
     ANN, APP_TOKEN, BOB, BOT_TOKEN, BOT_USER, DM_ANN, FakeSlack, GENERAL, Posted, SIGNING_SECRET,
     callback, now_secs, signature,
 };
-use serde_json::Value;
 
 /// How long anything involving a container start may take (2 cores in CI, debug builds).
 const AGENT: Duration = Duration::from_secs(90);
@@ -25,31 +23,25 @@ const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 
 /// One install: a temp data dir whose `.env` holds the tokens, and a fake Slack.
 struct Slack {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
+    install: Install,
     fake: FakeSlack,
+}
+
+impl std::ops::Deref for Slack {
+    type Target = Install;
+    fn deref(&self) -> &Install {
+        &self.install
+    }
 }
 
 impl Slack {
     fn new() -> Slack {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let env = data.join(".env");
-        std::fs::write(
-            &env,
-            format!(
+        Slack {
+            install: Install::new(&format!(
                 "SLACK_BOT_TOKEN={BOT_TOKEN}\nSLACK_APP_TOKEN={APP_TOKEN}\n\
                  SLACK_SIGNING_SECRET={SIGNING_SECRET}\n"
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
-        Slack {
+            )),
             fake: FakeSlack::start(),
-            data,
-            _dir: dir,
         }
     }
 
@@ -73,35 +65,6 @@ impl Slack {
         // The hello has been read once the connection is up.
         std::thread::sleep(Duration::from_millis(200));
         daemon
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        cli_ok(&self.data, args)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("--json output is JSON")
-    }
-
-    fn mock(&self, folder: &str, script: &str) {
-        let config = self.data.join("config").join(folder);
-        std::fs::create_dir_all(&config).unwrap();
-        std::fs::write(config.join("mock.toml"), script).unwrap();
-    }
-
-    fn agent(&self, folder: &str, script: &str) {
-        self.ok(&[
-            "groups",
-            "create",
-            folder,
-            "--folder",
-            folder,
-            "--provider",
-            "mock",
-        ]);
-        self.mock(folder, script);
     }
 
     fn texts(&self, channel: &str) -> Vec<String> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{Daemon, built, cli_ok, require_engine, wait_until};
+use harness::{Daemon, Install, built, require_engine, wait_until};
 use nanoclaw_fake_telegram::{FakeTelegram, Person, Sent, UserMessage};
 use serde_json::Value;
 
@@ -29,27 +29,25 @@ fn ann() -> Person {
     Person::new(42, "Ann").last_name("Lee")
 }
 
-/// One install: a temp data dir whose `.env` holds the bot token, and a fake Bot API.
+/// One install: a temp data dir whose `.env` holds the bot token (as the operator does it:
+/// the secret in data/.env, never in plugins.toml), and a fake Bot API.
 struct Tg {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
+    install: Install,
     fake: FakeTelegram,
+}
+
+impl std::ops::Deref for Tg {
+    type Target = Install;
+    fn deref(&self) -> &Install {
+        &self.install
+    }
 }
 
 impl Tg {
     fn new() -> Tg {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        // As the operator does it: the secret in data/.env, never in plugins.toml.
-        let env = data.join(".env");
-        std::fs::write(&env, format!("TELEGRAM_BOT_TOKEN={TOKEN}\n")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
         Tg {
+            install: Install::new(&format!("TELEGRAM_BOT_TOKEN={TOKEN}\n")),
             fake: FakeTelegram::start(TOKEN).expect("start the fake Bot API"),
-            data,
-            _dir: dir,
         }
     }
 
@@ -72,36 +70,6 @@ impl Tg {
         });
         assert!(polling, "the plugin never polled:\n{}", daemon.log());
         daemon
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        cli_ok(&self.data, args)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("--json output is JSON")
-    }
-
-    /// An agent group answering with the mock `script`.
-    fn agent(&self, folder: &str, script: &str) {
-        self.ok(&[
-            "groups",
-            "create",
-            folder,
-            "--folder",
-            folder,
-            "--provider",
-            "mock",
-        ]);
-        self.mock(folder, script);
-    }
-
-    fn mock(&self, folder: &str, script: &str) {
-        let config = self.data.join("config").join(folder);
-        std::fs::create_dir_all(&config).unwrap();
-        std::fs::write(config.join("mock.toml"), script).unwrap();
     }
 
     /// Registers a Telegram group with an unknown-sender policy.

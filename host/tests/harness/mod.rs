@@ -150,6 +150,59 @@ pub fn cli_ok(data: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// An operator's install: a temp data dir whose `.env` (owner-only, as the operator keeps
+/// it) holds the channels' secrets, and the CLI on it.
+pub struct Install {
+    _dir: tempfile::TempDir,
+    pub data: PathBuf,
+}
+
+impl Install {
+    /// `env` is the `.env` file's content (`NAME=value` lines).
+    pub fn new(env: &str) -> Install {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let path = data.join(".env");
+        std::fs::write(&path, env).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Install { _dir: dir, data }
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        cli_ok(&self.data, args)
+    }
+
+    /// A `--json` command's output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("--json output is JSON")
+    }
+
+    /// An agent group answering with the mock `script`.
+    pub fn agent(&self, folder: &str, script: &str) {
+        self.ok(&[
+            "groups",
+            "create",
+            folder,
+            "--folder",
+            folder,
+            "--provider",
+            "mock",
+        ]);
+        self.mock(folder, script);
+    }
+
+    /// The agent's mock script (read when its container starts).
+    pub fn mock(&self, folder: &str, script: &str) {
+        let config = self.data.join("config").join(folder);
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("mock.toml"), script).unwrap();
+    }
+}
+
 /// A running `nanoclaw run`.
 pub struct Daemon {
     child: Option<Child>,
