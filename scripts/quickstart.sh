@@ -53,7 +53,7 @@ user=$(id -un)
 folder="dm-with-$(printf '%s' "$user" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9\n' '-' | sed 's/--*/-/g; s/^-//; s/-$//')"
 if ! "$nanoclaw" --json groups list | grep -q "\"folder\": \"$folder\""; then
   step "Creating your agent on the local chat channel"
-  "$nanoclaw" init-first-agent --user "cli:$user" --name "$user"
+  "$nanoclaw" init-first-agent --user "cli:$user" --chat "$user" --name "$user"
 fi
 
 if ! running; then
