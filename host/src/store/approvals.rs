@@ -8,8 +8,7 @@ use crate::db::text_enum;
 use crate::error::{Error, Result};
 use crate::ids::{AgentGroupId, ApprovalId, MessagingGroupId, UserId};
 
-/// How many messages one pending sender request holds before further ones are dropped.
-pub const MAX_HELD_MESSAGES: i64 = 20;
+pub use super::MAX_HELD_MESSAGES;
 
 text_enum! {
     ApprovalKind, "approval kind" {
@@ -73,7 +72,8 @@ pub enum Held {
     NewRequest(ApprovalId),
     /// Added to the request already waiting for a decision.
     Queued(ApprovalId),
-    /// The waiting request already holds [`MAX_HELD_MESSAGES`]; the message was not kept.
+    /// The waiting request already holds [`MAX_HELD_MESSAGES`] or
+    /// [`MAX_HELD_BYTES`](super::MAX_HELD_BYTES); the message was not kept.
     QueueFull(ApprovalId),
 }
 
@@ -95,12 +95,13 @@ pub fn hold_sender_message(
         .optional()?;
     let outcome = match existing {
         Some(id) => {
-            let held: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM held_messages WHERE approval_id = ?1",
-                [&id],
-                |r| r.get(0),
-            )?;
-            if held >= MAX_HELD_MESSAGES {
+            if super::held_full(
+                conn,
+                "held_messages",
+                "approval_id",
+                id.as_str(),
+                event_json.len(),
+            )? {
                 return Ok(Held::QueueFull(id));
             }
             Held::Queued(id)

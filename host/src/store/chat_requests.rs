@@ -8,8 +8,7 @@ use crate::db::text_enum;
 use crate::error::{Error, Result};
 use crate::ids::{AgentGroupId, ChatRequestId, MessagingGroupId, UserId};
 
-/// How many messages a pending request holds before further ones are dropped.
-pub const MAX_HELD_MESSAGES: i64 = 20;
+pub use super::MAX_HELD_MESSAGES;
 
 text_enum! {
     ChatRequestStatus, "chat request status" {
@@ -68,7 +67,8 @@ pub enum ChatHeld {
     NewRequest(ChatRequestId),
     /// Added to the request waiting for a decision.
     Queued(ChatRequestId),
-    /// The waiting request already holds [`MAX_HELD_MESSAGES`]; the message was not kept.
+    /// The waiting request already holds [`MAX_HELD_MESSAGES`] or
+    /// [`MAX_HELD_BYTES`](super::MAX_HELD_BYTES); the message was not kept.
     QueueFull(ChatRequestId),
     /// The owner ignored this chat; the message was not kept.
     Ignored,
@@ -89,12 +89,14 @@ pub fn hold_message(
             ChatRequestStatus::Ignored => return Ok(ChatHeld::Ignored),
             ChatRequestStatus::Wired => return Ok(ChatHeld::Unwired),
             ChatRequestStatus::Pending => {
-                let held: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM chat_request_held WHERE request_id = ?1",
-                    [&r.id],
-                    |row| row.get(0),
+                let full = super::held_full(
+                    conn,
+                    "chat_request_held",
+                    "request_id",
+                    r.id.as_str(),
+                    event_json.len(),
                 )?;
-                if held >= MAX_HELD_MESSAGES {
+                if full {
                     return Ok(ChatHeld::QueueFull(r.id));
                 }
                 (r.id.clone(), ChatHeld::Queued(r.id))
@@ -265,6 +267,26 @@ mod tests {
             ChatHeld::Ignored,
             "an ignored chat asks nobody again"
         );
+    }
+
+    #[test]
+    fn held_bytes_are_bounded_too() {
+        let db = db();
+        let c = chat(&db, "telegram:-7", None, true);
+        let big = "x".repeat((crate::store::MAX_HELD_BYTES / 2) as usize);
+        let ChatHeld::NewRequest(id) = db.write(|t| hold_message(t, &c.id, &big)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            db.write(|t| hold_message(t, &c.id, &big)).unwrap(),
+            ChatHeld::Queued(id.clone())
+        );
+        assert_eq!(
+            db.write(|t| hold_message(t, &c.id, "{}")).unwrap(),
+            ChatHeld::QueueFull(id.clone()),
+            "the budget is used up"
+        );
+        assert_eq!(db.read(|t| held_messages(t, &id)).unwrap().len(), 2);
     }
 
     #[test]

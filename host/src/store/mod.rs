@@ -15,6 +15,31 @@ pub mod user_dms;
 pub mod users;
 pub mod wirings;
 
+/// How many messages one pending request (a sender approval, a new group chat) holds before
+/// further ones are dropped.
+pub const MAX_HELD_MESSAGES: i64 = 20;
+/// How many bytes of held events one pending request keeps (attachments travel inside
+/// them): someone the owner has not let in cannot fill the central database.
+pub const MAX_HELD_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Whether a pending request, whose held events are the rows of `table` where `key` = `id`,
+/// has no room for one more event of `incoming` bytes.
+pub(crate) fn held_full(
+    conn: &rusqlite::Connection,
+    table: &'static str,
+    key: &'static str,
+    id: &str,
+    incoming: usize,
+) -> crate::error::Result<bool> {
+    let (count, bytes): (i64, i64) = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*), COALESCE(SUM(length(event)), 0) FROM {table} WHERE {key} = ?1"
+        ))?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let incoming = i64::try_from(incoming).unwrap_or(i64::MAX);
+    Ok(count >= MAX_HELD_MESSAGES || bytes.saturating_add(incoming) > MAX_HELD_BYTES)
+}
+
 /// Lower-cases `s`, turns every run of characters outside `[a-z0-9]` into one `-`, trims `-`
 /// at both ends, and falls back to `unnamed`. Used for destination names and folders.
 pub fn normalize_name(s: &str) -> String {
