@@ -62,14 +62,6 @@ const RECHECK_MAX: Duration = Duration::from_millis(256);
 const RECHECK_MIN_GAP: Duration = Duration::from_millis(5);
 /// The longest wait before trying again to start a container that did not start.
 const WAKE_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// Retrying a container that did not start.
-struct WakeRetry {
-    backoff: Backoff,
-    /// A retry is already waiting its turn.
-    scheduled: bool,
-}
-
 /// How often running containers are checked while sessions wait for a slot.
 const CROWDED_CHECK: Duration = Duration::from_secs(2);
 /// Session DB connections unused this long are closed.
@@ -208,6 +200,13 @@ impl Ingress for Core {
         }
         Ok(())
     }
+}
+
+/// Retrying a container that did not start.
+struct WakeRetry {
+    backoff: Backoff,
+    /// A retry is already waiting its turn.
+    scheduled: bool,
 }
 
 /// The running daemon's shared state.
@@ -536,27 +535,24 @@ impl Daemon {
                 tokio::time::sleep(delay).await;
                 let current = d.db.read(|c| sessions_registry::get(c, &session.id));
                 let mut failed = d.failed_wakes.lock().unwrap_or_else(|p| p.into_inner());
-                match current {
-                    Ok(Some(s)) if s.status == SessionStatus::Active => {
-                        if let Some(r) = failed.get_mut(&s.id) {
-                            r.scheduled = false;
-                        }
-                        drop(failed);
-                        d.wake(s);
-                    }
+                let session = match current {
+                    Ok(Some(s)) if s.status == SessionStatus::Active => s,
                     // Closed or gone meanwhile: nothing to start.
                     Ok(_) => {
                         failed.remove(&session.id);
+                        return;
                     }
-                    // The central DB failed: keep the entry scheduled-free so the next
-                    // wake of this session tries again.
+                    // The central DB failed: try with what we knew.
                     Err(e) => {
-                        tracing::warn!(session = %session.id, error = %e, "container start not retried now");
-                        if let Some(r) = failed.get_mut(&session.id) {
-                            r.scheduled = false;
-                        }
+                        tracing::warn!(session = %session.id, error = %e, "session not re-read before retrying its container");
+                        session
                     }
+                };
+                if let Some(r) = failed.get_mut(&session.id) {
+                    r.scheduled = false;
                 }
+                drop(failed);
+                d.wake(session);
             });
         });
     }
