@@ -72,11 +72,12 @@ impl Router {
         let (mut withdrawn, mut noted) = (forgotten, 0);
         for (session, id) in targets {
             // The container's claim is its own (hostile) word: believing it only decides
-            // between withdrawing silently and adding a note.
+            // between withdrawing silently and adding a note. No readable outbound.db (no
+            // container has run yet, or it broke its own DB) means no claim.
             let claimed = self
                 .sessions
                 .with_outbound(&session, |r| outbound::claimed(r, &id))
-                .unwrap_or(true);
+                .unwrap_or(false);
             match self
                 .sessions
                 .with_inbound(&session, |c| inbound::withdraw(c, &id, claimed))?
