@@ -221,6 +221,33 @@ fn the_owner_dm_is_answered_and_forged_or_repeated_webhooks_change_nothing() {
             .all(|m| m.parent_id.is_none())
     );
 
+    // Ann deletes the message the agent already answered: the agent is told (a note that
+    // rides along with its next turn), once however often the notification comes.
+    assert_eq!(w.fake.delete(&hello), [200]);
+    assert_eq!(w.fake.notify("messages", "deleted", &hello), [200]);
+    let notes = || {
+        harness::session_dirs(&w.data)
+            .iter()
+            .filter_map(|d| harness::inbound_db(d).ok())
+            .map(|db| {
+                db.query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM messages_in WHERE id LIKE '%:{hello}:%:deleted' \
+                         AND trigger = 0 AND content LIKE '%The sender deleted message%'"
+                    ),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+            })
+            .sum::<i64>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || notes() == 1),
+        "no deletion note for the agent:\n{}",
+        daemon.log()
+    );
+
     // A long reply: split within Webex's 7,439 bytes, every word once, in order.
     w.say(DM_ANN, ANN, "essay please", None, false);
     let expected: Vec<&str> = long.split_whitespace().collect();

@@ -43,6 +43,8 @@ struct EnvelopeData {
     #[serde(default)]
     room_id: Option<String>,
     #[serde(default)]
+    room_type: Option<String>,
+    #[serde(default)]
     person_id: Option<String>,
     #[serde(default)]
     created: Option<String>,
@@ -117,10 +119,7 @@ impl Shared {
         match (envelope.resource.as_str(), envelope.event.as_str()) {
             ("messages", "created") => self.first_try(Work::Message(envelope.data)).await,
             ("attachmentActions", "created") => self.first_try(Work::Action(envelope.data)).await,
-            ("messages", "deleted") => {
-                self.deleted(&envelope.data).await;
-                WebhookResponse::text(200, "")
-            }
+            ("messages", "deleted") => self.first_try(Work::Deletion(envelope.data)).await,
             (resource, event) => {
                 life.debug(format!("ignoring a {resource}:{event} notification"));
                 WebhookResponse::text(200, "")
@@ -175,6 +174,7 @@ impl Shared {
         match work {
             Work::Message(data) => self.take_message(data).await,
             Work::Action(data) => self.take_action(data).await,
+            Work::Deletion(data) => self.take_deletion(data).await,
         }
     }
 
@@ -219,6 +219,8 @@ impl Shared {
             extra.insert("parent_id".into(), json!(parent));
         }
         let key = format!("{}:{}", message.room_id, message.id);
+        self.remember_thread(&message.room_id, &message.id, thread.as_deref())
+            .await;
         let event = InboundEvent {
             chat_id: message.room_id.clone().into(),
             chat_name: RNone,
@@ -302,13 +304,53 @@ impl Shared {
         }
     }
 
-    /// `messages:deleted`.
-    async fn deleted(&self, data: &EnvelopeData) {
-        let room = data.room_id.clone().unwrap_or_default();
-        self.life.debug(format!(
-            "message {} in space {room} was deleted; the host takes no deletions yet, dropped",
-            data.id
-        ));
+    /// `messages:deleted`: handed to the host in the thread its message came in.
+    async fn take_deletion(&self, data: &EnvelopeData) -> Result<(), Again> {
+        let Some(room) = data.room_id.clone().filter(|r| is_webex_id(r)) else {
+            return Ok(());
+        };
+        if data.person_id.as_deref() == self.bot_id() {
+            return Ok(());
+        }
+        let key = format!("thread:{room}:{}", data.id);
+        let remembered = match self.life.host_call(move |host| host.kv_get(&key)).await {
+            Ok(Ok(thread)) => thread,
+            _ => None,
+        };
+        let thread = match remembered {
+            // "" marks a message handed over without a thread (1:1 spaces).
+            Some(t) => Some(t).filter(|t| !t.is_empty()),
+            None if data.room_type.as_deref() == Some("direct") => None,
+            None => Some(data.id.clone()),
+        };
+        let event = DeletionEvent {
+            chat_id: room.clone().into(),
+            thread_id: thread.map(RString::from).into(),
+            message_id: data.id.clone().into(),
+        };
+        let key = format!("{room}:{}:deleted", data.id);
+        match self
+            .inbox
+            .offer_once(&self.dedupe, &key, move |host| host.on_deleted(event))
+            .await
+        {
+            Ok(Offered::Refused(e)) => Err(Again(format!("the host refused it: {e}"))),
+            Ok(_) => Ok(()),
+            Err(_stopped) => Ok(()),
+        }
+    }
+
+    /// Remembers the thread a message was handed over in (for its deletion).
+    async fn remember_thread(&self, room: &str, message: &str, thread: Option<&str>) {
+        let (key, value) = (
+            format!("thread:{room}:{message}"),
+            thread.unwrap_or("").to_owned(),
+        );
+        let ttl = Some(30 * 24 * 3600 * 1000);
+        let _ = self
+            .life
+            .host_call(move |host| host.kv_set(&key, &value, ttl))
+            .await;
     }
 
     /// Remembers a person's 1:1 space (for `open_dm`).
@@ -475,6 +517,7 @@ impl Shared {
 enum Work {
     Message(EnvelopeData),
     Action(EnvelopeData),
+    Deletion(EnvelopeData),
 }
 
 impl Work {
@@ -482,6 +525,7 @@ impl Work {
         match self {
             Self::Message(d) => format!("message {}", d.id),
             Self::Action(d) => format!("card action {}", d.id),
+            Self::Deletion(d) => format!("deletion of message {}", d.id),
         }
     }
 }

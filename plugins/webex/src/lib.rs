@@ -31,8 +31,8 @@
 //!   mentioned); in group spaces Webex only tells a bot about messages that mention it
 //!   (`mentionedPeople`, or `mentionedGroups` `all`). In group spaces each top-level message
 //!   is its own thread (replies go under it, `parentId`); replies carry their parent.
-//! * `messages:deleted` becomes a deletion (dropped with a debug line while the host's ABI
-//!   has no deletions). Card clicks (`attachmentActions:created`) are fetched
+//! * `messages:deleted` goes to the host as a deletion (ABI 1.2), in the thread the message
+//!   was handed over in. Card clicks (`attachmentActions:created`) are fetched
 //!   (`GET /attachment/actions/{id}`) and go to the host as actions with the clicker's
 //!   person id.
 //! * The host refusing an event: the webhook is answered 200 (Webex does not redeliver) and

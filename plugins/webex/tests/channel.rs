@@ -494,18 +494,43 @@ fn card_clicks_become_actions_with_the_clicker() {
 }
 
 #[test]
-fn deletions_are_answered_and_dropped() {
+fn deletions_reach_the_host_in_their_thread() {
     let b = bench();
-    let id = b.say(DM_ANN, ANN, "oops", None, false);
-    b.fake.delete(&id);
-    assert_eq!(b.notify("messages", "deleted", &id), 200);
-    assert_eq!(b.mem.inbound().len(), 1);
-    assert!(
-        b.mem
-            .logs()
-            .iter()
-            .any(|l| l.message.contains("was deleted"))
+    let dm = b.say(DM_ANN, ANN, "oops", None, false);
+    let root = b.say(TEAM, BOB, "Claw first", None, true);
+    let reply = b.say(TEAM, BOB, "Claw second", Some(&root), true);
+    for id in [&dm, &reply, &root] {
+        b.fake.delete(id);
+        assert_eq!(b.notify("messages", "deleted", id), 200);
+    }
+    // A repeat of a deletion: once.
+    assert_eq!(b.notify("messages", "deleted", &dm), 200);
+    let d = b.mem.deletions();
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_eq!(
+        (d[0].chat_id.as_str(), d[0].message_id.as_str()),
+        (DM_ANN, dm.as_str())
     );
+    assert_eq!(d[0].thread_id, RNone);
+    assert_eq!(d[1].message_id.as_str(), reply);
+    assert_eq!(
+        d[1].thread_id.as_ref().map(|t| t.as_str()),
+        RSome(root.as_str())
+    );
+    assert_eq!(
+        d[2].thread_id.as_ref().map(|t| t.as_str()),
+        RSome(root.as_str())
+    );
+    // Forged: nothing.
+    let (body, _) = b.fake.signed("messages", "deleted", &dm, WEBHOOK_SECRET);
+    assert_eq!(
+        b.channel
+            .handle_webhook(request(&body, Some("00")))
+            .unwrap()
+            .status,
+        401
+    );
+    assert_eq!(b.mem.deletions().len(), 3);
 }
 
 #[test]
