@@ -206,7 +206,7 @@ impl Shared {
                 .await;
         }
         let mentioned = direct
-            || message.mentioned_people.iter().any(|p| *p == bot)
+            || message.mentioned_people.contains(&bot)
             || message.mentioned_groups.iter().any(|g| g == "all");
         let thread = match (&message.parent_id, direct) {
             (Some(parent), _) => Some(parent.clone()),

@@ -654,21 +654,18 @@ async fn list_webhooks(State(platform): State<Plat>, headers: HeaderMap) -> Resp
     axum::Json(json!({ "items": items })).into_response()
 }
 
-fn check_webhook_fields(v: &Value) -> Result<(), Response> {
+fn check_webhook_fields(v: &Value) -> Result<(), &'static str> {
     let url = v["targetUrl"].as_str().unwrap_or_default();
     if v["name"].as_str().unwrap_or_default().is_empty()
         || !(url.starts_with("https://") || url.starts_with("http://"))
     {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "name and targetUrl are required",
-        ));
+        return Err("name and targetUrl are required");
     }
     if let Some(secret) = v.get("secret")
         && !secret.is_null()
         && secret.as_str().is_none_or(str::is_empty)
     {
-        return Err(error(StatusCode::BAD_REQUEST, "invalid secret"));
+        return Err("invalid secret");
     }
     Ok(())
 }
@@ -682,7 +679,7 @@ async fn create_webhook(
         return unauthorized();
     }
     if let Err(e) = check_webhook_fields(&v) {
-        return e;
+        return error(StatusCode::BAD_REQUEST, e);
     }
     let resource = v["resource"].as_str().unwrap_or_default().to_owned();
     let event = v["event"].as_str().unwrap_or_default().to_owned();
@@ -722,7 +719,7 @@ async fn update_webhook(
         return unauthorized();
     }
     if let Err(e) = check_webhook_fields(&v) {
-        return e;
+        return error(StatusCode::BAD_REQUEST, e);
     }
     let mut p = lock(&platform);
     let Some(h) = p.webhooks.iter_mut().find(|h| h.id == id) else {

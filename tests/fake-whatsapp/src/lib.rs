@@ -425,22 +425,21 @@ fn invalid(message: &str) -> Response {
     )
 }
 
-fn authorized(headers: &HeaderMap) -> Result<(), Response> {
-    let ok = headers
+fn authorized(headers: &HeaderMap) -> bool {
+    headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        == Some(ACCESS_TOKEN);
-    if ok {
-        Ok(())
-    } else {
-        Err(graph_error(
-            StatusCode::UNAUTHORIZED,
-            190,
-            "OAuthException",
-            "Invalid OAuth access token - Cannot parse access token",
-        ))
-    }
+        == Some(ACCESS_TOKEN)
+}
+
+fn unauthorized() -> Response {
+    graph_error(
+        StatusCode::UNAUTHORIZED,
+        190,
+        "OAuthException",
+        "Invalid OAuth access token - Cannot parse access token",
+    )
 }
 
 async fn get_object(
@@ -448,8 +447,8 @@ async fn get_object(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = authorized(&headers) {
-        return e;
+    if !authorized(&headers) {
+        return unauthorized();
     }
     if id == PHONE_NUMBER_ID {
         return axum::Json(json!({
@@ -481,7 +480,7 @@ async fn download_media(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if authorized(&headers).is_err() {
+    if !authorized(&headers) {
         return (StatusCode::UNAUTHORIZED, "").into_response();
     }
     match lock(&platform).media.get(&id) {
@@ -503,8 +502,8 @@ async fn upload_media(
     Path(phone): Path<String>,
     request: Request<Body>,
 ) -> Response {
-    if let Err(e) = authorized(request.headers()) {
-        return e;
+    if !authorized(request.headers()) {
+        return unauthorized();
     }
     if phone != PHONE_NUMBER_ID {
         return invalid("Unknown phone number id");
@@ -631,8 +630,8 @@ async fn send_message(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(e) = authorized(&headers) {
-        return e;
+    if !authorized(&headers) {
+        return unauthorized();
     }
     if phone != PHONE_NUMBER_ID {
         return invalid("Unknown phone number id");
