@@ -56,7 +56,7 @@ impl Webex {
              [plugins.webex.settings]\nbot_token = {{ env = \"WEBEX_BOT_TOKEN\" }}\n\
              webhook_secret = {{ env = \"WEBEX_WEBHOOK_SECRET\" }}\n\
              webhook_url = {:?}\napi_base_url = {:?}\npost_per_sec = 20\n",
-            built().join("libnanoclaw_plugin_webex.so"),
+            built().join("libnanoclaw_plugin_channels.so"),
             self.webhook_url(),
             self.fake.api_url(),
         )

@@ -57,7 +57,7 @@ impl WhatsApp {
              app_secret = {{ env = \"WHATSAPP_APP_SECRET\" }}\n\
              verify_token = {{ env = \"WHATSAPP_VERIFY_TOKEN\" }}\n\
              phone_number_id = {PHONE_NUMBER_ID:?}\napi_base_url = {:?}\nmedia_hosts = [{:?}]\n",
-            built().join("libnanoclaw_plugin_whatsapp.so"),
+            built().join("libnanoclaw_plugin_channels.so"),
             self.fake.api_url(),
             self.fake.base_url(),
         )

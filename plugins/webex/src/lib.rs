@@ -297,7 +297,5 @@ impl AsyncChannel for Webex {
     }
 }
 
-nanoclaw_plugin_api::export_plugin!(WebexChannel);
-
 #[cfg(test)]
 mod tests;

@@ -248,7 +248,5 @@ impl AsyncChannel for WhatsApp {
     }
 }
 
-nanoclaw_plugin_api::export_plugin!(WhatsAppChannel);
-
 #[cfg(test)]
 mod tests;
