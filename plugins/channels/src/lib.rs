@@ -17,4 +17,8 @@ nanoclaw_plugin_api::export_channels!(
     nanoclaw_plugin_slack::SlackChannel,
     #[cfg(feature = "discord")]
     nanoclaw_plugin_discord::DiscordChannel,
+    #[cfg(feature = "webex")]
+    nanoclaw_plugin_webex::WebexChannel,
+    #[cfg(feature = "whatsapp")]
+    nanoclaw_plugin_whatsapp::WhatsAppChannel,
 );
