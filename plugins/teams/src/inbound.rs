@@ -1,4 +1,4 @@
-//! Bot Framework activities → host events: messages, edits, card clicks; deletions and the
+//! Bot Framework activities → host events: messages, edits, deletions, card clicks; the
 //! rest acknowledged. Called only after the bearer token and the service URL were checked.
 
 use std::time::Duration;
@@ -190,12 +190,14 @@ impl Shared {
                 }
             }
             "messageDelete" => {
-                self.life.debug(format!(
-                    "message {} deleted in {}: dropped (the host keeps what it was given)",
-                    a.id,
-                    a.conversation.as_ref().map_or("?", |c| c.id.as_str())
-                ));
-                ok()
+                if channel_data_str(&a, "/eventType") != Some("softDeleteMessage") {
+                    return ok();
+                }
+                match self.offer_deletion(&a).await {
+                    Ok(o) if o.redeliver() => retry(),
+                    Ok(_) => ok(),
+                    Err(()) => retry(),
+                }
             }
             "invoke" if a.name.as_deref() == Some("adaptiveCard/action") => {
                 let action = a
@@ -378,6 +380,31 @@ impl Shared {
             timestamp_ms: millis(a.timestamp.as_deref()),
             extra_json: Value::Object(extra).to_string().into(),
         })
+    }
+
+    /// A deletion of a user's message, handed over once, in the thread the message had.
+    async fn offer_deletion(&self, a: &Activity) -> Result<Offered, ()> {
+        let Some(conversation) = &a.conversation else {
+            return Ok(Offered::Accepted);
+        };
+        let (chat, root) = split_conversation(&conversation.id);
+        if chat.is_empty() || a.id.is_empty() {
+            return Ok(Offered::Accepted);
+        }
+        let thread = match conversation.conversation_type.as_deref() {
+            Some("channel") => Some(root.unwrap_or(a.id.as_str()).to_owned()),
+            _ => None,
+        };
+        let key = format!("{chat}:{}:deleted", a.id);
+        let event = DeletionEvent {
+            chat_id: chat.into(),
+            thread_id: thread.map(RString::from).into(),
+            message_id: a.id.clone().into(),
+        };
+        self.inbox
+            .offer_once(&self.dedupe, &key, move |host| host.on_deleted(event))
+            .await
+            .map_err(drop)
     }
 
     /// A card button click, handed over once per click.

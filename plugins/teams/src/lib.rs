@@ -29,8 +29,8 @@
 //!   is its own thread (the reply goes under it), replies carry the root's id as thread.
 //!   DMs and `<at>` mentions of the bot count as mentions; `<at>Name</at>` becomes `@Name`.
 //! * `messageUpdate` (`editMessage`) becomes a new message `<id>:edit:<timestamp>` with
-//!   `extra_json.edit_of`; `messageDelete` is logged and dropped (no deletion event in this
-//!   ABI yet).
+//!   `extra_json.edit_of`; `messageDelete` (`softDeleteMessage`) goes to the host as a
+//!   deletion of that message (once).
 //! * Card button clicks (Adaptive Card `Action.Submit`, which Teams sends as a `message`
 //!   activity with a `value`, or `Action.Execute` as an `adaptiveCard/action` invoke) go to
 //!   the host as actions with the clicker's Teams user id.
