@@ -17,8 +17,12 @@ nanoclaw_plugin_api::export_channels!(
     nanoclaw_plugin_slack::SlackChannel,
     #[cfg(feature = "discord")]
     nanoclaw_plugin_discord::DiscordChannel,
+    #[cfg(feature = "teams")]
+    nanoclaw_plugin_teams::TeamsChannel,
     #[cfg(feature = "webex")]
     nanoclaw_plugin_webex::WebexChannel,
+    #[cfg(feature = "gchat")]
+    nanoclaw_plugin_gchat::GchatChannel,
     #[cfg(feature = "whatsapp")]
     nanoclaw_plugin_whatsapp::WhatsAppChannel,
 );

@@ -51,6 +51,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt as _;
 
+pub mod jwt;
 mod rules;
 mod ws;
 
