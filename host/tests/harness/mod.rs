@@ -56,6 +56,7 @@ pub fn built() -> &'static Path {
                 "nanoclaw-plugin-telegram",
                 "nanoclaw-plugin-slack",
                 "nanoclaw-plugin-discord",
+                "nanoclaw-plugin-resend",
                 "nanoclaw-agent-runner",
             ],
             Profile::Debug,
