@@ -57,6 +57,7 @@ pub fn built() -> &'static Path {
                 "nanoclaw-plugin-slack",
                 "nanoclaw-plugin-discord",
                 "nanoclaw-plugin-resend",
+                "nanoclaw-plugin-imessage",
                 "nanoclaw-agent-runner",
             ],
             Profile::Debug,
