@@ -43,7 +43,7 @@ step "Starting the Docker engine (if it is not running)"
 scripts/engine.sh
 
 step "Building NanoClaw (release; the first build takes a few minutes)"
-cargo build --release --locked -p nanoclaw -p nanoclaw-plugin-cli -p nanoclaw-plugin-telegram -p nanoclaw-agent-runner
+cargo build --release --locked -p nanoclaw -p nanoclaw-plugin-channels -p nanoclaw-agent-runner
 
 step "Building the agent image"
 container/build.sh --binary "$root/target/release/nanoclaw-agent" >/dev/null

@@ -92,13 +92,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step "build nanoclaw, the cli and telegram plugins, and fake-telegram"
-(cd "$root" && cargo build --locked -p nanoclaw -p nanoclaw-plugin-cli \
-  -p nanoclaw-plugin-telegram -p nanoclaw-fake-telegram)
+step "build nanoclaw, the channels library, and fake-telegram"
+(cd "$root" && cargo build --locked -p nanoclaw -p nanoclaw-plugin-channels \
+  -p nanoclaw-fake-telegram)
 target=${CARGO_TARGET_DIR:-$root/target}
 case "$target" in /*) ;; *) target=$root/$target ;; esac
 bin=$target/debug
-for f in nanoclaw fake-telegram libnanoclaw_plugin_telegram.so libnanoclaw_plugin_cli.so; do
+for f in nanoclaw fake-telegram libnanoclaw_plugin_channels.so; do
   [ -e "$bin/$f" ] || fail "$bin/$f was not built"
 done
 export PATH="$bin:$PATH"
@@ -133,7 +133,6 @@ chmod 600 data/.env
 cat >> plugins.toml <<EOF
 
 [plugins.telegram]
-library = "telegram"
 
 [plugins.telegram.settings]
 bot_token = { env = "TELEGRAM_BOT_TOKEN" }

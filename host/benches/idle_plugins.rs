@@ -3,10 +3,9 @@
 //! - **host only**: `nanoclaw run` with an empty `plugins.toml`;
 //! - **four plugins**: cli, Telegram (long-polling a local fake Bot API), the example (its API
 //!   a local responder) and the test plugin;
-//! - **eleven channels**: cli, Telegram, the example, and eight more HTTP channels. Those eight
-//!   are copies of the Telegram library under their own file names, each its own instance:
-//!   the loader maps every copy separately (its own code pages, statics, runtime and TLS
-//!   stack), as eight different channel plugins would be.
+//! - **eleven channels**: the channels library (plugins/channels) with cli and nine Telegram
+//!   instances, and the example. The library is mapped once, whatever the number of
+//!   instances or channel types: instances share its code, statics and runtime stack.
 //!
 //! For each: RSS 25 s after start, and the largest of the samples taken every 5 s over the
 //! minute after the daemon settled (its second sweep, at 30 s), split into anonymous memory (heap, stacks), the host binary's
@@ -238,12 +237,7 @@ fn main() {
         .current_dir(root())
         .args(["build", "--release"])
         .args(["-p", "nanoclaw", "-p", "nanoclaw-test-plugin"])
-        .args([
-            "-p",
-            "nanoclaw-plugin-cli",
-            "-p",
-            "nanoclaw-plugin-telegram",
-        ])
+        .args(["-p", "nanoclaw-plugin-channels"])
         .args([
             "-p",
             "nanoclaw-plugin-example",
@@ -271,14 +265,13 @@ fn main() {
     };
     let example_port = spawn_responder();
 
-    let cli = format!(
-        "[plugins.cli]\nlibrary = {:?}\n",
-        lib("nanoclaw_plugin_cli")
-    );
-    let telegram = |instance: &str, library: &Path| {
+    let channels = lib("nanoclaw_plugin_channels");
+    let cli = format!("[plugins.cli]\nlibrary = {channels:?}\n");
+    let telegram = |instance: &str| {
         let telegram_port = fake_bot_api();
         format!(
-            "[plugins.{instance}]\nlibrary = {library:?}\n[plugins.{instance}.settings]\n\
+            "[plugins.{instance}]\nlibrary = {channels:?}\nchannel = \"telegram\"\n\
+             [plugins.{instance}.settings]\n\
              bot_token = {{ env = \"TELEGRAM_BOT_TOKEN\" }}\n\
              api_base_url = \"http://127.0.0.1:{telegram_port}\"\n"
         )
@@ -298,26 +291,15 @@ fn main() {
     measure("host only", "");
     measure(
         "four plugins (cli, telegram, example, test)",
-        &format!(
-            "{cli}{}{example}{test}",
-            telegram("telegram", &lib("nanoclaw_plugin_telegram"))
-        ),
+        &format!("{cli}{}{example}{test}", telegram("telegram")),
     );
 
-    let copies = tempfile::tempdir().expect("tempdir");
-    let mut eleven = format!(
-        "{cli}{}{example}",
-        telegram("telegram", &lib("nanoclaw_plugin_telegram"))
-    );
+    let mut eleven = format!("{cli}{}{example}", telegram("telegram"));
     for i in 1..=8 {
-        let copy = copies
-            .path()
-            .join(format!("libnanoclaw_plugin_channel{i}.so"));
-        std::fs::copy(lib("nanoclaw_plugin_telegram"), &copy).expect("copy the library");
-        eleven.push_str(&telegram(&format!("channel{i}"), &copy));
+        eleven.push_str(&telegram(&format!("channel{i}")));
     }
     measure(
-        "eleven channels (cli, telegram, example, 8 more HTTP channels)",
+        "eleven channels (cli and nine Telegram instances from the channels library, example)",
         &eleven,
     );
 

@@ -29,7 +29,7 @@ use nanoclaw_plugin_api::kit::testing::MemoryHost;
 const COPIES: usize = 20;
 
 fn load_and_create(path: &Path, host: &MemoryHost) -> (loader::PluginLibrary, ChannelAdapterBox) {
-    let lib = loader::open("bench", path).expect("plugin loads");
+    let lib = loader::open("bench", path, None).expect("plugin loads");
     let adapter = lib
         .create(
             PluginConfig {

@@ -361,7 +361,10 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::webhooks::serve(addr, channels, shutdown).await {
+            if let Err(e) =
+                crate::webhooks::serve(addr, channels, crate::webhooks::Limits::default(), shutdown)
+                    .await
+            {
                 tracing::error!(%addr, error = %e, "webhook server stopped");
             }
         });

@@ -18,12 +18,12 @@ use nanoclaw::plugins::{
 use nanoclaw_plugin_api::abi::{Capabilities, HealthStatus, HostServicesBox, OutboundMessage};
 use nanoclaw_plugin_api::kit::testing::MemoryHost;
 
-/// Builds `nanoclaw-plugin-cli` once; returns the directory holding its cdylib.
+/// Builds the channels library (the cli channel is in it) once; returns its directory.
 fn cli_plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = cargo_build(&["nanoclaw-plugin-cli"], Profile::Debug);
-        assert!(dir.join("libnanoclaw_plugin_cli.so").is_file());
+        let dir = cargo_build(&["nanoclaw-plugin-channels"], Profile::Debug);
+        assert!(dir.join("libnanoclaw_plugin_channels.so").is_file());
         dir
     })
 }
@@ -46,8 +46,7 @@ async fn nanoclaw_chat_talks_to_the_real_plugin() {
     let services = mem.clone();
     let factory =
         move |_: &InstanceName, _: &PluginManifest| -> HostServicesBox { services.services() };
-    let config = PluginsConfig::parse("[plugins.cli]\nlibrary = \"cli\"\n", dir.path())
-        .expect("plugins.toml");
+    let config = PluginsConfig::parse("[plugins.cli]\n", dir.path()).expect("plugins.toml");
     let mut opts = LoadOptions::new(&data);
     opts.locator = Some(LibraryLocator::new(
         vec![cli_plugin_dir().to_owned()],

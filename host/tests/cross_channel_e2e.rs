@@ -60,7 +60,7 @@ impl Both {
              app_token = {{ env = \"SLACK_APP_TOKEN\" }}\napi_base_url = {:?}\n\
              file_hosts = [{:?}]\npost_per_sec = 20\n",
             discord::plugins_toml(&self.discord),
-            built().join("libnanoclaw_plugin_slack.so"),
+            built().join("libnanoclaw_plugin_channels.so"),
             self.slack.api_url(),
             self.slack.base_url(),
         )

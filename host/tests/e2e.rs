@@ -378,7 +378,7 @@ fn the_local_chat_reaches_the_agent_and_back() {
     let s = Setup::new();
     let toml = format!(
         "[plugins.cli]\nlibrary = {:?}\nrequired = true\n",
-        built().join("libnanoclaw_plugin_cli.so")
+        built().join("libnanoclaw_plugin_channels.so")
     );
     let daemon = Daemon::start(&s.data, &toml, &[]);
     let user = harness_user();

@@ -45,7 +45,7 @@ impl Phone {
              [plugins.imessage.settings]\nserver_url = {:?}\n\
              password = {{ env = \"BLUEBUBBLES_PASSWORD\" }}\nprivate_api = true\n\
              send_per_sec = 20\n",
-            built().join("libnanoclaw_plugin_imessage.so"),
+            built().join("libnanoclaw_plugin_channels.so"),
             self.fake.base_url(),
         );
         let daemon = Daemon::start_event_driven(

@@ -29,6 +29,8 @@ struct Host {
     vars: HashMap<String, String>,
     max_in_flight: usize,
     services: Arc<Mutex<HashMap<String, MemoryHost>>>,
+    /// Where bare library names are looked up (default: the freshly built plugins).
+    plugin_dirs: Vec<PathBuf>,
 }
 
 impl Host {
@@ -38,6 +40,7 @@ impl Host {
             vars: HashMap::new(),
             max_in_flight: 4,
             services: Arc::default(),
+            plugin_dirs: vec![plugin_dir(Profile::Debug).to_owned()],
         }
     }
 
@@ -48,11 +51,7 @@ impl Host {
     fn options(&self) -> LoadOptions {
         let data_dir = self.path("data");
         let mut opts = LoadOptions::new(&data_dir);
-        opts.locator = Some(LibraryLocator::new(
-            vec![plugin_dir(Profile::Debug).to_owned()],
-            vec![],
-            None,
-        ));
+        opts.locator = Some(LibraryLocator::new(self.plugin_dirs.clone(), vec![], None));
         opts.secrets = Arc::new(SecretSource::with_vars(&data_dir, self.vars.clone()));
         opts.start_retry_backoff = vec![];
         opts.max_in_flight = self.max_in_flight;
@@ -878,6 +877,65 @@ async fn missing_library() {
         msg.contains(&plugin_dir(Profile::Debug).display().to_string()),
         "{msg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channels_library_gives_each_instance_its_channel() {
+    let mut host = Host::new();
+    // Only these two libraries (the build directory may hold anything else).
+    let libs = host.path("libs");
+    std::fs::create_dir(&libs).expect("mkdir");
+    for lib in [
+        "libnanoclaw_plugin_channels.so",
+        "libnanoclaw_plugin_example.so",
+    ] {
+        std::fs::copy(plugin_dir(Profile::Debug).join(lib), libs.join(lib)).expect("copy");
+    }
+    host.plugin_dirs = vec![libs];
+    let plugins = host
+        .load(
+            "[plugins.cli]\n\
+             [plugins.local]\nchannel = \"cli\"\n\
+             [plugins.pigeon]\nchannel = \"carrier-pigeon\"\n\
+             [plugins.mislabelled]\nlibrary = \"example\"\nchannel = \"telegram\"\n\
+             [plugins.telegram]\nlibrary = \"telegram\"\n",
+        )
+        .await;
+    // No `library`: the channels library; no `channel`: the instance name.
+    for instance in ["cli", "local"] {
+        let m = row(&plugins, instance)
+            .manifest
+            .as_ref()
+            .unwrap_or_else(|| panic!("{instance} loaded"));
+        assert_eq!(m.channel_type, "cli");
+        assert!(plugins.get(instance).is_some(), "{instance} created");
+    }
+    let library = |i: &str| row(&plugins, i).library.clone().expect("library");
+    assert_eq!(library("cli"), library("local"), "one library for both");
+    assert!(
+        library("cli").ends_with("libnanoclaw_plugin_channels.so"),
+        "{:?}",
+        library("cli")
+    );
+
+    let err = load_error(&plugins, "pigeon");
+    assert!(matches!(err, LoadError::NoSuchChannel { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("\"carrier-pigeon\""), "{msg}");
+    for channel in ["cli", "telegram", "slack", "discord"] {
+        assert!(msg.contains(channel), "{msg}");
+    }
+
+    let err = load_error(&plugins, "mislabelled");
+    assert!(matches!(err, LoadError::WrongChannel { .. }), "{err}");
+    assert!(
+        err.to_string().contains("is the \"example\" channel"),
+        "{err}"
+    );
+
+    // An old plugins.toml naming a first-party channel's own library is told where it went.
+    let msg = load_error(&plugins, "telegram").to_string();
+    assert!(msg.contains("leave out `library`"), "{msg}");
 }
 
 fn find_libm() -> PathBuf {

@@ -53,7 +53,7 @@ impl Email {
              webhook_secret = {{ env = \"RESEND_WEBHOOK_SECRET\" }}\n\
              from_address = {BOT_ADDRESS:?}\nfrom_name = \"Agent\"\n\
              api_base_url = {:?}\nattachment_hosts = [{:?}]\nsend_per_sec = 20\n",
-            built().join("libnanoclaw_plugin_resend.so"),
+            built().join("libnanoclaw_plugin_channels.so"),
             self.fake.base_url(),
             self.fake.cdn_origin(),
         )

@@ -51,7 +51,7 @@ impl Slack {
              [plugins.slack.settings]\nbot_token = {{ env = \"SLACK_BOT_TOKEN\" }}\n\
              app_token = {{ env = \"SLACK_APP_TOKEN\" }}\n\
              api_base_url = {:?}\nfile_hosts = [{:?}]\npost_per_sec = 20\n",
-            built().join("libnanoclaw_plugin_slack.so"),
+            built().join("libnanoclaw_plugin_channels.so"),
             self.fake.api_url(),
             self.fake.base_url(),
         )
@@ -415,7 +415,7 @@ fn the_events_api_webhook_is_verified_and_reaches_the_agent() {
          [plugins.slack.settings]\nbot_token = {{ env = \"SLACK_BOT_TOKEN\" }}\n\
          signing_secret = {{ env = \"SLACK_SIGNING_SECRET\" }}\n\
          api_base_url = {:?}\nfile_hosts = [{:?}]\npost_per_sec = 20\n",
-        built().join("libnanoclaw_plugin_slack.so"),
+        built().join("libnanoclaw_plugin_channels.so"),
         s.fake.api_url(),
         s.fake.base_url(),
     );

@@ -56,7 +56,7 @@ impl Tg {
             "[plugins.telegram]\nlibrary = {:?}\nrequired = true\n\
              [plugins.telegram.settings]\nbot_token = {{ env = \"TELEGRAM_BOT_TOKEN\" }}\n\
              api_base_url = {:?}\npoll_timeout_secs = 1\n",
-            built().join("libnanoclaw_plugin_telegram.so"),
+            built().join("libnanoclaw_plugin_channels.so"),
             self.fake.base_url()
         )
     }

@@ -820,6 +820,19 @@ pub struct PluginMod {
     #[sabi(last_prefix_field)]
     pub create:
         extern "C" fn(PluginConfig, HostServicesBox) -> RResult<ChannelAdapterBox, PluginError>,
+
+    /// (ABI 1.2) The channels of a library that carries several (a bundle, built with
+    /// [`export_channels!`](crate::export_channels)): one manifest each. Empty for a library
+    /// of one channel, which `manifest` and `create` describe. In a bundle, `manifest`
+    /// describes the bundle itself (its `channel_type` is empty) and `create` is unused.
+    pub channels: extern "C" fn() -> RVec<Manifest>,
+
+    /// (ABI 1.2) Creates an instance of the bundled channel whose `channel_type` is given.
+    pub create_channel: extern "C" fn(
+        RString,
+        PluginConfig,
+        HostServicesBox,
+    ) -> RResult<ChannelAdapterBox, PluginError>,
 }
 
 impl RootModule for PluginModRef {

@@ -137,7 +137,7 @@ fn unavailable(socket: &Path, error: &io::Error) -> String {
     format!(
         "error: cannot connect to the local chat at {}: {what}\n\
          hint: start the daemon with `nanoclaw run`, and make sure the cli plugin is enabled \
-         in plugins.toml ([plugins.cli] with library = \"cli\"); use --socket if it listens \
+         in plugins.toml ([plugins.cli]); use --socket if it listens \
          elsewhere",
         socket.display()
     )

@@ -131,6 +131,20 @@ fn library_spec<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
+fn channel_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    crate::ids::ChannelName::parse(&name)
+        .map(|_| Some(name))
+        .map_err(|e| serde::de::Error::custom(format!("`channel`: {e}")))
+}
+
+/// The library of NanoClaw's own channels (plugins/channels), loaded once for all of them.
+pub const CHANNELS_LIBRARY: &str = "channels";
+
+fn default_library() -> String {
+    CHANNELS_LIBRARY.to_owned()
+}
+
 /// One `[plugins.<instance>]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,9 +153,14 @@ pub struct PluginEntry {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// A path (contains `/`, or ends in `.so`/`.dylib`; relative to plugins.toml's
-    /// directory) or a bare name searched by [`LibraryLocator`].
-    #[serde(deserialize_with = "library_spec")]
+    /// directory) or a bare name searched by [`LibraryLocator`]. Default: the first-party
+    /// channels bundle, [`CHANNELS_LIBRARY`].
+    #[serde(default = "default_library", deserialize_with = "library_spec")]
     pub library: String,
+    /// The channel of a bundle this instance runs; default: the instance name. For a
+    /// library of one channel, when given, it must be that channel.
+    #[serde(default, deserialize_with = "channel_spec")]
+    pub channel: Option<String>,
     /// A load or start failure of this plugin makes the daemon exit non-zero.
     #[serde(default)]
     pub required: bool,
@@ -236,7 +255,7 @@ pub struct LibraryLocator {
 
 /// A library that could not be found.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("plugin library `{name}` not found: looked for {} in {}", candidates.join(", "), fmt_dirs(dirs))]
+#[error("plugin library `{name}` not found: looked for {} in {}{}", candidates.join(", "), fmt_dirs(dirs), hint(name))]
 pub struct LibraryNotFound {
     /// The bare name from `library`.
     pub name: String,
@@ -244,6 +263,27 @@ pub struct LibraryNotFound {
     pub candidates: Vec<String>,
     /// Directories searched.
     pub dirs: Vec<PathBuf>,
+}
+
+/// The channels of the [`CHANNELS_LIBRARY`] bundle.
+pub const FIRST_PARTY_CHANNELS: [&str; 11] = [
+    "cli", "discord", "gchat", "imessage", "matrix", "resend", "slack", "teams", "telegram",
+    "webex", "whatsapp",
+];
+
+/// Where to look when a library is missing: NanoClaw's own channels are not libraries of
+/// their own.
+fn hint(name: &str) -> String {
+    if name == CHANNELS_LIBRARY {
+        " (build it with `cargo build --release -p nanoclaw-plugin-channels`)".to_owned()
+    } else if !FIRST_PARTY_CHANNELS.contains(&name) {
+        String::new()
+    } else {
+        format!(
+            " (NanoClaw's own channels are in the `{CHANNELS_LIBRARY}` library: leave out \
+             `library` for the {name:?} channel, or write library = \"{CHANNELS_LIBRARY}\")"
+        )
+    }
 }
 
 fn fmt_dirs(dirs: &[PathBuf]) -> String {

@@ -10,7 +10,9 @@
 //!    version and layout checks. From here on the library is mapped for good: it is never
 //!    unloaded, even when a check fails (its static constructors have run and abi_stable
 //!    leaks the handle), which is why 1 and 2 come first.
-//! 4. The manifest is read and validated.
+//! 4. The manifest is read and validated. A bundle (ABI 1.2: one library, several channels,
+//!    see `export_channels!`) lists one manifest per channel; the instance gets the one of
+//!    the channel it names (`channel = "…"`, by default its instance name).
 //!
 //! `create` is a separate step ([`PluginLibrary::create`]).
 
@@ -73,6 +75,30 @@ pub enum LoadError {
         summary: String,
         /// The whole report.
         detail: String,
+    },
+    /// A bundle that does not carry the channel the instance names.
+    #[error(
+        "{} carries no channel {wanted:?} (it carries {available}); name one with \
+         channel = \"…\" in this instance's table",
+        path.display()
+    )]
+    NoSuchChannel {
+        /// The path.
+        path: PathBuf,
+        /// The channel asked for.
+        wanted: String,
+        /// The channels it has, comma-separated.
+        available: String,
+    },
+    /// A library of one channel, which is not the one the instance names.
+    #[error("{} is the {actual:?} channel, not {wanted:?}", path.display())]
+    WrongChannel {
+        /// The path.
+        path: PathBuf,
+        /// The channel asked for.
+        wanted: String,
+        /// The one it is.
+        actual: String,
     },
     /// The manifest is unusable.
     #[error("{} has an invalid manifest: {reason}", path.display())]
@@ -301,8 +327,10 @@ pub struct PluginLibrary {
     pub path: PathBuf,
     /// ABI version from the marker.
     pub abi: Version,
-    /// The manifest.
+    /// The manifest of the instance's channel.
     pub manifest: PluginManifest,
+    /// Every channel of a bundle (empty for a library of one channel).
+    pub bundled: Vec<PluginManifest>,
     module: PluginModRef,
 }
 
@@ -316,8 +344,10 @@ impl std::fmt::Debug for PluginLibrary {
     }
 }
 
-/// Inspects, checks and loads a library; `plugin` (the instance name) is used in messages.
-pub fn open(plugin: &str, path: &Path) -> Result<PluginLibrary, LoadError> {
+/// Inspects, checks and loads a library for instance `plugin` (also used in messages).
+/// `channel` names the channel the instance wants: required to match a library of one
+/// channel when given; picks the channel of a bundle, by default the instance name.
+pub fn open(plugin: &str, path: &Path, channel: Option<&str>) -> Result<PluginLibrary, LoadError> {
     let path = std::fs::canonicalize(path).map_err(|source| io_error(path, source))?;
     let abi = inspect(&path)?;
     check_abi(plugin, &path, &abi, host_abi_version())?;
@@ -325,7 +355,43 @@ pub fn open(plugin: &str, path: &Path) -> Result<PluginLibrary, LoadError> {
     let module = lib_header_from_path(&path)
         .and_then(|header| header.init_root_module::<PluginModRef>())
         .map_err(|e| library_error(&path, e))?;
-    let manifest = PluginManifest::from_abi((module.manifest())(), &path)?;
+    let bundled = module
+        .channels()
+        .map(|list| list().into_iter())
+        .into_iter()
+        .flatten()
+        .map(|m| PluginManifest::from_abi(m, &path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let manifest = if bundled.is_empty() {
+        let manifest = PluginManifest::from_abi((module.manifest())(), &path)?;
+        match channel {
+            Some(wanted) if wanted != manifest.channel_type => {
+                return Err(LoadError::WrongChannel {
+                    path,
+                    wanted: wanted.to_owned(),
+                    actual: manifest.channel_type,
+                });
+            }
+            _ => manifest,
+        }
+    } else {
+        let wanted = channel.unwrap_or(plugin);
+        match bundled.iter().find(|m| m.channel_type == wanted) {
+            Some(m) => m.clone(),
+            None => {
+                let available = bundled
+                    .iter()
+                    .map(|m| m.channel_type.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(LoadError::NoSuchChannel {
+                    path,
+                    wanted: wanted.to_owned(),
+                    available,
+                });
+            }
+        }
+    };
     if manifest.abi_version != abi.to_string() {
         return Err(LoadError::InvalidManifest {
             path,
@@ -339,6 +405,7 @@ pub fn open(plugin: &str, path: &Path) -> Result<PluginLibrary, LoadError> {
         path,
         abi,
         manifest,
+        bundled,
         module,
     })
 }
@@ -402,7 +469,18 @@ impl PluginLibrary {
         config: PluginConfig,
         services: HostServicesBox,
     ) -> Result<ChannelAdapterBox, LoadError> {
-        match (self.module.create())(config, services).into_result() {
+        let created = if self.bundled.is_empty() {
+            (self.module.create())(config, services)
+        } else {
+            // A bundle has `create_channel`: its `channels` list (ABI 1.2) made it a bundle.
+            let Some(create) = self.module.create_channel() else {
+                return Err(LoadError::Internal(
+                    "a bundle without create_channel".to_owned(),
+                ));
+            };
+            create(self.manifest.channel_type.as_str().into(), config, services)
+        };
+        match created.into_result() {
             Ok(adapter) => Ok(adapter),
             Err(e) if e.kind == ErrorKind::PANICKED => Err(LoadError::Panicked {
                 entry: "create()",

@@ -345,8 +345,8 @@ async fn load_one(
     row.library = Some(path.clone());
 
     // Inspect, check and dlopen: file I/O and plugin constructors, so off the async workers.
-    let name = instance.to_string();
-    let library = blocking(move || loader::open(&name, &path)).await??;
+    let (name, channel) = (instance.to_string(), entry.channel.clone());
+    let library = blocking(move || loader::open(&name, &path, channel.as_deref())).await??;
     row.library = Some(library.path.clone());
     row.abi = Some(library.abi.clone());
     row.manifest = Some(library.manifest.clone());

@@ -58,12 +58,17 @@ pub fn cargo_build(packages: &[&str], profile: Profile) -> PathBuf {
 
 fn build(profile: Profile) -> PathBuf {
     let dir = cargo_build(
-        &["nanoclaw-test-plugin", "nanoclaw-plugin-example"],
+        &[
+            "nanoclaw-test-plugin",
+            "nanoclaw-plugin-example",
+            "nanoclaw-plugin-channels",
+        ],
         profile,
     );
     for lib in [
         "libnanoclaw_test_plugin.so",
         "libnanoclaw_plugin_example.so",
+        "libnanoclaw_plugin_channels.so",
     ] {
         assert!(
             dir.join(lib).is_file(),

@@ -23,7 +23,7 @@ pub fn plugins_toml(fake: &FakeDiscord) -> String {
         "[plugins.discord]\nlibrary = {:?}\nrequired = true\n\
          [plugins.discord.settings]\nbot_token = {{ env = \"DISCORD_BOT_TOKEN\" }}\n\
          api_base_url = {:?}\ngateway_url = {:?}\n",
-        built().join("libnanoclaw_plugin_discord.so"),
+        built().join("libnanoclaw_plugin_channels.so"),
         fake.api_base_url(),
         fake.gateway_url(),
     )

@@ -52,12 +52,7 @@ pub fn built() -> &'static Path {
         cargo_build(
             &[
                 "nanoclaw-test-plugin",
-                "nanoclaw-plugin-cli",
-                "nanoclaw-plugin-telegram",
-                "nanoclaw-plugin-slack",
-                "nanoclaw-plugin-discord",
-                "nanoclaw-plugin-resend",
-                "nanoclaw-plugin-imessage",
+                "nanoclaw-plugin-channels",
                 "nanoclaw-agent-runner",
             ],
             Profile::Debug,

@@ -56,8 +56,73 @@ pub fn root_module<C: Channel>(manifest: extern "C" fn() -> Manifest) -> PluginM
     PluginMod {
         manifest,
         create: create::<C>,
+        channels: no_channels,
+        create_channel: no_bundle,
     }
     .leak_into_prefix()
+}
+
+extern "C" fn no_channels() -> RVec<Manifest> {
+    RVec::new()
+}
+
+extern "C" fn no_bundle(
+    channel_type: RString,
+    _config: PluginConfig,
+    _services: HostServicesBox,
+) -> RResult<ChannelAdapterBox, PluginError> {
+    RResult::RErr(PluginError::unsupported(format_args!(
+        "this library carries one channel, not a bundle; creating {channel_type:?}"
+    )))
+}
+
+/// The manifest of a bundle: its name, version and description, no channel type of its own.
+pub fn bundle_manifest(name: &str, version: &str, description: &str) -> Manifest {
+    Manifest {
+        name: name.into(),
+        channel_type: RString::new(),
+        version: version.into(),
+        abi_version: crate::ABI_VERSION.into(),
+        capabilities: crate::abi::Capabilities::NONE,
+        max_text_length: 0,
+        description: description.into(),
+        extra_json: RString::new(),
+    }
+}
+
+/// The root module of a bundle (see [`export_channels!`](crate::export_channels)).
+pub fn bundle_root_module(
+    manifest: extern "C" fn() -> Manifest,
+    channels: extern "C" fn() -> RVec<Manifest>,
+    create_channel: extern "C" fn(
+        RString,
+        PluginConfig,
+        HostServicesBox,
+    ) -> RResult<ChannelAdapterBox, PluginError>,
+) -> PluginModRef {
+    PluginMod {
+        manifest,
+        create: bundle_create,
+        channels,
+        create_channel,
+    }
+    .leak_into_prefix()
+}
+
+extern "C" fn bundle_create(
+    _config: PluginConfig,
+    _services: HostServicesBox,
+) -> RResult<ChannelAdapterBox, PluginError> {
+    RResult::RErr(PluginError::unsupported(
+        "create() of a bundle (name the channel: the host calls create_channel)",
+    ))
+}
+
+/// The error of a bundle asked for a channel it does not carry.
+pub fn not_bundled(channel_type: &str) -> RResult<ChannelAdapterBox, PluginError> {
+    RResult::RErr(PluginError::not_found(format!(
+        "this bundle carries no channel {channel_type:?}"
+    )))
 }
 
 /// The ABI `create`: installs the tracing forwarder, builds the context, calls `C::create`.
@@ -212,6 +277,88 @@ impl<C: Channel> ChannelAdapter for Adapter<C> {
 #[macro_export]
 macro_rules! export_plugin {
     ($channel:ty) => {
+        $crate::__export_root_module!(
+            $crate::kit::export::manifest::<$channel>(),
+            $crate::kit::export::root_module::<$channel>
+        );
+    };
+}
+
+/// Exports several [`Channel`](crate::kit::Channel)s from one `cdylib` (a bundle): the host
+/// loads the library once and creates each instance with the channel it names
+/// (`channel = "…"` in `plugins.toml`). Channels in one library share one copy of the
+/// runtime, HTTP and TLS stacks, which is what keeps many channels small. Each entry may
+/// carry attributes, e.g. `#[cfg(feature = "telegram")]`, to build a smaller bundle.
+///
+/// ```ignore
+/// nanoclaw_plugin_api::export_channels!(
+///     #[cfg(feature = "telegram")] nanoclaw_plugin_telegram::TelegramChannel,
+///     #[cfg(feature = "slack")] nanoclaw_plugin_slack::SlackChannel,
+/// );
+/// ```
+///
+/// The bundle's own manifest carries the invoking crate's name, version and description.
+#[macro_export]
+macro_rules! export_channels {
+    ($( $(#[$attr:meta])* $channel:ty ),+ $(,)?) => {
+        #[doc(hidden)]
+        extern "C" fn __nanoclaw_bundle_channels(
+        ) -> $crate::abi_stable::std_types::RVec<$crate::abi::Manifest> {
+            #[allow(unused_mut)]
+            let mut all = $crate::abi_stable::std_types::RVec::new();
+            $( $(#[$attr])* all.push($crate::kit::export::manifest::<$channel>()); )+
+            all
+        }
+
+        #[doc(hidden)]
+        extern "C" fn __nanoclaw_bundle_create(
+            channel_type: $crate::abi_stable::std_types::RString,
+            config: $crate::abi::PluginConfig,
+            services: $crate::abi::HostServicesBox,
+        ) -> $crate::abi_stable::std_types::RResult<
+            $crate::abi::ChannelAdapterBox,
+            $crate::abi::PluginError,
+        > {
+            $(
+                $(#[$attr])*
+                if channel_type.as_str()
+                    == <$channel as $crate::kit::Channel>::INFO.channel_type
+                {
+                    return $crate::kit::export::create::<$channel>(config, services);
+                }
+            )+
+            let _ = (config, services);
+            $crate::kit::export::not_bundled(channel_type.as_str())
+        }
+
+        #[doc(hidden)]
+        fn __nanoclaw_bundle_root(
+            manifest: extern "C" fn() -> $crate::abi::Manifest,
+        ) -> $crate::abi::PluginModRef {
+            $crate::kit::export::bundle_root_module(
+                manifest,
+                __nanoclaw_bundle_channels,
+                __nanoclaw_bundle_create,
+            )
+        }
+
+        $crate::__export_root_module!(
+            $crate::kit::export::bundle_manifest(
+                env!("CARGO_PKG_NAME"),
+                env!("CARGO_PKG_VERSION"),
+                env!("CARGO_PKG_DESCRIPTION"),
+            ),
+            __nanoclaw_bundle_root
+        );
+    };
+}
+
+/// What both export macros share: the ABI marker, the manifest function that keeps it, and
+/// abi_stable's library header whose constructor builds the root module with `$root`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_root_module {
+    ($manifest:expr, $root:path) => {
         #[doc(hidden)]
         #[used]
         #[cfg_attr(
@@ -233,12 +380,12 @@ macro_rules! export_plugin {
             let _ = unsafe {
                 ::core::ptr::read_volatile(::core::ptr::addr_of!(__NANOCLAW_PLUGIN_ABI_MARKER))
             };
-            $crate::kit::export::manifest::<$channel>()
+            $manifest
         }
 
         #[doc(hidden)]
         fn __nanoclaw_plugin_root_module() -> $crate::abi::PluginModRef {
-            $crate::kit::export::root_module::<$channel>(__nanoclaw_plugin_manifest)
+            $root(__nanoclaw_plugin_manifest)
         }
 
         /// abi_stable's library header (what `#[export_root_module]` would generate).

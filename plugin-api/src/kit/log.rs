@@ -130,13 +130,17 @@ pub fn install_tracing(host: &Host, max_level: LevelFilter) -> bool {
     })
 }
 
-/// [`install_tracing`] as the generated `create` calls it: the plugin's own crate logs at
-/// `DEBUG`, its dependencies (HTTP clients, TLS, runtimes) only at `INFO` and above, so their
-/// chatter does not cross the boundary on every request.
+/// [`install_tracing`] as the generated `create` calls it: the plugin's own crate (and, in
+/// a bundle, every first-party `nanoclaw_*` crate: the subscriber is installed once per
+/// library, by whichever channel comes first) logs at `DEBUG`, its dependencies (HTTP
+/// clients, TLS, runtimes) only at `INFO` and above, so their chatter does not cross the
+/// boundary on every request.
 pub fn install_plugin_tracing(host: &Host, own_crate: &'static str) -> bool {
     let prefix = format!("{own_crate}::");
     install(host, move |meta: &tracing::Metadata<'_>| {
-        let own = meta.target() == own_crate || meta.target().starts_with(&prefix);
+        let target = meta.target();
+        let own =
+            target == own_crate || target.starts_with(&prefix) || target.starts_with("nanoclaw_");
         let max = if own { Level::DEBUG } else { Level::INFO };
         *meta.level() <= max
     })

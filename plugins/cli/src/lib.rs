@@ -217,5 +217,3 @@ impl AsyncChannel for Cli {
         }
     }
 }
-
-nanoclaw_plugin_api::export_plugin!(CliChannel);

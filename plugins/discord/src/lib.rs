@@ -354,8 +354,6 @@ impl AsyncChannel for Discord {
     }
 }
 
-nanoclaw_plugin_api::export_plugin!(DiscordChannel);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -752,8 +752,6 @@ fn tapback(reaction: &str) -> Option<&'static str> {
     })
 }
 
-nanoclaw_plugin_api::export_plugin!(IMessageChannel);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -816,7 +816,5 @@ fn same_origin(a: &Url, b: &Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
-nanoclaw_plugin_api::export_plugin!(ResendChannel);
-
 #[cfg(test)]
 mod tests;

@@ -471,7 +471,5 @@ fn form_fields(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-nanoclaw_plugin_api::export_plugin!(SlackChannel);
-
 #[cfg(test)]
 mod tests;

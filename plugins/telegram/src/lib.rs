@@ -335,8 +335,6 @@ impl AsyncChannel for Telegram {
     }
 }
 
-nanoclaw_plugin_api::export_plugin!(TelegramChannel);
-
 #[cfg(test)]
 mod tests {
     use super::*;

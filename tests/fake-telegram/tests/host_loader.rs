@@ -1,5 +1,5 @@
-//! The Telegram plugin built as a cdylib, loaded by the real host loader through the ABI,
-//! against the fake: manifest, start, a DM in, a reply out, health, teardown.
+//! The Telegram channel in the channels library (the cdylib the host loads), loaded by the real host
+//! loader through the ABI, against the fake: manifest, start, a DM in, a reply out, health, teardown.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Builds the plugin cdylib and returns the directory holding it.
+/// Builds the channels library and returns the directory holding it.
 fn plugin_dir() -> PathBuf {
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
@@ -32,7 +32,7 @@ fn plugin_dir() -> PathBuf {
         .arg("build")
         .arg("--manifest-path")
         .arg(workspace_root().join("Cargo.toml"))
-        .args(["-p", "nanoclaw-plugin-telegram"])
+        .args(["-p", "nanoclaw-plugin-channels"])
         .env("CARGO_TARGET_DIR", &target)
         .output()
         .expect("run cargo build");
@@ -42,7 +42,7 @@ fn plugin_dir() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let dir = target.join("debug");
-    assert!(dir.join("libnanoclaw_plugin_telegram.so").is_file());
+    assert!(dir.join("libnanoclaw_plugin_channels.so").is_file());
     dir
 }
 
@@ -61,7 +61,7 @@ async fn the_cdylib_runs_under_the_real_loader() {
     let data_dir = dir.path().join("data");
     let config = PluginsConfig::parse(
         &format!(
-            "[plugins.telegram]\nlibrary = \"telegram\"\nrequired = true\n\
+            "[plugins.telegram]\nrequired = true\n\
              [plugins.telegram.settings]\nbot_token = {{ env = \"TELEGRAM_BOT_TOKEN\" }}\n\
              api_base_url = \"{}\"\npoll_timeout_secs = 5\n",
             fake.base_url()
