@@ -115,7 +115,9 @@ pub use rendered::{ELLIPSIS, MIN_SPLIT_LIMIT, Part, Rendered};
 pub use retry::{Backoff, BackoffPolicy, Rate, RateLimiter};
 pub use runtime::runtime;
 pub use secret::{REDACTED, Secret, redact_all};
-pub use signature::{hmac_sha1_hex, hmac_sha256_hex, verify_hmac_sha1_hex, verify_hmac_sha256_hex};
+pub use signature::{
+    hmac_sha1_hex, hmac_sha256_hex, secret_eq, verify_hmac_sha1_hex, verify_hmac_sha256_hex,
+};
 pub use text::split_text;
 pub use time::now_ms;
 

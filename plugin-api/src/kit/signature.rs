@@ -52,6 +52,19 @@ pub fn verify_hmac_sha1_hex(secret: &[u8], body: &[u8], signature_hex: &str) -> 
     mac.verify_slice(&expected).is_ok()
 }
 
+/// True when `given` equals `expected` (a shared token or password a platform sends back in
+/// a header or query parameter), compared in constant time: both are hashed first, so
+/// neither their content nor their length shows in the timing.
+pub fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
+    const KEY: &[u8] = b"nanoclaw kit secret_eq";
+    let mut theirs = hmac_sha256(KEY);
+    theirs.update(given);
+    let theirs = theirs.finalize().into_bytes();
+    let mut ours = hmac_sha256(KEY);
+    ours.update(expected);
+    ours.verify_slice(&theirs).is_ok()
+}
+
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -84,6 +97,15 @@ pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(secret_eq(b"s3cret-pass", b"s3cret-pass"));
+        assert!(!secret_eq(b"s3cret-pasS", b"s3cret-pass"));
+        assert!(!secret_eq(b"s3cret", b"s3cret-pass"));
+        assert!(!secret_eq(b"", b"s3cret-pass"));
+        assert!(secret_eq(b"", b""));
+    }
 
     // RFC 4231 test case 2 and RFC 2202 test case 2.
     const KEY: &[u8] = b"Jefe";
