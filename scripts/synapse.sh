@@ -8,6 +8,10 @@
 #                                   rate limits, no outbound traffic) and starts Synapse;
 #                                   prints "PORT SECRET" when it answers
 #   scripts/synapse.sh stop DIR     stops the server started in DIR
+#   scripts/synapse.sh installed    exits 0 when Synapse is installed (installs nothing)
+#   scripts/synapse.sh register DIR USER PASSWORD
+#                                   registers a (non-admin) user on the server started in DIR
+#                                   with the registration shared secret (the admin API)
 #
 # The virtualenv lives in $NANOCLAW_SYNAPSE_VENV (default ~/.cache/nanoclaw/synapse-venv).
 set -euo pipefail
@@ -136,10 +140,22 @@ stop() {
   kill -9 "$pid" 2>/dev/null || true
 }
 
+installed() {
+  [ -x "$py" ] && "$py" -c 'import synapse' >/dev/null 2>&1
+}
+
+register() {
+  local dir="$1" user="$2" password="$3"
+  "$venv/bin/register_new_matrix_user" -c "$dir/homeserver.yaml" -u "$user" -p "$password" \
+    --no-admin "$(sed -n 's/^public_baseurl: "\(.*\)\/"$/\1/p' "$dir/homeserver.yaml")" >/dev/null
+}
+
 case "${1:-}" in
   install) install ;;
+  installed) installed ;;
+  register) register "${2:?usage: synapse.sh register DIR USER PASSWORD}" "${3:?}" "${4:?}" ;;
   start) start "${2:?usage: synapse.sh start DIR}" ;;
   stop) stop "${2:?usage: synapse.sh stop DIR}" ;;
   python) echo "$py" ;;
-  *) echo "usage: synapse.sh install | start DIR | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: synapse.sh install | installed | start DIR | stop DIR | register DIR USER PASSWORD" >&2; exit 2 ;;
 esac

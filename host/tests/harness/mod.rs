@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::common::{Profile, cargo_build, workspace_root};
 
 pub mod discord;
+pub mod matrix;
 pub mod testchat;
 
 /// The image end-to-end tests run agents in.
@@ -56,6 +57,7 @@ pub fn built() -> &'static Path {
                 "nanoclaw-plugin-telegram",
                 "nanoclaw-plugin-slack",
                 "nanoclaw-plugin-discord",
+                "nanoclaw-plugin-matrix",
                 "nanoclaw-agent-runner",
             ],
             Profile::Debug,

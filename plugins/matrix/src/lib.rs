@@ -18,6 +18,7 @@
 //! # Behaviour
 //!
 //! * `start` asks `/account/whoami` (a refused token is `AUTH`, with the fix in the health),
+//!   the bot's direct rooms (`m.direct`),
 //!   the bot's display name, and reads the `since` token the last run stored.
 //! * `/sync` long polling (the `sync` module): the `next_batch` token is stored in the host's
 //!   state store after every event of a batch was handed over, and each event is handed
@@ -531,6 +532,20 @@ impl AsyncChannel for Matrix {
             user_id: user_id.clone(),
             display_name,
         });
+        // The direct rooms: an incremental /sync only carries m.direct when it changes.
+        let path = ["user", user_id.as_str(), "account_data", "m.direct"];
+        match shared.api.get(&path, &[]).await {
+            Ok(direct) => {
+                let mut rooms = shared.rooms();
+                for (user, list) in events::direct_rooms(&direct) {
+                    for room in list {
+                        rooms.add_dm(&user, &room, false);
+                    }
+                }
+            }
+            Err(e) if e.errcode() == Some("M_NOT_FOUND") => {}
+            Err(e) => return Err(e.to_plugin_error("reading m.direct")),
+        }
         let since = shared
             .life
             .host_call(|host| host.kv_get(sync::SINCE_KEY))
