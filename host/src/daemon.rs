@@ -32,7 +32,7 @@ use crate::plugins::channels::PluginChannels;
 use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
 use crate::plugins::{LoadOptions, PluginsConfig, registry};
 use crate::questions::{self, Answer};
-use crate::router::{ChannelCaps, DirectReply, Inbound, RouteOutcome, Router};
+use crate::router::{ChannelCaps, Deletion, DirectReply, Inbound, RouteOutcome, Router};
 use crate::sessions::writer::{Writer, WriterNotice};
 use crate::sessions::{Session, SessionStatus, SessionStore, registry as sessions_registry};
 use crate::supervisor::{Notice, Supervisor, SupervisorConfig};
@@ -144,6 +144,12 @@ impl Ingress for Core {
             Intercept::NotACode => {}
         }
         let outcome = self.router.route(&message)?;
+        let _ = self.events.send(Event::Routed(outcome));
+        Ok(())
+    }
+
+    fn deleted(&self, deletion: Deletion) -> crate::Result<()> {
+        let outcome = self.router.withdraw(&deletion)?;
         let _ = self.events.send(Event::Routed(outcome));
         Ok(())
     }

@@ -45,6 +45,9 @@ use crate::store::messaging_groups::{
 use crate::store::wirings::{self, EngageMode, IgnoredMessagePolicy, SessionMode, Wiring};
 use crate::store::{agent_groups, users};
 
+mod deletion;
+pub use deletion::Deletion;
+
 /// Largest attachment the host saves into a session's inbox.
 pub const MAX_ATTACHMENT_BYTES: usize = 50 * 1024 * 1024;
 
@@ -724,12 +727,11 @@ impl Router {
     /// session takes several chats: the id names the chat, so their messages never pass for
     /// redeliveries of each other.
     fn row_id(msg: &Inbound, p: &Planned) -> String {
-        format!(
-            "{}:{}:{}:{}",
-            msg.channel,
-            msg.chat_id,
+        row_id(
+            &msg.channel,
+            &msg.chat_id,
             msg.message_id.as_deref().unwrap_or_default(),
-            p.session.agent_group_id
+            &p.session.agent_group_id,
         )
     }
 
@@ -834,6 +836,17 @@ fn attachment_ref(a: &IncomingAttachment) -> AttachmentRef {
         path: None,
         url: a.url.clone(),
     }
+}
+
+/// The `messages_in` id of a platform message in one agent's session: the same for every
+/// redelivery, so the session DB dedupes them.
+fn row_id(
+    channel: &ChannelName,
+    chat: &PlatformId,
+    message_id: &str,
+    agent: &AgentGroupId,
+) -> String {
+    format!("{channel}:{chat}:{message_id}:{agent}")
 }
 
 #[cfg(test)]

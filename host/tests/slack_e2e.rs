@@ -487,4 +487,40 @@ fn the_events_api_webhook_is_verified_and_reaches_the_agent() {
         .count();
     assert_eq!(echoes, 1, "{:?}", s.texts(DM_ANN));
     assert!(!s.texts(DM_ANN).iter().any(|t| t.contains("forged")));
+
+    // Ann deletes the message the agent already answered: the agent is told (a note that
+    // rides along with its next turn), once however often Slack repeats it.
+    let deleted = callback(
+        "Ev0DELETED",
+        serde_json::json!({
+            "type": "message", "subtype": "message_deleted", "hidden": true,
+            "channel": DM_ANN, "channel_type": "im", "ts": "1700000000.900004",
+            "deleted_ts": "1700000000.900003", "event_ts": "1700000000.900004",
+            "previous_message": {"type": "message", "user": ANN, "ts": "1700000000.900003",
+                                 "text": "hello over the webhook"},
+        }),
+    )
+    .to_string();
+    assert_eq!(post_signed(port, &deleted, true, &[]).0, 200);
+    assert_eq!(post_signed(port, &deleted, true, &retry).0, 200);
+    let notes = || {
+        harness::session_dirs(&s.data)
+            .iter()
+            .filter_map(|d| harness::inbound_db(d).ok())
+            .map(|db| {
+                db.query_row(
+                    "SELECT COUNT(*) FROM messages_in WHERE id LIKE '%:1700000000.900003:%:deleted'
+                     AND trigger = 0 AND content LIKE '%The sender deleted message%'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+            })
+            .sum::<i64>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || notes() == 1),
+        "no deletion note for the agent:\n{}",
+        daemon.log()
+    );
 }

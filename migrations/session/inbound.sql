@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS messages_in (
     -- chat | task | system
     kind                TEXT NOT NULL,
     timestamp           TEXT NOT NULL,
-    -- pending -> completed | failed
+    -- pending -> completed | failed | deleted (its sender deleted it on the platform)
     status              TEXT NOT NULL DEFAULT 'pending',
     -- Do not process before this time (ISO-8601 UTC).
     process_after       TEXT,

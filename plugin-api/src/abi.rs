@@ -374,6 +374,19 @@ pub struct InboundEvent {
     pub extra_json: RString,
 }
 
+/// (ABI 1.2) Someone deleted a message they had sent, pushed with
+/// [`HostServices::on_deleted`]. Ids are raw, as in the [`InboundEvent`] that brought it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Default)]
+pub struct DeletionEvent {
+    /// Raw platform chat id of the deleted message.
+    pub chat_id: RString,
+    /// Its thread, for threaded channels.
+    pub thread_id: ROption<RString>,
+    /// Platform id of the deleted message (the [`InboundEvent::message_id`] it came with).
+    pub message_id: RString,
+}
+
 /// A button click on a card the host sent, pushed with [`HostServices::on_action`].
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Default)]
@@ -767,8 +780,22 @@ pub trait HostServices: Send + Sync + Clone {
     fn list_pop_front(&self, key: RStr<'_>) -> RResult<ROption<RString>, PluginError>;
 
     /// JSON escape hatch for services added after 1.0. Unknown `method` → `UNSUPPORTED`.
+    ///
+    /// The prefix every 1.x host has ends here (see [`ChannelAdapter::teardown`]).
     #[sabi(last_prefix_field)]
     fn extension(&self, method: RStr<'_>, args_json: RStr<'_>) -> RResult<RString, PluginError>;
+
+    /// (ABI 1.2) Tell the host that a message it was handed has been deleted on the
+    /// platform: one not yet read by its agent is withdrawn, otherwise the agent is told.
+    /// Same contract as [`on_inbound`](Self::on_inbound): an error means "not accepted".
+    fn on_deleted(&self, event: DeletionEvent) -> RResult<(), PluginError> {
+        // A host built on ABI 1.1 (its vtable has no `on_deleted`): it cannot act on it.
+        let _ = event;
+        RResult::RErr(PluginError::new(
+            ErrorKind::UNSUPPORTED,
+            "this host is older than ABI 1.2 and cannot take message deletions",
+        ))
+    }
 }
 
 /// The host services object passed to `create` (reference counted, `Clone`).

@@ -7,15 +7,15 @@ use std::sync::{Arc, OnceLock};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString, RVec};
 use nanoclaw_plugin_api::abi::{
-    ActionEvent, ErrorKind, HostServices, HostServices_TO, HostServicesBox, InboundEvent, LogLevel,
-    PluginError,
+    ActionEvent, DeletionEvent, ErrorKind, HostServices, HostServices_TO, HostServicesBox,
+    InboundEvent, LogLevel, PluginError,
 };
 
 use super::InstanceName;
 use crate::db::Db;
 use crate::error::Error;
 use crate::ids::{ChannelName, PlatformId};
-use crate::router::{Inbound, IncomingAttachment, Sender};
+use crate::router::{Deletion, Inbound, IncomingAttachment, Sender};
 use crate::store::plugin_state;
 use nanoclaw_schema::session::content::QuotedMessage;
 
@@ -32,11 +32,12 @@ pub struct Click {
     pub action_id: String,
 }
 
-/// Where plugin input goes. Both calls return only once the input is durably handled (or
+/// Where plugin input goes. Every call returns only once the input is durably handled (or
 /// refused), so the plugin can acknowledge the platform afterwards.
 pub trait Ingress: Send + Sync + 'static {
     fn inbound(&self, message: Inbound) -> Result<(), Error>;
     fn action(&self, click: Click) -> Result<(), Error>;
+    fn deleted(&self, deletion: Deletion) -> Result<(), Error>;
 }
 
 /// The daemon's ingress, set once it is ready; plugins are created before that.
@@ -222,6 +223,23 @@ impl HostServices for Services {
             .into()
     }
 
+    fn on_deleted(&self, event: DeletionEvent) -> RResult<(), PluginError> {
+        let deletion = (|| {
+            Ok::<_, PluginError>(Deletion {
+                channel: self.channel.clone(),
+                chat_id: PlatformId::parse(event.chat_id.as_str()).map_err(invalid)?,
+                thread_id: non_empty(event.thread_id.into_option()),
+                message_id: non_empty(Some(event.message_id))
+                    .ok_or_else(|| invalid("a deletion needs the deleted message's id"))?,
+            })
+        })();
+        let result = deletion.and_then(|d| self.ingress()?.deleted(d).map_err(to_plugin_error));
+        if let Err(e) = &result {
+            tracing::warn!(plugin = &*self.instance, error = %e, "message deletion not accepted");
+        }
+        result.into()
+    }
+
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
         super::emit_plugin_log(&self.instance, level, target.as_str(), message.as_str());
     }
@@ -359,6 +377,9 @@ mod tests {
             Ok(())
         }
         fn action(&self, _click: Click) -> Result<(), Error> {
+            Ok(())
+        }
+        fn deleted(&self, _deletion: Deletion) -> Result<(), Error> {
             Ok(())
         }
     }

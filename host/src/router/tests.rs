@@ -813,3 +813,182 @@ fn policy_by_sender_matrix() {
         }
     }
 }
+
+/// Statuses of a session's rows, by id.
+fn statuses(f: &Fixture, s: &Session) -> Vec<(String, String)> {
+    f.sessions
+        .with_inbound(s, |c| {
+            let mut st = c.prepare("SELECT id, status FROM messages_in ORDER BY seq")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .unwrap()
+}
+
+fn deletion(chat: &str, message_id: &str) -> Deletion {
+    Deletion {
+        channel: tg(),
+        chat_id: PlatformId::parse(chat).unwrap(),
+        thread_id: None,
+        message_id: message_id.into(),
+    }
+}
+
+#[test]
+fn a_message_deleted_before_its_agent_read_it_is_withdrawn_with_its_files() {
+    let f = Fixture::new();
+    dm_setup(&f, "100", Public);
+    let mut m = dm("100", "oops, wrong chat");
+    m.message_id = Some("7".into());
+    m.attachments = vec![IncomingAttachment {
+        name: "secret.txt".into(),
+        kind: "file".into(),
+        mime_type: None,
+        data: b"private".to_vec(),
+        url: None,
+    }];
+    let out = f.router().route(&m).unwrap();
+    let session = out.routed[0].session.clone();
+    let dir = f.sessions.session_dir(&session).unwrap();
+    let inbox = dir.inbound_dir().join("inbox");
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 1);
+
+    let gone = f.router().withdraw(&deletion("100", "7")).unwrap();
+    assert!(
+        gone.routed.is_empty(),
+        "nothing to tell an agent that never saw it"
+    );
+    assert_eq!(statuses(&f, &session)[0].1, "deleted");
+    assert_eq!(
+        std::fs::read_dir(&inbox).unwrap().count(),
+        0,
+        "its files are gone"
+    );
+    let pending = f
+        .sessions
+        .with_inbound(&session, |c| crate::sessions::inbound::pending_ids(c))
+        .unwrap();
+    assert!(pending.is_empty(), "no runner takes it: {pending:?}");
+
+    // A redelivered deletion, or one of a message nobody got, changes nothing.
+    assert!(
+        f.router()
+            .withdraw(&deletion("100", "7"))
+            .unwrap()
+            .routed
+            .is_empty()
+    );
+    assert!(
+        f.router()
+            .withdraw(&deletion("100", "8"))
+            .unwrap()
+            .routed
+            .is_empty()
+    );
+    assert!(
+        f.router()
+            .withdraw(&deletion("555", "7"))
+            .unwrap()
+            .routed
+            .is_empty()
+    );
+    assert!(f.router().withdraw(&deletion("100", " ")).is_err());
+}
+
+#[test]
+fn an_agent_that_already_read_a_deleted_message_is_told_without_a_wake() {
+    let f = Fixture::new();
+    dm_setup(&f, "100", Public);
+    let mut m = dm("100", "hello");
+    m.message_id = Some("7".into());
+    let out = f.router().route(&m).unwrap();
+    let session = out.routed[0].session.clone();
+    let row_id = out.routed[0].message_id.clone();
+    // The container claimed it (its outbound.db, as the runner writes it).
+    let dir = f.sessions.session_dir(&session).unwrap();
+    let ob = rusqlite::Connection::open(dir.outbound_db()).unwrap();
+    ob.execute_batch(nanoclaw_schema::session::OUTBOUND_SCHEMA)
+        .unwrap();
+    ob.execute(
+        "INSERT INTO processing_ack (message_id, status, status_changed) VALUES (?1, 'processing', 'now')",
+        [&row_id],
+    )
+    .unwrap();
+
+    let told = f.router().withdraw(&deletion("100", "7")).unwrap();
+    assert_eq!(told.routed.len(), 1);
+    assert!(
+        !told.routed[0].trigger,
+        "a note rides along, it does not wake"
+    );
+    let rows = f.rows(&session);
+    assert_eq!(rows.len(), 2);
+    let (id, trigger, content) = &rows[1];
+    assert_eq!(id, &format!("{row_id}:deleted"));
+    assert!(!trigger);
+    let seq = f
+        .sessions
+        .with_inbound(&session, |c| {
+            Ok(c.query_row(
+                "SELECT seq FROM messages_in WHERE id = ?1",
+                [&row_id],
+                |r| r.get::<_, i64>(0),
+            )?)
+        })
+        .unwrap();
+    assert!(
+        content.contains(&format!("The sender deleted message {seq}.")),
+        "{content}"
+    );
+    // Told once, however often the platform repeats the deletion.
+    assert!(
+        f.router()
+            .withdraw(&deletion("100", "7"))
+            .unwrap()
+            .routed
+            .is_empty()
+    );
+    assert_eq!(f.rows(&session).len(), 2);
+}
+
+#[test]
+fn a_deleted_message_is_forgotten_while_held_for_an_approver() {
+    let f = Fixture::new();
+    dm_setup(&f, "100", RequestApproval);
+    let mut first = Inbound::text(&tg(), "100", Some("9"), "let me in").unwrap();
+    first.message_id = Some("1".into());
+    let mut second = Inbound::text(&tg(), "100", Some("9"), "my password is hunter2").unwrap();
+    second.message_id = Some("2".into());
+    let held = f.router().route(&first).unwrap().held[0].approval.clone();
+    f.router().route(&second).unwrap();
+
+    f.router().withdraw(&deletion("100", "2")).unwrap();
+    let kept = f.db.read(|t| approvals::held_messages(t, &held)).unwrap();
+    assert_eq!(kept.len(), 1, "only what the sender kept is replayed");
+    assert!(kept[0].contains("let me in"));
+}
+
+#[test]
+fn a_deleted_message_still_in_the_central_queue_never_reaches_the_session() {
+    let f = Fixture::new();
+    dm_setup(&f, "100", Public);
+    let mut m = dm("100", "first");
+    m.message_id = Some("1".into());
+    let session = f.router().route(&m).unwrap().routed[0].session.clone();
+    // The container holds its DB: the next message waits in the central queue.
+    let dir = f.sessions.session_dir(&session).unwrap();
+    let lock = rusqlite::Connection::open(dir.inbound_db()).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut later = dm("100", "second");
+    later.message_id = Some("2".into());
+    assert!(f.router().route(&later).unwrap().routed[0].queued);
+    f.router().withdraw(&deletion("100", "2")).unwrap();
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+
+    let rows = f.rows(&session);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].0.contains(":1:"));
+}

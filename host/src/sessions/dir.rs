@@ -376,12 +376,23 @@ impl SessionDir {
         let Ok(outbox) = self.workspace().and_then(|ws| open_dir(ws, OUTBOX_DIR)) else {
             return;
         };
-        let Ok(dir) = open_dir(&outbox, id.as_str()) else {
+        remove_tree(&outbox, id.as_str());
+    }
+
+    /// Removes `inbound/inbox/<folder>/` (the attachments of a withdrawn message), without
+    /// following anything and within the same budget as the outbox.
+    pub fn remove_inbox(&self, folder: &str) {
+        let Some(folder) = FileName::parse(folder) else {
             return;
         };
-        let mut budget = REMOVE_BUDGET;
-        remove_contents(dir, 0, &mut budget);
-        let _ = rustix::fs::unlinkat(&outbox, id.as_str(), AtFlags::REMOVEDIR);
+        let Ok(inbox) = self
+            .open_root()
+            .and_then(|root| open_dir(&root, INBOUND_DIR))
+            .and_then(|inbound| open_dir(&inbound, INBOX_DIR))
+        else {
+            return;
+        };
+        remove_tree(&inbox, folder.as_str());
     }
 
     /// Writes an attachment of an inbound message into `inbound/inbox/<folder>/<name>`:
@@ -431,6 +442,16 @@ const REMOVE_DEPTH: usize = 4;
 
 /// Removes what `dir` holds: links and files are unlinked (never followed), directories
 /// emptied the same way (down to [`REMOVE_DEPTH`]) and removed.
+/// Removes directory `name` of `parent` and what it holds, within [`REMOVE_BUDGET`].
+fn remove_tree(parent: &OwnedFd, name: &str) {
+    let Ok(dir) = open_dir(parent, name) else {
+        return;
+    };
+    let mut budget = REMOVE_BUDGET;
+    remove_contents(dir, 0, &mut budget);
+    let _ = rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR);
+}
+
 fn remove_contents(dir: OwnedFd, depth: usize, budget: &mut usize) {
     let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
         return;

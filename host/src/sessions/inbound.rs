@@ -264,6 +264,44 @@ pub fn mark_completed(conn: &mut Connection, ids: &[String]) -> Result<usize> {
     Ok(n)
 }
 
+/// What [`withdraw`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// Not in this session.
+    Absent,
+    /// Was pending: now `deleted`, so no runner takes it any more.
+    Withdrawn,
+    /// Already taken (or finished); its `seq`, the id the agent knows it by.
+    Taken { seq: i64 },
+}
+
+/// Takes back a message whose sender deleted it: a pending row becomes `deleted` (the
+/// runner reads only `pending` ones). `claimed` says whether the container already claimed
+/// it; such a row is still marked, but reported as [`Withdrawal::Taken`].
+pub fn withdraw(conn: &Connection, id: &str, claimed: bool) -> Result<Withdrawal> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached("SELECT seq, status FROM messages_in WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((seq, status)) = row else {
+        return Ok(Withdrawal::Absent);
+    };
+    if status != "pending" {
+        return Ok(if status == "deleted" {
+            Withdrawal::Withdrawn
+        } else {
+            Withdrawal::Taken { seq }
+        });
+    }
+    conn.prepare_cached("UPDATE messages_in SET status = 'deleted' WHERE id = ?1")?
+        .execute([id])?;
+    Ok(if claimed {
+        Withdrawal::Taken { seq }
+    } else {
+        Withdrawal::Withdrawn
+    })
+}
+
 /// Ids of messages not yet completed or failed (normally a handful).
 pub fn pending_ids(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt =

@@ -435,6 +435,13 @@ pub fn finished_among(r: &Reader, ids: &[String]) -> Result<Vec<String>> {
     Ok(done)
 }
 
+/// Whether the container has claimed (or finished) message `id`.
+pub fn claimed(r: &Reader, id: &str) -> Result<bool> {
+    Ok(r.conn
+        .prepare_cached("SELECT 1 FROM processing_ack WHERE message_id = ?1")?
+        .exists([id])?)
+}
+
 /// Messages the container claimed and has not finished: `(message id, claimed at)`, at most
 /// `limit` (only ids the host knows matter; the rest is noise).
 pub fn processing_claims(r: &Reader, limit: usize) -> Result<Vec<(String, String)>> {

@@ -129,6 +129,15 @@ pub fn remove_upto(conn: &Connection, session: &SessionId, upto: i64) -> Result<
         .execute(params![session, upto])?)
 }
 
+/// Forgets one waiting row (its message was deleted before it reached the session); true
+/// when it was waiting.
+pub fn remove(conn: &Connection, session: &SessionId, message_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("DELETE FROM inbound_queue WHERE session_id = ?1 AND message_id = ?2")?
+        .execute(params![session, message_id])?
+        > 0)
+}
+
 /// Sessions with rows waiting.
 pub fn sessions_waiting(conn: &Connection) -> Result<Vec<SessionId>> {
     let mut stmt = conn.prepare("SELECT DISTINCT session_id FROM inbound_queue")?;

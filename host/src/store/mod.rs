@@ -40,6 +40,27 @@ pub(crate) fn held_full(
     Ok(count >= MAX_HELD_MESSAGES || bytes.saturating_add(incoming) > MAX_HELD_BYTES)
 }
 
+/// Forgets held events (in `table`, either request's store) of one platform message, because
+/// its sender deleted it: an approval must not replay what they took back. Returns how many.
+pub(crate) fn forget_held(
+    conn: &rusqlite::Connection,
+    table: &'static str,
+    channel: &crate::ids::ChannelName,
+    chat: &crate::ids::PlatformId,
+    message_id: &str,
+) -> crate::error::Result<usize> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE json_extract(event, '$.channel') = ?1
+             AND json_extract(event, '$.chat_id') = ?2 AND json_extract(event, '$.message_id') = ?3"
+        ))?
+        .execute(rusqlite::params![
+            channel.as_str(),
+            chat.as_str(),
+            message_id
+        ])?)
+}
+
 /// Lower-cases `s`, turns every run of characters outside `[a-z0-9]` into one `-`, trims `-`
 /// at both ends, and falls back to `unnamed`. Used for destination names and folders.
 pub fn normalize_name(s: &str) -> String {

@@ -369,6 +369,25 @@ impl Drop for Daemon {
     }
 }
 
+/// Every session directory of the install at `data` (`sessions/<agent>/<session>`).
+pub fn session_dirs(data: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for agent in std::fs::read_dir(data.join("sessions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for s in std::fs::read_dir(agent.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            dirs.push(s.path());
+        }
+    }
+    dirs
+}
+
 /// A session's `inbound.db` (the host's), opened read-only by a test: never created, never
 /// written.
 pub fn inbound_db(session_dir: &Path) -> rusqlite::Result<rusqlite::Connection> {

@@ -125,21 +125,7 @@ impl Setup {
     }
 
     pub fn session_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
-        for agent in std::fs::read_dir(self.data.join("sessions"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for s in std::fs::read_dir(agent.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                dirs.push(s.path());
-            }
-        }
-        dirs
+        super::session_dirs(&self.data)
     }
 }
 

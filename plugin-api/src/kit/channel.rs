@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 
 use super::format::{LengthUnit, Markup, TextLimit};
 use crate::abi::{
-    ActionEvent, Capabilities, Health, HostServicesBox, InboundEvent, LogLevel, OutboundMessage,
-    PluginError, WebhookRequest, WebhookResponse,
+    ActionEvent, Capabilities, DeletionEvent, Health, HostServicesBox, InboundEvent, LogLevel,
+    OutboundMessage, PluginError, WebhookRequest, WebhookResponse,
 };
 
 /// Static description of a channel, turned into the ABI [`Manifest`](crate::abi::Manifest).
@@ -161,6 +161,11 @@ impl Host {
     /// Hands a button click to the host.
     pub fn on_action(&self, event: ActionEvent) -> Result<(), PluginError> {
         self.services.on_action(event).into_result()
+    }
+    /// (ABI 1.2) Tells the host a message it was handed was deleted on the platform;
+    /// `UNSUPPORTED` from a host older than 1.2.
+    pub fn on_deleted(&self, event: DeletionEvent) -> Result<(), PluginError> {
+        self.services.on_deleted(event).into_result()
     }
     /// Writes a log line (prefer `tracing` after [`install_tracing`](super::install_tracing)).
     pub fn log(&self, level: LogLevel, target: &str, message: &str) {

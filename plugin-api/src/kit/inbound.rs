@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::Host;
 use super::lifecycle::{Lifecycle, Stopped};
 use super::retry::BackoffPolicy;
-use crate::abi::{ActionEvent, ErrorKind, InboundEvent, LogLevel, PluginError};
+use crate::abi::{ActionEvent, DeletionEvent, ErrorKind, InboundEvent, LogLevel, PluginError};
 
 /// How hard [`Inbox::hand_over`] tries.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +98,16 @@ impl Inbox {
             .await
     }
 
+    /// `on_deleted` until accepted or poison: the sender deleted a message they had sent.
+    pub async fn deleted(&self, event: DeletionEvent) -> Result<Handed, Stopped> {
+        let what = format!(
+            "deletion of message {} in chat {}",
+            event.message_id, event.chat_id
+        );
+        self.hand_over(&what, move |host| host.on_deleted(event.clone()))
+            .await
+    }
+
     /// Calls `call` (a blocking host call, run off the async workers) until the host
     /// accepts, or the event turns out to be poison. `what` names the event in logs.
     pub async fn hand_over<F>(&self, what: &str, call: F) -> Result<Handed, Stopped>
@@ -124,8 +134,10 @@ impl Inbox {
                 }
                 Err(error) => error,
             };
-            // INVALID_INPUT: the host will never take this event; waiting changes nothing.
-            if error.kind == ErrorKind::INVALID_INPUT || attempts >= max_refusals {
+            // INVALID_INPUT or UNSUPPORTED (an older host): the host will never take this
+            // event; waiting changes nothing.
+            let never = [ErrorKind::INVALID_INPUT, ErrorKind::UNSUPPORTED].contains(&error.kind);
+            if never || attempts >= max_refusals {
                 life.log(
                     LogLevel::ERROR,
                     format!(

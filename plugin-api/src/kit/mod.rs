@@ -133,9 +133,9 @@ pub mod prelude {
         Secret, StopSignal, tracing,
     };
     pub use crate::abi::{
-        ActionEvent, Attachment, Button, Capabilities, ErrorKind, Health, HealthStatus,
-        InboundEvent, LogLevel, OutboundFile, OutboundMessage, OutboundOp, PluginError,
-        QuotedMessage, Sender, WebhookRequest, WebhookResponse,
+        ActionEvent, Attachment, Button, Capabilities, DeletionEvent, ErrorKind, Health,
+        HealthStatus, InboundEvent, LogLevel, OutboundFile, OutboundMessage, OutboundOp,
+        PluginError, QuotedMessage, Sender, WebhookRequest, WebhookResponse,
     };
     pub use abi_stable::std_types::{RNone, ROption, RSome, RString, RVec, Tuple2};
 }

@@ -16,8 +16,8 @@ use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString, RVec};
 
 use super::{Channel, Host};
 use crate::abi::{
-    ActionEvent, HostServices, HostServices_TO, HostServicesBox, InboundEvent, LogLevel,
-    OutboundMessage, PluginError,
+    ActionEvent, DeletionEvent, HostServices, HostServices_TO, HostServicesBox, InboundEvent,
+    LogLevel, OutboundMessage, PluginError,
 };
 
 /// What the ABI's `prepare` returns for `message`: `channel.render(message)`, each part
@@ -71,6 +71,7 @@ struct Inner {
 struct State {
     inbound: Vec<InboundEvent>,
     actions: Vec<ActionEvent>,
+    deletions: Vec<DeletionEvent>,
     logs: Vec<LogRecord>,
     reject_inbound: Option<PluginError>,
     kv: HashMap<String, (String, Option<Instant>)>,
@@ -121,6 +122,11 @@ impl MemoryHost {
         self.lock().actions.clone()
     }
 
+    /// Deletions accepted so far.
+    pub fn deletions(&self) -> Vec<DeletionEvent> {
+        self.lock().deletions.clone()
+    }
+
     /// Log lines so far.
     pub fn logs(&self) -> Vec<LogRecord> {
         self.lock().logs.clone()
@@ -153,6 +159,15 @@ impl HostServices for MemoryHost {
 
     fn on_action(&self, event: ActionEvent) -> RResult<(), PluginError> {
         self.lock().actions.push(event);
+        RResult::ROk(())
+    }
+
+    fn on_deleted(&self, event: DeletionEvent) -> RResult<(), PluginError> {
+        let mut state = self.lock();
+        if let Some(error) = &state.reject_inbound {
+            return RResult::RErr(error.clone());
+        }
+        state.deletions.push(event);
         RResult::ROk(())
     }
 

@@ -106,8 +106,17 @@ pub(crate) enum Work {
     Message(Box<InboundEvent>, u64),
     /// A button click for the host.
     Action(Box<ActionEvent>, String, u64),
+    /// A deleted message (the host's withdrawal is idempotent: no dedupe needed).
+    Deleted(DeletionEvent, u64),
     /// An event the host does not need: only the sequence number moves.
     Seq(u64),
+}
+
+/// A `MESSAGE_DELETE` payload.
+#[derive(Deserialize)]
+struct DeletedMessage {
+    id: String,
+    channel_id: String,
 }
 
 /// The gateway protocol on the kit's WebSocket client.
@@ -232,6 +241,17 @@ impl Gateway {
                     }
                 }
                 _ => Work::Seq(seq),
+            },
+            "MESSAGE_DELETE" => match serde_json::from_value::<DeletedMessage>(data) {
+                Ok(d) => Work::Deleted(
+                    DeletionEvent {
+                        chat_id: d.channel_id.into(),
+                        thread_id: RNone,
+                        message_id: d.id.into(),
+                    },
+                    seq,
+                ),
+                Err(_) => Work::Seq(seq),
             },
             _ => Work::Seq(seq),
         };
@@ -431,6 +451,13 @@ impl Worker {
                 }
                 Work::Action(event, id, seq) => {
                     if self.action_once(*event, &id).await.is_err() {
+                        return;
+                    }
+                    self.advance(seq);
+                    true
+                }
+                Work::Deleted(event, seq) => {
+                    if self.inbox.deleted(event).await.is_err() {
                         return;
                     }
                     self.advance(seq);

@@ -34,7 +34,9 @@
 //!   (callback type 6, deferred update) and handed over as actions with the clicker's id.
 //!   An edit (`MESSAGE_UPDATE` with `edited_timestamp`) is handed over as a new message
 //!   `<id>:edit:<edited timestamp>` with `extra_json.edit_of` (the ABI has no inbound
-//!   edits; Slack does the same); updates that only fill in embeds are not.
+//!   edits; Slack does the same); updates that only fill in embeds are not. A
+//!   `MESSAGE_DELETE` goes to the host as a deletion (it withdraws the message or tells the
+//!   agent).
 //! * No loss, no duplicates: events are handed over in order, each message and click once
 //!   (the kit's persisted dedupe), and the session id and the sequence number of the last
 //!   event handed over are recorded in the host's state store after each; a restart resumes

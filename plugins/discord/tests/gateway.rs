@@ -197,6 +197,29 @@ fn an_edit_is_handed_over_once_as_a_message_of_its_own() {
 }
 
 #[test]
+fn a_deleted_message_is_reported_to_the_host() {
+    let fake = FakeDiscord::start();
+    let mem = MemoryHost::new();
+    let channel = started(&fake, mem.host());
+    fake.dispatch("MESSAGE_CREATE", fixture("message_create_dm"));
+    // As Discord documents MESSAGE_DELETE: ids only.
+    fake.dispatch(
+        "MESSAGE_DELETE",
+        json!({"id": "1300000000000000101", "channel_id": DM_CHANNEL}),
+    );
+    wait_until("the deletion", || !mem.deletions().is_empty());
+    let deleted = &mem.deletions()[0];
+    assert_eq!(deleted.chat_id.as_str(), DM_CHANNEL);
+    assert_eq!(deleted.message_id.as_str(), "1300000000000000101");
+    assert!(
+        deleted.thread_id.is_none(),
+        "a thread is a channel of its own"
+    );
+    assert_eq!(mem.inbound().len(), 1, "a deletion is not a message");
+    channel.teardown();
+}
+
+#[test]
 fn a_reply_to_someone_else_without_a_mention_does_not_engage() {
     let fake = FakeDiscord::start();
     let mem = MemoryHost::new();

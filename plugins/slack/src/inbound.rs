@@ -80,6 +80,11 @@ pub(crate) struct MessageEvent {
     message: Option<Box<MessageEvent>>,
     #[serde(default)]
     edited: Option<Edited>,
+    /// `message_deleted`: the ts of the deleted message, and that message.
+    #[serde(default)]
+    deleted_ts: Option<String>,
+    #[serde(default)]
+    previous_message: Option<Box<MessageEvent>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,7 +108,9 @@ pub(crate) enum Incoming {
         key: String,
         event: Box<InboundEvent>,
     },
-    /// Nothing for the host (the bot's own message, a join, a deletion…), and why.
+    /// Someone deleted a message, with the key it is deduped by.
+    Deleted { key: String, event: DeletionEvent },
+    /// Nothing for the host (the bot's own message, a join…), and why.
     Ignored(&'static str),
 }
 
@@ -132,6 +139,30 @@ pub(crate) fn thread_key(channel: &str, thread_ts: &str) -> String {
     format!("{channel}:{thread_ts}")
 }
 
+/// A `message_deleted` event, in the thread its message was handed over in (see
+/// [`Shared::incoming`]: a top-level channel message is its own thread).
+fn deletion(m: &MessageEvent, channel: String) -> Incoming {
+    let Some(ts) = m.deleted_ts.clone().filter(|t| !t.is_empty()) else {
+        return Incoming::Ignored("message_deleted without deleted_ts");
+    };
+    let is_dm = m.channel_type.as_deref() == Some("im")
+        || (m.channel_type.is_none() && channel.starts_with('D'));
+    let thread = m
+        .previous_message
+        .as_ref()
+        .and_then(|p| p.thread_ts.clone())
+        .filter(|t| !t.is_empty())
+        .or_else(|| (!is_dm).then(|| ts.clone()));
+    Incoming::Deleted {
+        key: format!("{channel}:{ts}:deleted"),
+        event: DeletionEvent {
+            chat_id: channel.into(),
+            thread_id: thread.map(RString::from).into(),
+            message_id: ts.into(),
+        },
+    }
+}
+
 impl Shared {
     /// Turns an event into what the host gets (files downloaded), or says why not.
     pub(crate) async fn incoming(&self, event: &serde_json::Value) -> Incoming {
@@ -158,8 +189,7 @@ impl Shared {
                 let original = inner.ts.clone();
                 (*inner, Some(original))
             }
-            // The ABI has no deletions: the host keeps what it was given.
-            Some("message_deleted") => return Incoming::Ignored("message_deleted"),
+            Some("message_deleted") => return deletion(&m, channel),
             other if !is_user_subtype(other) => return Incoming::Ignored("not a user message"),
             _ => (m.clone(), None),
         };
@@ -458,6 +488,18 @@ impl Shared {
                     offered if offered.redeliver() => Err(()),
                     _ => Ok(Handled::Done),
                 },
+                Incoming::Deleted { key, event } => {
+                    let offered = self
+                        .inbox
+                        .offer_once(&self.dedupe, &key, move |host| host.on_deleted(event))
+                        .await
+                        .map_err(drop)?;
+                    if offered.redeliver() {
+                        Err(())
+                    } else {
+                        Ok(Handled::Done)
+                    }
+                }
             },
             EventsBody::Other => Ok(Handled::Done),
         }

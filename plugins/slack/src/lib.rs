@@ -30,8 +30,8 @@
 //!   `users.info` (scope `users:read`; cached an hour; without the scope, no name).
 //! * Ignored: the bot's own messages, bot messages and system subtypes (joins, topics…).
 //!   `message_changed` with an `edited` mark becomes a new message with id
-//!   `<ts>:edit:<edit ts>` and `extra_json.edit_of`; `message_deleted` is dropped (the ABI
-//!   has no deletions).
+//!   `<ts>:edit:<edit ts>` and `extra_json.edit_of`; `message_deleted` goes to the host as a
+//!   deletion of `deleted_ts` (the host withdraws it or tells the agent).
 //! * Files are downloaded with the bot token, only from `file_hosts`, up to
 //!   `max_file_bytes`.
 //! * Every message is handed to the host once: deduped by `<channel>:<ts>` in the host's

@@ -199,12 +199,7 @@ fn an_app_mention_alone_is_a_mention() {
 #[test]
 fn own_bot_and_system_messages_are_ignored_edits_become_messages() {
     let b = events_api();
-    for name in [
-        "own_message.json",
-        "bot_message.json",
-        "channel_join.json",
-        "message_deleted.json",
-    ] {
+    for name in ["own_message.json", "bot_message.json", "channel_join.json"] {
         let answer = b
             .channel
             .handle_webhook(signed_json(&fixture(name)))
@@ -240,6 +235,35 @@ fn own_bot_and_system_messages_are_ignored_edits_become_messages() {
         .handle_webhook(signed_json(&unfurl))
         .expect("answer");
     assert_eq!(b.mem.inbound().len(), 1);
+}
+
+#[test]
+fn deletions_reach_the_host_once() {
+    let b = events_api();
+    for _ in 0..2 {
+        let answer = b
+            .channel
+            .handle_webhook(signed_json(&fixture("message_deleted.json")))
+            .expect("answer");
+        assert_eq!(answer.status, 200);
+    }
+    assert!(b.mem.inbound().is_empty(), "a deletion is not a message");
+    let deletions = b.mem.deletions();
+    assert_eq!(deletions.len(), 1, "a redelivery is the same deletion");
+    assert_eq!(deletions[0].chat_id, "D0ANN");
+    assert_eq!(deletions[0].message_id, "1700000100.000200");
+    assert!(deletions[0].thread_id.is_none(), "a DM has no thread");
+
+    // In a channel, a top-level message was handed over as its own thread.
+    let mut in_channel = fixture("message_deleted.json");
+    in_channel["event"]["channel"] = json!("C0CHAN");
+    in_channel["event"]["channel_type"] = json!("channel");
+    in_channel["event_id"] = json!("Ev0DEL2");
+    b.channel
+        .handle_webhook(signed_json(&in_channel))
+        .expect("answer");
+    let deletion = &b.mem.deletions()[1];
+    assert_eq!(deletion.thread_id, RSome("1700000100.000200".into()));
 }
 
 #[test]
