@@ -63,20 +63,29 @@ impl Mx {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    fn from_bot(&self, room: &str) -> Vec<Seen> {
+    fn bot_wrote(&self, room: &str) -> Vec<Seen> {
         self.ann.messages_from(room, &self.bot.id)
     }
 
-    fn wait_message(&self, daemon: &Daemon, room: &str, what: &str, f: impl Fn(&Seen) -> bool) -> Seen {
+    fn wait_message(
+        &self,
+        daemon: &Daemon,
+        room: &str,
+        what: &str,
+        f: impl Fn(&Seen) -> bool,
+    ) -> Seen {
         let mut found = None;
         let ok = wait_until(AGENT, || {
-            found = self.from_bot(room).into_iter().find(|m| f(m));
+            found = self.bot_wrote(room).into_iter().find(|m| f(m));
             found.is_some()
         });
         assert!(
             ok,
             "no message {what} in {room}; the bot wrote {:?}\n{}",
-            self.from_bot(room).iter().map(|m| &m.body).collect::<Vec<_>>(),
+            self.bot_wrote(room)
+                .iter()
+                .map(|m| &m.body)
+                .collect::<Vec<_>>(),
             daemon.log()
         );
         found.unwrap()
@@ -212,14 +221,30 @@ fn a_dm_is_answered_edited_reacted_to_and_survives_a_restart() {
     mx.ann.say(&dm, "while away two");
     daemon.start_again();
     mx.wait_syncing(&daemon, 2);
-    for text in ["while away one", "while away two"] {
-        mx.wait_message(&daemon, &dm, "answering after the restart", |m| {
-            m.body == format!("Mock agent: you said \"{text}\"")
-        });
-    }
+    // Both reach the agent, once each, in one turn (the mock answers the newest).
+    mx.wait_message(&daemon, &dm, "answering after the restart", |m| {
+        m.body == "Mock agent: you said \"while away two\""
+    });
+    let rows = |text: &str| {
+        mx.session_dirs("dm-with-ann")
+            .iter()
+            .filter_map(|d| harness::inbound_db(d).ok())
+            .map(|db| {
+                db.query_row(
+                    "SELECT COUNT(*) FROM messages_in WHERE content LIKE ?1",
+                    [format!("%{text}%")],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+            })
+            .sum::<i64>()
+    };
     std::thread::sleep(Duration::from_secs(4));
-    let bot = mx.from_bot(&dm);
-    for text in ["hello from Matrix", "hello again", "while away one", "while away two"] {
+    for text in ["hello from **Matrix**", "while away one", "while away two"] {
+        assert_eq!(rows(text), 1, "{text} reached the agent once");
+    }
+    let bot = mx.bot_wrote(&dm);
+    for text in ["hello from Matrix", "hello again", "while away two"] {
         assert_eq!(
             count(&bot, &format!("Mock agent: you said \"{text}\"")),
             1,
@@ -233,6 +258,30 @@ fn a_dm_is_answered_edited_reacted_to_and_survives_a_restart() {
             .count(),
         1,
         "one welcome"
+    );
+
+    // Ann deletes (redacts) the message the agent already answered: the agent is told (a
+    // note that rides along with its next turn), once.
+    mx.ann.redact(&dm, &hello);
+    let notes = || {
+        mx.session_dirs("dm-with-ann")
+            .iter()
+            .filter_map(|d| harness::inbound_db(d).ok())
+            .map(|db| {
+                db.query_row(
+                    "SELECT COUNT(*) FROM messages_in WHERE id LIKE ?1
+                     AND trigger = 0 AND content LIKE '%The sender deleted message%'",
+                    [format!("%{hello}%deleted")],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+            })
+            .sum::<i64>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || notes() == 1),
+        "no deletion note for the agent:\n{}",
+        daemon.log()
     );
 }
 
@@ -266,7 +315,14 @@ fn a_room_engages_on_mentions_asks_about_strangers_and_splits_long_replies() {
     bob.join(&room);
     let chat = format!("matrix:{room}");
     mx.ok(&[
-        "chats", "add", &chat, "--name", "team", "--group", "--policy", "request_approval",
+        "chats",
+        "add",
+        &chat,
+        "--name",
+        "team",
+        "--group",
+        "--policy",
+        "request_approval",
     ]);
     mx.ok(&["wire", "add", &chat, "team"]);
     let daemon = mx.start();
@@ -287,9 +343,14 @@ fn a_room_engages_on_mentions_asks_about_strangers_and_splits_long_replies() {
         m.body.starts_with("echo:") && m.body.contains("status?")
     });
     assert!(
-        !mx.from_bot(&room).iter().any(|m| m.body.contains("just chatting")),
+        !mx.bot_wrote(&room)
+            .iter()
+            .any(|m| m.body.contains("just chatting")),
         "{:?}",
-        mx.from_bot(&room).iter().map(|m| &m.body).collect::<Vec<_>>()
+        mx.bot_wrote(&room)
+            .iter()
+            .map(|m| &m.body)
+            .collect::<Vec<_>>()
     );
 
     // Bob is unknown: held, and Ann decides on the card in her DM by replying with the
@@ -312,22 +373,27 @@ fn a_room_engages_on_mentions_asks_about_strangers_and_splits_long_replies() {
     });
 
     // A long reply arrives split within the event budget, in order, intact.
-    let before = mx.from_bot(&room).len();
+    let before = mx.bot_wrote(&room).len();
     mx.ann.say_to(&room, &mx.bot.id, "nanoclaw", "essay please");
     let expected: Vec<&str> = long.split_whitespace().collect();
     let words = || -> Vec<String> {
-        mx.from_bot(&room)
+        mx.bot_wrote(&room)
             .iter()
             .skip(before)
             .filter(|m| m.body.starts_with("word"))
-            .flat_map(|m| m.body.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|m| {
+                m.body
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     };
     let complete = wait_until(AGENT, || words().len() >= expected.len());
     assert!(complete, "got {} words\n{}", words().len(), daemon.log());
     std::thread::sleep(Duration::from_secs(2));
     let parts: Vec<Seen> = mx
-        .from_bot(&room)
+        .bot_wrote(&room)
         .into_iter()
         .filter(|m| m.body.starts_with("word"))
         .collect();
@@ -338,4 +404,3 @@ fn a_room_engages_on_mentions_asks_about_strangers_and_splits_long_replies() {
     }
     assert_eq!(words(), expected, "every word once, in order");
 }
-

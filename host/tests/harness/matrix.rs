@@ -80,7 +80,12 @@ impl Synapse {
     pub fn user(&self, name: &str) -> User {
         let out = Command::new("bash")
             .arg(script())
-            .args(["register", &self.dir.path().to_string_lossy(), name, "pw-for-tests"])
+            .args([
+                "register",
+                &self.dir.path().to_string_lossy(),
+                name,
+                "pw-for-tests",
+            ])
             .output()
             .expect("register");
         assert!(
@@ -288,6 +293,21 @@ impl User {
                 "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
             }),
         )
+    }
+
+    /// Deletes (redacts) an event.
+    pub fn redact(&self, room: &str, event_id: &str) {
+        let txn = TXN.fetch_add(1, Ordering::Relaxed);
+        self.call(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/r{txn}-{}",
+                seg(room),
+                seg(event_id),
+                std::process::id()
+            ),
+            Some(&json!({"reason": "typo"})),
+        );
     }
 
     /// Every event of the room, oldest first (up to 1,000).

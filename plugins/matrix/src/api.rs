@@ -192,7 +192,8 @@ impl Api {
         let secrets = [&self.token, &self.authorization];
         let mut retries = 0;
         loop {
-            let request = build().map_err(|e| ApiError::Http(HttpError::Decode(e.message.into())))?;
+            let request =
+                build().map_err(|e| ApiError::Http(HttpError::Decode(e.message.into())))?;
             let response = request
                 .send()
                 .await
@@ -255,7 +256,11 @@ impl Api {
     }
 
     /// `GET` with the client-server prefix `/_matrix/client/v3`.
-    pub(crate) async fn get(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Value, ApiError> {
+    pub(crate) async fn get(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Value, ApiError> {
         let segments = client_path(path);
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         self.call(Method::GET, &segments, query, None, CALL_TIMEOUT)
@@ -352,7 +357,9 @@ impl Api {
                 || {
                     self.request(
                         Method::GET,
-                        &["_matrix", "client", "v1", "media", "download", server, media_id],
+                        &[
+                            "_matrix", "client", "v1", "media", "download", server, media_id,
+                        ],
                         timeout,
                     )
                 },

@@ -71,7 +71,10 @@ pub(crate) enum Event {
         redacts: String,
     },
     /// `m.room.encrypted`: the bot has no keys and cannot read it.
-    Encrypted { event_id: String, sender: String },
+    Encrypted {
+        event_id: String,
+        sender: String,
+    },
     /// Anything else (state, own events, unknown types): the reason, for the debug log.
     Skip(String),
 }
@@ -251,11 +254,8 @@ pub(crate) fn classify(event: &Value, me: &Me) -> Event {
         }
         "m.room.redaction" => {
             // Room versions up to 10 carry `redacts` at the top; 11 in the content.
-            let redacts = str_of(event, "redacts").or_else(|| {
-                content
-                    .get("redacts")
-                    .and_then(Value::as_str)
-            });
+            let redacts =
+                str_of(event, "redacts").or_else(|| content.get("redacts").and_then(Value::as_str));
             match redacts.filter(|r| plausible_id(r, '$')) {
                 Some(redacts) => Event::Redaction {
                     event_id,
@@ -361,7 +361,10 @@ fn message(
 
 /// A numbered answer to a card: `2`, ` 2. `, `#2` → 2.
 pub(crate) fn option_number(text: &str) -> Option<usize> {
-    let t = text.trim().trim_start_matches('#').trim_end_matches(['.', ')']);
+    let t = text
+        .trim()
+        .trim_start_matches('#')
+        .trim_end_matches(['.', ')']);
     if t.is_empty() || t.len() > 3 || !t.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -433,7 +436,12 @@ mod tests {
         let rooms = sync["rooms"]["join"].as_object().expect("joined rooms");
         rooms
             .values()
-            .flat_map(|r| r["timeline"]["events"].as_array().cloned().unwrap_or_default())
+            .flat_map(|r| {
+                r["timeline"]["events"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .collect()
     }
 
@@ -481,16 +489,22 @@ mod tests {
         assert!(matches!(&kinds[5], Event::Skip(r) if r.contains("own")));
         let invited = &sync["rooms"]["invite"]["!696r7674:example.com"];
         assert_eq!(
-            invite_of(invited, &Me {
-                user_id: "@bot:example.org".into(),
-                display_name: None
-            }),
+            invite_of(
+                invited,
+                &Me {
+                    user_id: "@bot:example.org".into(),
+                    display_name: None
+                }
+            ),
             Some(("@alice:example.com".into(), true))
         );
         let direct = direct_rooms(&sync["account_data"]["events"][0]["content"]);
         assert_eq!(
             direct,
-            vec![("@alice:example.com".into(), vec!["!696r7674:example.com".to_owned()])]
+            vec![(
+                "@alice:example.com".into(),
+                vec!["!696r7674:example.com".to_owned()]
+            )]
         );
     }
 
@@ -506,9 +520,15 @@ mod tests {
         assert!(!message_of(&other).mentions_me);
         // Without m.mentions, the name (a whole word) or MXID in the text counts.
         let mut legacy = fixture("mention.json");
-        legacy["content"].as_object_mut().unwrap().remove("m.mentions");
+        legacy["content"]
+            .as_object_mut()
+            .unwrap()
+            .remove("m.mentions");
         assert!(message_of(&legacy).mentions_me);
-        legacy["content"].as_object_mut().unwrap().remove("formatted_body");
+        legacy["content"]
+            .as_object_mut()
+            .unwrap()
+            .remove("formatted_body");
         legacy["content"]["body"] = "nanoclawish is not a name".into();
         assert!(!message_of(&legacy).mentions_me);
         legacy["content"]["body"] = "ping @bot:example.org".into();
@@ -564,7 +584,10 @@ mod tests {
         ] {
             assert!(matches!(classify(&bad, &me()), Event::Skip(_)), "{bad}");
         }
-        assert_eq!(strip_reply_fallback("> <@a:b> hi\n> there\n\nanswer"), "answer");
+        assert_eq!(
+            strip_reply_fallback("> <@a:b> hi\n> there\n\nanswer"),
+            "answer"
+        );
         assert_eq!(strip_reply_fallback("no quote"), "no quote");
         assert_eq!(option_number(" 2. "), Some(2));
         assert_eq!(option_number("#1"), Some(1));

@@ -36,8 +36,8 @@
 //!   intentional mentions), replies (`m.in_reply_to`; a reply to the bot counts as a
 //!   mention), threads (`m.thread`: the root event is the thread id), edits (`m.replace`:
 //!   handed over as a new message with `extra_json.edit_of`), reactions to the bot's
-//!   messages (a message with `extra_json.reaction`). Redactions are deletions (dropped
-//!   with a debug line until the ABI carries deletions). Encrypted rooms cannot be read:
+//!   messages (a message with `extra_json.reaction`). Redactions are deletions
+//!   (`on_deleted` of the redacted event). Encrypted rooms cannot be read:
 //!   the first `m.room.encrypted` of a room is logged as a warning.
 //! * Buttons: a card's options are numbered in the message; replying to it with a number
 //!   is the click (`on_action` with the replier's MXID). Any other reply is a message.
@@ -140,9 +140,11 @@ pub(crate) struct Rooms {
 
 impl Rooms {
     pub(crate) fn add_dm(&mut self, user: &str, room: &str, prefer: bool) {
-        self.dm_user_of_room.insert(room.to_owned(), user.to_owned());
+        self.dm_user_of_room
+            .insert(room.to_owned(), user.to_owned());
         if prefer || !self.dm_room_of_user.contains_key(user) {
-            self.dm_room_of_user.insert(user.to_owned(), room.to_owned());
+            self.dm_room_of_user
+                .insert(user.to_owned(), room.to_owned());
         }
     }
 
@@ -305,7 +307,10 @@ impl Shared {
                 if !part.text.trim().is_empty() {
                     let content = outbound::text_content(part, thread, target);
                     let txn = outbound::txn_id(part, n, &fallback);
-                    last = Some(self.send_event(&room, "m.room.message", &txn, &content).await?);
+                    last = Some(
+                        self.send_event(&room, "m.room.message", &txn, &content)
+                            .await?,
+                    );
                     n += 1;
                 }
                 for file in part.files.iter() {
@@ -322,7 +327,10 @@ impl Shared {
                     let reply = if last.is_none() { target } else { None };
                     let content = outbound::file_content(file, &mxc, thread, reply);
                     let txn = outbound::txn_id(part, n, &fallback);
-                    last = Some(self.send_event(&room, "m.room.message", &txn, &content).await?);
+                    last = Some(
+                        self.send_event(&room, "m.room.message", &txn, &content)
+                            .await?,
+                    );
                     n += 1;
                 }
                 let Some(event_id) = last else {
@@ -365,7 +373,9 @@ impl Shared {
                 self.send_event(&room, "m.reaction", &txn, &content).await?;
                 Ok(None)
             }
-            other => Err(PluginError::unsupported(format_args!("operation {other:?}"))),
+            other => Err(PluginError::unsupported(format_args!(
+                "operation {other:?}"
+            ))),
         }
     }
 }
@@ -521,7 +531,11 @@ impl AsyncChannel for Matrix {
                 "the access token belongs to {user_id}, not to user_id {expected}"
             )));
         }
-        let display_name = match shared.api.get(&["profile", &user_id, "displayname"], &[]).await {
+        let display_name = match shared
+            .api
+            .get(&["profile", &user_id, "displayname"], &[])
+            .await
+        {
             Ok(v) => v
                 .get("displayname")
                 .and_then(Value::as_str)

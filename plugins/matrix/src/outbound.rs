@@ -228,7 +228,9 @@ pub(crate) fn reaction_key(name: &str) -> Result<String, PluginError> {
             )));
         }
         _ if name.len() > 64 => {
-            return Err(PluginError::invalid_input("a reaction key of more than 64 bytes"));
+            return Err(PluginError::invalid_input(
+                "a reaction key of more than 64 bytes",
+            ));
         }
         _ => return Ok(name.to_owned()),
     };
@@ -250,8 +252,10 @@ mod tests {
 
     #[test]
     fn markdown_becomes_sanitized_matrix_html_with_a_plain_body() {
-        let parts = render(send("**bold** <script>alert(1)</script> [x](https://e.org)"))
-            .expect("rendered");
+        let parts = render(send(
+            "**bold** <script>alert(1)</script> [x](https://e.org)",
+        ))
+        .expect("rendered");
         assert_eq!(parts.len(), 1);
         let content = text_content(&parts[0], None, None);
         let html = content["formatted_body"].as_str().unwrap();
@@ -259,7 +263,10 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("href=\"https://e.org\""), "{html}");
         let body = content["body"].as_str().unwrap();
-        assert!(body.contains("bold") && !body.contains("<strong>"), "{body}");
+        assert!(
+            body.contains("bold") && !body.contains("<strong>"),
+            "{body}"
+        );
         assert_eq!(content["format"], "org.matrix.custom.html");
         assert_eq!(content["m.mentions"], json!({}));
     }

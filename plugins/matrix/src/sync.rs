@@ -8,6 +8,9 @@
 //! handed over again. An event the host keeps refusing is skipped after
 //! `skip_after_refusals` attempts and reported, so it never blocks the ones behind it.
 //!
+//! Redactions (`m.room.redaction`) are handed over as deletions (`on_deleted`) of the
+//! redacted event, once per redaction.
+//!
 //! A room whose timeline comes `limited` (more than [`TIMELINE_LIMIT`] events since the last
 //! sync, e.g. after a long outage) has a gap: its missing events are fetched with
 //! `/rooms/{room}/messages` back to the previous position before the batch is handed over.
@@ -15,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::inbound::Claimed;
+use nanoclaw_plugin_api::kit::inbound::{Claimed, Handed, Inbox};
 use nanoclaw_plugin_api::kit::prelude::*;
 use nanoclaw_plugin_api::kit::{Backoff, BackoffPolicy, Stopped};
 use serde_json::{Value, json};
@@ -139,7 +142,9 @@ impl Syncer {
             .filter(|t| !t.is_empty() && t.len() <= 1024)
             .map(str::to_owned)
         else {
-            self.shared.life.warn("a /sync answer without next_batch; retrying");
+            self.shared
+                .life
+                .warn("a /sync answer without next_batch; retrying");
             return self.stop.sleep(Duration::from_secs(1)).await;
         };
         let first = self.since.is_none();
@@ -368,10 +373,18 @@ impl Syncer {
             }
             Event::Redaction {
                 event_id, redacts, ..
-            } => life.debug(format!(
-                "{event_id} deletes {redacts} in {room}; deletions are not handed to the host \
-                 yet"
-            )),
+            } => {
+                let (chat, _) = self.chat_of(room);
+                let deletion = DeletionEvent {
+                    chat_id: chat.into(),
+                    thread_id: RNone,
+                    message_id: redacts.into(),
+                };
+                self.once(&format!("redaction:{event_id}"), |inbox| async move {
+                    inbox.deleted(deletion).await
+                })
+                .await?;
+            }
             Event::Reaction {
                 event_id,
                 sender,
@@ -409,7 +422,11 @@ impl Syncer {
     async fn fetch_event(&self, room: &str, event_id: &str) -> Result<Option<Value>, Stopped> {
         let got = self
             .stop
-            .run(self.shared.api.get(&["rooms", room, "event", event_id], &[]))
+            .run(
+                self.shared
+                    .api
+                    .get(&["rooms", room, "event", event_id], &[]),
+            )
             .await?;
         Ok(got.ok())
     }
@@ -562,8 +579,20 @@ impl Syncer {
 
     /// Hands a click over once per answering event.
     async fn action_once(&self, event_id: &str, action: ActionEvent) -> Result<(), Stopped> {
+        self.once(&format!("action:{event_id}"), |inbox| async move {
+            inbox.action(action).await
+        })
+        .await
+    }
+
+    /// Runs a hand-over once per `id` (the kit's persisted dedupe).
+    async fn once<F, Fut>(&self, id: &str, hand_over: F) -> Result<(), Stopped>
+    where
+        F: FnOnce(Inbox) -> Fut,
+        Fut: Future<Output = Result<Handed, Stopped>>,
+    {
         let dedupe = self.shared.dedupe.clone();
-        let id = format!("action:{event_id}");
+        let id = id.to_owned();
         let claim = self
             .shared
             .life
@@ -574,7 +603,7 @@ impl Syncer {
             Ok(Claimed::Seen | Claimed::InProgress) => return Ok(()),
             Err(_) => None,
         };
-        let _ = self.shared.inbox.action(action).await?;
+        let _ = hand_over(self.shared.inbox.clone()).await?;
         if let Some(claim) = claim {
             let _ = self.shared.life.host_call(move |_| claim.commit()).await?;
         }

@@ -18,7 +18,10 @@ use super::*;
 
 const TOKEN: &str = "syt_Ym90_wxAEcWsbhxBAUQflicia_15lX3c";
 
-fn create_with(mem: &MemoryHost, settings: serde_json::Value) -> Result<MatrixChannel, PluginError> {
+fn create_with(
+    mem: &MemoryHost,
+    settings: serde_json::Value,
+) -> Result<MatrixChannel, PluginError> {
     MatrixChannel::create(Context {
         instance_name: "matrix".into(),
         settings_json: settings.to_string(),
@@ -58,8 +61,10 @@ fn settings_are_validated() {
             .contains("api_base_url")
     );
     assert!(
-        config_error(json!({"api_base_url": "https://m.org/_matrix/client/v3", "access_token": TOKEN}))
-            .contains("/_matrix")
+        config_error(
+            json!({"api_base_url": "https://m.org/_matrix/client/v3", "access_token": TOKEN})
+        )
+        .contains("/_matrix")
     );
     assert!(
         config_error(json!({"api_base_url": base, "access_token": TOKEN, "user_id": "bot"}))
@@ -92,12 +97,14 @@ fn manifest() {
     assert_eq!(info.text_unit, LengthUnit::Bytes);
     // Direct-addressable: a user id is a chat id; no open_dm.
     assert!(!info.capabilities.contains(Capabilities::OPEN_DM));
-    assert!(info.capabilities.contains(
-        Capabilities::EDIT
-            .with(Capabilities::REACTIONS)
-            .with(Capabilities::BUTTONS)
-            .with(Capabilities::THREADS)
-    ));
+    assert!(
+        info.capabilities.contains(
+            Capabilities::EDIT
+                .with(Capabilities::REACTIONS)
+                .with(Capabilities::BUTTONS)
+                .with(Capabilities::THREADS)
+        )
+    );
 }
 
 /// A fake homeserver: strict about the token, remembers transaction ids like Synapse.
@@ -205,7 +212,11 @@ fn fake() -> (FakeServer, Fake) {
     (server, state)
 }
 
-fn started(server: &FakeServer, mem: &MemoryHost, token: &str) -> Result<MatrixChannel, PluginError> {
+fn started(
+    server: &FakeServer,
+    mem: &MemoryHost,
+    token: &str,
+) -> Result<MatrixChannel, PluginError> {
     let channel = create_with(
         mem,
         json!({"api_base_url": server.base_url(), "access_token": token, "sync_timeout_secs": 1}),
