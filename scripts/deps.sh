@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing NanoClaw needs on Debian, idempotently: a C toolchain
-# (for SQLite and ring), the Docker engine, Python 3 (a test fakes the Claude CLI with it).
+# (for SQLite and ring), the Docker engine, Python 3 (a test fakes the Claude CLI with it;
+# the Matrix tests run Synapse in a virtualenv).
 # Nothing is installed when it is already there. Needs root (or sudo) only to install.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The Matrix tests' local Synapse lives in a virtualenv (scripts/synapse.sh).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -15,6 +15,10 @@ scripts/deps.sh
 scripts/engine.sh
 # End-to-end tests fail, rather than skip, when the engine is missing.
 export NANOCLAW_REQUIRE_DOCKER=1
+# The Matrix end-to-end tests run against a real homeserver: a local Synapse from PyPI
+# (quick when already installed); they fail, rather than skip, without it.
+scripts/synapse.sh install
+export NANOCLAW_REQUIRE_SYNAPSE=1
 
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::common::{Profile, cargo_build, workspace_root};
 
 pub mod discord;
+pub mod matrix;
 pub mod testchat;
 
 /// The image end-to-end tests run agents in.

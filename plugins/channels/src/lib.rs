@@ -25,6 +25,8 @@ nanoclaw_plugin_api::export_channels!(
     nanoclaw_plugin_gchat::GchatChannel,
     #[cfg(feature = "whatsapp")]
     nanoclaw_plugin_whatsapp::WhatsAppChannel,
+    #[cfg(feature = "matrix")]
+    nanoclaw_plugin_matrix::MatrixChannel,
     #[cfg(feature = "resend")]
     nanoclaw_plugin_resend::ResendChannel,
     #[cfg(feature = "imessage")]
