@@ -20,6 +20,9 @@ fn shipped_plugins_toml_enables_only_cli() {
         .map(|(name, _)| name.as_str())
         .collect();
     assert_eq!(enabled, ["cli"]);
+    // Every channel NanoClaw ships is there, disabled until configured.
+    let names: Vec<&str> = config.plugins.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, nanoclaw::plugins::config::FIRST_PARTY_CHANNELS);
 }
 
 #[test]
