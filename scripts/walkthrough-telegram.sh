@@ -130,6 +130,8 @@ token=$(sed -n 's/^  token: //p' fake.log)
 step "the token into data/.env, the plugin into plugins.toml"
 printf 'TELEGRAM_BOT_TOKEN=%s\n' "$token" > data/.env
 chmod 600 data/.env
+# The shipped file has a disabled Telegram table: replace it with the configured one.
+sed -i '/^\[plugins\.telegram\]/,/^$/d' plugins.toml
 cat >> plugins.toml <<EOF
 
 [plugins.telegram]

@@ -683,6 +683,19 @@ fn plugins_list_shows_the_shipped_configuration_loaded() {
         assert_eq!(p["loaded"], true, "{p}");
         assert!(p["error"].is_null(), "{p}");
     }
+    // Every channel NanoClaw ships is listed; the unconfigured ones as disabled.
+    let rows = list["plugins"].as_array().unwrap();
+    for channel in nanoclaw::plugins::config::FIRST_PARTY_CHANNELS {
+        let row = rows
+            .iter()
+            .find(|p| p["instance"] == channel)
+            .unwrap_or_else(|| panic!("{channel} not listed: {list}"));
+        if channel == "cli" {
+            assert_eq!(row["loaded"], true, "{row}");
+        } else {
+            assert_eq!(row["status"], "disabled", "{row}");
+        }
+    }
     let check = cli(
         &dir.path().join("data"),
         &["plugins", "check", "--plugins", shipped.to_str().unwrap()],
