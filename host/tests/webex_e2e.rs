@@ -195,7 +195,7 @@ fn the_owner_dm_is_answered_and_forged_or_repeated_webhooks_change_nothing() {
     let json = ("Content-Type", "application/json".to_owned());
     let status = post_to(&url, &[json.clone(), ("X-Spark-Signature", bad)], &body);
     assert_eq!(status, Some(401));
-    assert_eq!(post_to(&url, &[json.clone()], &body), Some(401));
+    assert_eq!(post_to(&url, std::slice::from_ref(&json), &body), Some(401));
     assert!(w.fake.harness().calls_to("messages.get").is_empty());
 
     first_agent(&w, &daemon);

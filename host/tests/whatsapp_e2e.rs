@@ -185,7 +185,7 @@ fn the_owner_is_answered_and_forged_or_repeated_notifications_change_nothing() {
         Some(401)
     );
     assert_eq!(
-        http(&url, "POST", "", &[json.clone()], &forged).map(|r| r.0),
+        http(&url, "POST", "", std::slice::from_ref(&json), &forged).map(|r| r.0),
         Some(401)
     );
 

@@ -33,10 +33,10 @@ impl Targets for Fake {
         request: WebhookRequest,
     ) -> Result<WebhookResponse, TargetError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if channel.as_str() == "hold" {
-            if let Ok(permit) = self.release.acquire().await {
-                permit.forget();
-            }
+        if channel.as_str() == "hold"
+            && let Ok(permit) = self.release.acquire().await
+        {
+            permit.forget();
         }
         Ok(WebhookResponse {
             status: 200,
