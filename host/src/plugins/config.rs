@@ -452,8 +452,13 @@ mod tests {
         }
         assert!(parse("[plugins.tg-work_2]\nlibrary = \"x\"\n").is_ok());
 
-        let err = parse("[plugins.tg]\nenabled = true\n").expect_err("no library");
-        assert!(err.contains("library"), "{err}");
+        // No library: NanoClaw's own channels; no channel: the instance name.
+        let config = parse("[plugins.tg]\nenabled = true\n").expect("no library");
+        let entry = &config.plugins[&InstanceName::new("tg").expect("name")];
+        assert_eq!(entry.library, CHANNELS_LIBRARY);
+        assert_eq!(entry.channel, None);
+        let err = parse("[plugins.tg]\nchannel = \"Tele gram\"\n").expect_err("bad channel");
+        assert!(err.contains("`channel`"), "{err}");
 
         let err = parse("[plugins.tg]\nlibrary = \"\"\n").expect_err("empty library");
         assert!(err.contains("must not be empty"), "{err}");
