@@ -46,6 +46,11 @@ pub struct Config {
     pub fallback_poll: Duration,
     pub model: Option<String>,
     pub claude_bin: PathBuf,
+    /// The host's model-API proxy socket (`NANOCLAW_MODEL_SOCKET`); the runner relays a
+    /// loopback port to it and points the provider there.
+    pub model_socket: Option<PathBuf>,
+    /// A model API base URL used as is when there is no proxy socket (`NANOCLAW_MODEL_BASE_URL`).
+    pub model_base_url: Option<String>,
     /// The zone message times are shown in, and its name for the prompt.
     pub tz: TimeZone,
     pub tz_name: String,
@@ -133,6 +138,17 @@ impl Config {
             None => Some(agent_dir.join("mock.toml")).filter(|p| p.is_file()),
         };
 
+        let model_base_url = match get(env::MODEL_BASE_URL) {
+            Some(url) => {
+                let url = url.trim().trim_end_matches('/').to_string();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(bad(env::MODEL_BASE_URL, &url, "expected an http(s):// URL"));
+                }
+                Some(url)
+            }
+            None => None,
+        };
+
         Ok(Config {
             session_dir: path(env::SESSION_DIR, CONTAINER_WORKSPACE),
             inbound_dir: path(env::INBOUND_DIR, CONTAINER_INBOUND_DIR),
@@ -147,6 +163,8 @@ impl Config {
             fallback_poll: Duration::from_millis(fallback_ms),
             model: get(env::MODEL).map(|s| s.trim().to_string()),
             claude_bin: path("NANOCLAW_CLAUDE_BIN", "claude"),
+            model_socket: get(env::MODEL_SOCKET).map(PathBuf::from),
+            model_base_url,
             tz,
             tz_name,
             mock_script,
@@ -264,6 +282,7 @@ mod tests {
             ("NANOCLAW_ADMIN_USER_IDS", "alice"),
             ("NANOCLAW_ADMIN_USER_IDS", "telegram:"),
             ("NANOCLAW_MOCK_SCRIPT", "/nonexistent/mock.toml"),
+            ("NANOCLAW_MODEL_BASE_URL", "127.0.0.1:9"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -12,6 +12,7 @@ mod db;
 mod format;
 mod output;
 mod provider;
+mod relay;
 mod runner;
 mod script;
 mod wait;
@@ -36,13 +37,15 @@ Configuration is read from the environment:
   NANOCLAW_GLOBAL_DIR        shared read-only memory (default /workspace/global)
   NANOCLAW_AGENT_GROUP_ID    agent group id (for logs)
   NANOCLAW_SESSION_ID        session id (for logs)
-  NANOCLAW_PROVIDER          mock | claude (default claude)
+  NANOCLAW_PROVIDER          mock | claude | openai (default claude)
   NANOCLAW_ASSISTANT_NAME    the agent's name
   NANOCLAW_ADMIN_USER_IDS    comma-separated user ids allowed to run admin slash commands
   NANOCLAW_MAX_BATCH         messages per turn, 1-1000 (default 10)
   NANOCLAW_FALLBACK_POLL_MS  poll interval when file events are missing (default 2000)
   NANOCLAW_MODEL             model for the claude provider
   NANOCLAW_CLAUDE_BIN        Claude Code CLI (default claude)
+  NANOCLAW_MODEL_SOCKET      the host's model-API proxy socket (relayed on 127.0.0.1)
+  NANOCLAW_MODEL_BASE_URL    model API base URL when there is no proxy socket
   NANOCLAW_MOCK_SCRIPT       mock provider rules (default <agent dir>/mock.toml if present)
   NANOCLAW_MOCK_RECORD       file the mock provider appends every request to
   NANOCLAW_LOG               log filter (default info)
@@ -112,6 +115,17 @@ fn main() -> ExitCode {
 
 fn run(cfg: Config) -> ExitCode {
     let shutdown = wait::Shutdown::default();
+    // The model API: through the host's proxy when it mounted one, else a configured URL.
+    let api_base = match &cfg.model_socket {
+        Some(socket) => match relay::Relay::start(socket) {
+            Ok(relay) => Some(relay.base_url()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the model relay");
+                return ExitCode::from(1);
+            }
+        },
+        None => cfg.model_base_url.clone(),
+    };
     let provider: Box<dyn Provider> = match cfg.provider {
         ProviderKind::Mock => {
             match MockProvider::new(
@@ -135,6 +149,7 @@ fn run(cfg: Config) -> ExitCode {
                     .filter(|d| d.is_dir())
                     .into_iter()
                     .collect(),
+                api_base: api_base.clone(),
             },
             shutdown.clone(),
         )),

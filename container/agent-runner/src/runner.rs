@@ -317,7 +317,8 @@ impl Runner {
                 Err(e @ ProviderError::Failed { .. }) => {
                     tracing::error!(error = %e, "provider failed");
                     if let Some(m) = newest {
-                        rows.extend(self.reply_to_message(m, &routing, &format!("Error: {e}")));
+                        let text = crate::provider::api_error::explain(&e.to_string());
+                        rows.extend(self.reply_to_message(m, &routing, &text));
                     }
                     break;
                 }
@@ -381,7 +382,9 @@ impl Runner {
         let text = match self.exchange(RequestKind::Command, &input, &system_prompt, &hints)? {
             Ok(text) => text,
             Err(ProviderError::Interrupted) => return Ok(None),
-            Err(e @ ProviderError::Failed { .. }) => format!("Error: {e}"),
+            Err(e @ ProviderError::Failed { .. }) => {
+                crate::provider::api_error::explain(&e.to_string())
+            }
         };
         // Command output is for the admin who asked, addressed or not.
         let parsed = output::parse(&text);

@@ -462,16 +462,40 @@ fn commands_run_alone_in_order() {
 }
 
 #[test]
+fn model_api_errors_reach_the_chat_as_one_actionable_line() {
+    let mut s = Session::new();
+    s.write_mock_script(concat!(
+        "[[rule]]\nmatch = \"busy\"\n",
+        r#"error = 'API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'"#,
+        "\n[[rule]]\nmatch = \"key\"\n",
+        r#"error = 'API Error: 401 {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}'"#,
+        "\n"
+    ));
+    let _agent = Agent::mock(&s, &[]).ready();
+    s.send(Msg::chat("m1", "busy"));
+    assert!(replies(&s, 1));
+    s.send(Msg::chat("m2", "key"));
+    assert!(replies(&s, 2));
+    let out = s.out_rows();
+    assert_eq!(
+        out[0].text,
+        "The model API is overloaded right now. Try again in a few minutes."
+    );
+    assert!(out[1].text.contains("(401)") && out[1].text.contains("nanoclaw doctor"));
+    assert!(!out[1].text.contains("x-api-key"));
+}
+
+#[test]
 fn provider_error_becomes_one_error_reply_and_acks_the_batch() {
     let mut s = Session::new();
-    s.write_mock_script("[[rule]]\nmatch = \"boom\"\nerror = \"model overloaded\"\n");
+    s.write_mock_script("[[rule]]\nmatch = \"boom\"\nerror = \"model exploded\"\n");
     let _agent = Agent::mock(&s, &[]).ready();
     s.send(Msg::chat("m0", "context").context());
     s.send(Msg::chat("m1", "boom"));
     assert!(replies(&s, 1));
     let out = s.out_rows();
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].text, "Error: model overloaded");
+    assert_eq!(out[0].text, "Error: model exploded");
     assert_eq!(out[0].in_reply_to.as_deref(), Some("m1"));
     assert!(wait_until(T, || s.ack("m0").as_deref()
         == Some("completed")

@@ -10,7 +10,7 @@ pub const AGENT_DIR: &str = "NANOCLAW_AGENT_DIR";
 pub const GLOBAL_DIR: &str = "NANOCLAW_GLOBAL_DIR";
 pub const AGENT_GROUP_ID: &str = "NANOCLAW_AGENT_GROUP_ID";
 pub const SESSION_ID: &str = "NANOCLAW_SESSION_ID";
-/// `mock` or `claude`.
+/// `mock`, `claude` or `openai`.
 pub const PROVIDER: &str = "NANOCLAW_PROVIDER";
 pub const ASSISTANT_NAME: &str = "NANOCLAW_ASSISTANT_NAME";
 /// Comma-separated user ids with admin privilege over this agent group.
@@ -19,3 +19,9 @@ pub const MODEL: &str = "NANOCLAW_MODEL";
 pub const MOCK_SCRIPT: &str = "NANOCLAW_MOCK_SCRIPT";
 /// The agent-runner's log filter.
 pub const LOG: &str = "NANOCLAW_LOG";
+/// The host's model-API proxy socket inside the container (the host sets it to
+/// [`super::layout::CONTAINER_MODEL_SOCKET`] when it serves one). The runner relays
+/// `http://127.0.0.1:<port>` to it; the credential stays on the host.
+pub const MODEL_SOCKET: &str = "NANOCLAW_MODEL_SOCKET";
+/// A model API base URL used as is when there is no proxy socket (development and tests).
+pub const MODEL_BASE_URL: &str = "NANOCLAW_MODEL_BASE_URL";

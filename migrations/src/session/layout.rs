@@ -44,5 +44,15 @@ pub const CONTAINER_CONFIG_DIR: &str = "/workspace/config";
 /// Container side: `$HOME` of the agent (in the workspace, so it lasts as long as the session).
 pub const CONTAINER_HOME: &str = "/workspace/.home";
 
+/// Host side: the per-session directory of the model-API proxy socket, under the data dir
+/// (`<data>/proxy/<session id>/`), owned by the host and mounted read-only.
+pub const PROXY_DIR: &str = "proxy";
+/// The socket's file name in that directory.
+pub const MODEL_SOCKET_NAME: &str = "model.sock";
+/// Container side: where that directory is mounted.
+pub const CONTAINER_PROXY_DIR: &str = "/run/nanoclaw";
+/// Container side: the model-API proxy socket.
+pub const CONTAINER_MODEL_SOCKET: &str = "/run/nanoclaw/model.sock";
+
 /// Names inside the workspace that are mount points, never the agent's own files.
 pub const RESERVED_WORKSPACE_NAMES: &[&str] = &["inbound", "agent", "global", "config", "extra"];

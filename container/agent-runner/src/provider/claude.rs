@@ -45,6 +45,9 @@ pub struct ClaudeOptions {
     pub cwd: PathBuf,
     /// Extra directories the CLI may read (and load CLAUDE.md from): the global memory.
     pub add_dirs: Vec<PathBuf>,
+    /// The model API base URL (the runner's relay to the host's proxy). The CLI gets a
+    /// placeholder key; the host adds the credential.
+    pub api_base: Option<String>,
 }
 
 pub struct ClaudeProvider {
@@ -99,6 +102,12 @@ impl ClaudeProvider {
         }
         if !self.opts.add_dirs.is_empty() {
             cmd.env("CLAUDE_CODE_ADDITIONAL_DIRECTORIES_CLAUDE_MD", "1");
+        }
+        if let Some(base) = &self.opts.api_base {
+            cmd.env("ANTHROPIC_BASE_URL", base)
+                .env("ANTHROPIC_API_KEY", crate::relay::PLACEHOLDER_KEY)
+                .env_remove("ANTHROPIC_AUTH_TOKEN")
+                .env_remove("CLAUDE_CODE_OAUTH_TOKEN");
         }
         cmd.current_dir(&self.opts.cwd)
             .stdin(Stdio::piped())

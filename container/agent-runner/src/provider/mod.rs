@@ -4,6 +4,7 @@
 //! reply text back; while the provider works it reports [`Event`]s, so the runner can touch
 //! the heartbeat and persist the conversation's continuation id the moment it is known.
 
+pub mod api_error;
 pub mod claude;
 pub mod mock;
 
