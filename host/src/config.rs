@@ -45,6 +45,11 @@ impl Paths {
         self.groups().join("global")
     }
 
+    /// Per-session model-API proxy sockets: `proxy/<session id>/model.sock`.
+    pub fn model_proxy(&self) -> PathBuf {
+        self.home.join(nanoclaw_schema::session::layout::PROXY_DIR)
+    }
+
     /// The daemon's control socket (owner-only).
     pub fn control_socket(&self) -> PathBuf {
         self.home.join("control.sock")

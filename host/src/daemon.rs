@@ -27,9 +27,11 @@ use crate::control::{self, Request, Response};
 use crate::db::Db;
 use crate::delivery::Delivery;
 use crate::ids::{AgentGroupId, ChannelName, ChatAddress, PlatformId, SessionId};
+use crate::model_proxy::{ModelProxy, ProxySettings};
 use crate::pairing::{self, Intercept};
 use crate::plugins::channels::PluginChannels;
 use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
+use crate::plugins::settings::SecretSource;
 use crate::plugins::{LoadOptions, PluginsConfig, registry};
 use crate::questions::{self, Answer};
 use crate::router::{ChannelCaps, Deletion, DirectReply, Inbound, RouteOutcome, Router};
@@ -49,11 +51,10 @@ pub struct RunOptions {
 }
 
 /// "typing…" is shown unconditionally this long after a message (the container may be
-/// starting), then only while the agent's heartbeat is this fresh, and never longer than
-/// [`TYPING_MAX`] without an answer.
+/// starting), then only while the agent works (its heartbeat is this fresh, or a model answer
+/// is streaming through the proxy), and never longer than the longest turn.
 const TYPING_GRACE: Duration = Duration::from_secs(15);
 const TYPING_FRESH: Duration = Duration::from_secs(10);
-const TYPING_MAX: Duration = Duration::from_secs(120);
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 /// How long after a file event the daemon keeps looking for the commit behind it.
 const RECHECK_MAX: Duration = Duration::from_millis(256);
@@ -299,6 +300,13 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
 
     let (exits_tx, mut exits_rx) = mpsc::channel(64);
     let (notices_tx, mut notices_rx) = mpsc::unbounded_channel();
+    let proxy_settings = ProxySettings::load(&SecretSource::new(paths.home()))
+        .context("the model API settings (environment or data/.env) are invalid")?;
+    let proxy = Arc::new(ModelProxy::new(
+        proxy_settings,
+        paths.model_proxy(),
+        db.clone(),
+    ));
     let supervisor = Supervisor::new(
         opts.supervisor.clone(),
         paths.clone(),
@@ -306,6 +314,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         sessions.clone(),
         exits_tx,
         notices_tx,
+        proxy,
     )
     .await?;
     let (writer_tx, mut writer_rx) = mpsc::unbounded_channel();
@@ -807,7 +816,8 @@ impl Daemon {
     fn refresh_typing(&self) {
         let waiting: Vec<(ChatAddress, Typing)> = {
             let mut typing = self.typing.lock().unwrap_or_else(|p| p.into_inner());
-            typing.retain(|_, t| t.since.elapsed() < TYPING_MAX);
+            let longest = self.supervisor.config().max_turn;
+            typing.retain(|_, t| t.since.elapsed() < longest);
             typing.iter().map(|(c, t)| (c.clone(), t.clone())).collect()
         };
         for (chat, t) in waiting {
@@ -831,7 +841,7 @@ impl Daemon {
             .ok()
             .and_then(|d| d.heartbeat())
             .and_then(|t| t.elapsed().ok());
-        beat.is_some_and(|age| age < TYPING_FRESH)
+        beat.is_some_and(|age| age < TYPING_FRESH) || self.supervisor.model_busy(&session.id)
     }
 
     fn sweep(self: &Arc<Self>) {

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod error;
 pub mod footprint;
 pub mod ids;
+pub mod model_proxy;
 pub mod pairing;
 pub mod plugins;
 pub mod questions;

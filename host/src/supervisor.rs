@@ -27,6 +27,7 @@ use crate::container::{
 use crate::db::Db;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::SessionId;
+use crate::model_proxy::{Api, ModelProxy};
 use crate::sessions::inbound::{self, Retry};
 use crate::sessions::outbound;
 use crate::sessions::{ContainerStatus, Session, SessionStatus, SessionStore, registry};
@@ -45,11 +46,16 @@ pub const IDLE_WHEN_CROWDED: Duration = Duration::from_secs(5);
 /// Claims of a container the host looks at per check (real ones are a handful).
 const MAX_CLAIMS: usize = 64;
 
+/// The image `container/build.sh --claude` builds.
+pub const DEFAULT_CLAUDE_IMAGE: &str = "nanoclaw-agent-claude:latest";
+
 /// How agent containers are run.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
     /// The image agents run in (built locally; never pulled).
     pub image: String,
+    /// The image of Claude agents that name none (`container/build.sh --claude`).
+    pub claude_image: String,
     /// Provider for agent groups that do not choose one.
     pub default_provider: AgentProvider,
     pub network: NetworkMode,
@@ -70,6 +76,7 @@ impl SupervisorConfig {
     pub fn new(image: impl Into<String>) -> Self {
         SupervisorConfig {
             image: image.into(),
+            claude_image: DEFAULT_CLAUDE_IMAGE.to_string(),
             default_provider: AgentProvider::Mock,
             network: NetworkMode::None,
             limits: ResourceLimits::default(),
@@ -129,6 +136,8 @@ pub struct Supervisor {
     /// File events of running sessions' workspaces.
     events: watch::Watch,
     notices: mpsc::UnboundedSender<Notice>,
+    /// Model-API sockets of running sessions whose provider calls a model.
+    proxy: Arc<ModelProxy>,
 }
 
 impl Supervisor {
@@ -141,6 +150,7 @@ impl Supervisor {
         sessions: Arc<SessionStore>,
         exits: mpsc::Sender<ContainerExit>,
         notices: mpsc::UnboundedSender<Notice>,
+        proxy: Arc<ModelProxy>,
     ) -> Result<Arc<Supervisor>> {
         std::fs::create_dir_all(paths.home())
             .io_context(|| format!("create {}", paths.home().display()))?;
@@ -162,6 +172,7 @@ impl Supervisor {
             killed: Mutex::new(HashMap::new()),
             events,
             notices,
+            proxy,
         });
         if let Err(e) = sup.runner().await {
             tracing::error!(error = %e, "the Docker engine is not reachable; agents cannot start until it is");
@@ -222,6 +233,11 @@ impl Supervisor {
             .values()
             .map(|r| r.session.clone())
             .collect()
+    }
+
+    /// Whether the session's agent is waiting on a model answer right now.
+    pub fn model_busy(&self, id: &SessionId) -> bool {
+        self.proxy.busy(id)
     }
 
     /// Marks a session's file events as looked at; later events notify again.
@@ -306,18 +322,33 @@ impl Supervisor {
         .await
         .map_err(|e| Error::invalid(format!("preparing the session failed: {e}")))??;
         let dirs = self.prepare_dirs(&group)?;
-        let spec = self.spec(session, &group, &dir, &dirs, &admins);
+        let provider = session
+            .provider
+            .or(group.provider)
+            .unwrap_or(self.cfg.default_provider);
         let runner = self
             .runner()
             .await
             .map_err(|e| Error::invalid(e.to_string()))?;
+        let proxy_dir = match Api::for_provider(provider) {
+            Some(api) => Some(
+                self.proxy
+                    .open(&session.id, &group.id, api)
+                    .map_err(|e| Error::invalid(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let spec = self.spec(session, &group, provider, &dir, &dirs, proxy_dir, &admins);
         let handle = match runner.start(&spec).await {
             Ok(h) => h,
             Err(RunnerError::AlreadyRunning { name }) => {
                 tracing::debug!(session = %session.id, container = %name.as_str(), "container already running");
                 return Ok(());
             }
-            Err(e) => return Err(Error::invalid(e.to_string())),
+            Err(e) => {
+                self.proxy.close(&session.id);
+                return Err(Error::invalid(e.to_string()));
+            }
         };
         let now = Instant::now();
         self.running
@@ -366,19 +397,22 @@ impl Supervisor {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spec(
         &self,
         session: &Session,
         group: &AgentGroup,
+        provider: AgentProvider,
         dir: &crate::sessions::SessionDir,
         dirs: &AgentDirs,
+        proxy_dir: Option<PathBuf>,
         admins: &[crate::ids::UserId],
     ) -> ContainerSpec {
-        let provider = session
-            .provider
-            .or(group.provider)
-            .unwrap_or(self.cfg.default_provider);
         let (uid, gid) = self.cfg.user;
+        let default_image = match provider {
+            AgentProvider::Claude => &self.cfg.claude_image,
+            AgentProvider::Mock | AgentProvider::OpenAi => &self.cfg.image,
+        };
         let mut spec = ContainerSpec::new(
             session.id.as_str(),
             group.id.as_str(),
@@ -386,7 +420,7 @@ impl Supervisor {
                 .container_config
                 .get("image")
                 .and_then(|v| v.as_str())
-                .unwrap_or(&self.cfg.image),
+                .unwrap_or(default_image),
             dir.workspace_dir(),
             &dirs.agent,
             UserIds::new(uid, gid),
@@ -394,6 +428,13 @@ impl Supervisor {
         spec.inbound_dir = Some(dir.inbound_dir());
         spec.global_dir = Some(dirs.global.clone());
         spec.config_dir = Some(dirs.config.clone());
+        if proxy_dir.is_some() {
+            spec.env.insert(
+                env::MODEL_SOCKET.into(),
+                layout::CONTAINER_MODEL_SOCKET.to_string(),
+            );
+        }
+        spec.proxy_dir = proxy_dir;
         spec.network = self.cfg.network.clone();
         spec.limits = self.cfg.limits;
         spec.extra_mounts = self.extra_mounts(group);
@@ -432,8 +473,17 @@ impl Supervisor {
                 format!("{}/mock.toml", layout::CONTAINER_CONFIG_DIR),
             );
         }
-        if let Some(model) = group.container_config.get("model").and_then(|v| v.as_str()) {
-            spec.env.insert(env::MODEL.into(), model.to_string());
+        let model = group
+            .container_config
+            .get("model")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or_else(|| match provider {
+                AgentProvider::OpenAi => self.proxy.settings().openai_model.clone(),
+                AgentProvider::Mock | AgentProvider::Claude => None,
+            });
+        if let Some(model) = model {
+            spec.env.insert(env::MODEL.into(), model);
         }
         if let Ok(level) = std::env::var("NANOCLAW_AGENT_LOG") {
             spec.env.insert(env::LOG.into(), level);
@@ -526,6 +576,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        self.proxy.close(&id);
         let killed = self
             .killed
             .lock()
@@ -625,6 +676,7 @@ impl Supervisor {
         let stops = ids.iter().map(|id| self.stop(id, "host shutting down"));
         futures::future::join_all(stops).await;
         self.events.clear();
+        self.proxy.close_all();
     }
 
     /// At start-up: recover sessions whose container died with the previous host, and

@@ -11,6 +11,7 @@ pub mod content;
 pub mod env;
 pub mod layout;
 pub mod limits;
+pub mod model_proxy;
 
 pub use layout::{
     CONTAINER_AGENT_DIR, CONTAINER_GLOBAL_DIR, CONTAINER_INBOUND_DIR, CONTAINER_WORKSPACE,

@@ -44,6 +44,7 @@ pub(super) fn run(paths: &Paths, format: Format, command: Command) -> anyhow::Re
         Command::Destinations(cmd) => destinations_cmd(&db, &sessions, format, cmd),
         Command::Dropped(args) => dropped_cmd(&db, format, args),
         Command::Sessions(cmd) => sessions_cmd(&db, format, cmd),
+        Command::Usage(args) => usage_cmd(&db, format, args),
         Command::Approvals(cmd) => approvals_cmd(paths, &db, format, cmd),
         Command::Run(_)
         | Command::Chat(_)
@@ -274,11 +275,30 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
             provider,
             assistant_name,
             image,
+            model,
+            daily_tokens,
         } => {
             let group = agent(db, &a)?;
-            if provider.is_none() && assistant_name.is_none() && image.is_none() {
-                bail!("nothing to change: pass --provider, --assistant-name and/or --image");
+            if provider.is_none()
+                && assistant_name.is_none()
+                && image.is_none()
+                && model.is_none()
+                && daily_tokens.is_none()
+            {
+                bail!(
+                    "nothing to change: pass --provider, --assistant-name, --image, --model and/or --daily-tokens"
+                );
             }
+            let daily_tokens = match daily_tokens.as_deref() {
+                None => None,
+                Some("off") => Some(None),
+                Some(n) => match n.parse::<u64>() {
+                    Ok(n) if n > 0 => Some(Some(n)),
+                    _ => bail!(
+                        "--daily-tokens takes a positive number of tokens or `off`, not {n:?}"
+                    ),
+                },
+            };
             db.write(|c| {
                 if let Some(p) = &provider {
                     let p = if p == "default" {
@@ -291,16 +311,33 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
                 if let Some(n) = &assistant_name {
                     agent_groups::set_assistant_name(c, &group.id, Some(n))?;
                 }
+                let mut config = group.container_config.clone();
+                if !config.is_object() {
+                    config = serde_json::json!({});
+                }
+                let mut set = |key: &str, value: Option<serde_json::Value>| {
+                    if let Some(o) = config.as_object_mut() {
+                        match value {
+                            Some(v) => o.insert(key.to_string(), v),
+                            None => o.remove(key),
+                        };
+                    }
+                };
+                let text =
+                    |v: &String| (v != "default").then(|| serde_json::Value::from(v.as_str()));
                 if let Some(image) = &image {
-                    let mut config = group.container_config.clone();
-                    if !config.is_object() {
-                        config = serde_json::json!({});
-                    }
-                    if image == "default" {
-                        config.as_object_mut().map(|o| o.remove("image"));
-                    } else {
-                        config["image"] = serde_json::Value::String(image.clone());
-                    }
+                    set("image", text(image));
+                }
+                if let Some(model) = &model {
+                    set("model", text(model));
+                }
+                if let Some(budget) = daily_tokens {
+                    set(
+                        agent_groups::DAILY_TOKENS_KEY,
+                        budget.map(serde_json::Value::from),
+                    );
+                }
+                if config != group.container_config {
                     agent_groups::set_container_config(c, &group.id, &config)?;
                 }
                 Ok(())
@@ -870,4 +907,44 @@ fn mount_free(config: &serde_json::Value, name: &str) -> serde_json::Value {
         }
     }
     config
+}
+
+fn usage_cmd(db: &Db, format: Format, args: crate::cli::UsageArgs) -> anyhow::Result<()> {
+    use crate::store::usage;
+    let group = match &args.agent {
+        Some(a) => Some(agent(db, a)?),
+        None => None,
+    };
+    let days = i64::from(args.days.clamp(1, 3660)) - 1;
+    let since = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_hours(24 * days))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let rows = db.read(|c| usage::by_day(c, &since, group.as_ref().map(|g| &g.id)))?;
+    output::list(format, &rows, |items| {
+        let mut t = Table::new(&[
+            "DAY",
+            "AGENT",
+            "REQUESTS",
+            "INPUT",
+            "OUTPUT",
+            "CACHE WRITE",
+            "CACHE READ",
+            "TOTAL",
+        ]);
+        for r in items {
+            t.row(vec![
+                r.day.clone(),
+                r.agent.clone().unwrap_or_else(|| r.agent_group_id.clone()),
+                r.requests.to_string(),
+                r.tokens.input.to_string(),
+                r.tokens.output.to_string(),
+                r.tokens.cache_creation.to_string(),
+                r.tokens.cache_read.to_string(),
+                r.tokens.total().to_string(),
+            ]);
+        }
+        t
+    })
 }

@@ -12,8 +12,11 @@ use crate::config::Paths;
 use crate::container::{DockerRunner, InstallId, RunnerConfig};
 use crate::control::{self, Request};
 use crate::db::Db;
+use crate::model_proxy::{Api, ModelProxy, ProxySettings};
 use crate::plugins::services::Services;
+use crate::plugins::settings::SecretSource;
 use crate::plugins::{LoadOptions, PluginsConfig, registry};
+use crate::store::agent_groups::{self, AgentProvider};
 use crate::store::{dropped, roles};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,11 +51,21 @@ impl Report {
     }
 }
 
-/// Runs every check; exit 1 if any failed.
+/// The images agents run.
+pub struct Images {
+    /// Mock and OpenAI-compatible agents.
+    pub default: String,
+    /// Claude agents.
+    pub claude: String,
+}
+
+/// Runs every check; exit 1 if any failed. `probe_credential`: also ask the model API
+/// whether it accepts the credential.
 pub fn run(
     paths: &Paths,
     plugins_config: &Path,
-    image: &str,
+    images: &Images,
+    probe_credential: bool,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     let mut r = Report::default();
@@ -62,8 +75,19 @@ pub fn run(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(check_docker(paths, image, &mut r));
+    let providers = db
+        .as_ref()
+        .map(|db| providers_in_use(db))
+        .unwrap_or_default();
+    rt.block_on(check_docker(paths, images, &providers, &mut r));
     if let Some(db) = &db {
+        rt.block_on(check_models(
+            paths,
+            db.clone(),
+            &providers,
+            probe_credential,
+            &mut r,
+        ));
         rt.block_on(check_plugins(paths, plugins_config, db.clone(), &mut r));
         check_people(db, &mut r);
     }
@@ -186,7 +210,7 @@ fn check_db(paths: &Paths, r: &mut Report) -> Option<Arc<Db>> {
     }
 }
 
-async fn check_docker(paths: &Paths, image: &str, r: &mut Report) {
+async fn check_docker(paths: &Paths, images: &Images, providers: &[AgentProvider], r: &mut Report) {
     let Ok(install) = InstallId::from_data_dir(paths.home()) else {
         r.add(
             Level::Warn,
@@ -201,12 +225,153 @@ async fn check_docker(paths: &Paths, image: &str, r: &mut Report) {
         Err(e) => r.add(Level::Fail, "docker engine", e.to_string(), Some("start it: `dockerd --iptables=false --bridge=none &` as root, or `systemctl start docker`")),
         Ok(runner) => {
             r.add(Level::Ok, "docker engine", "reachable", None);
+            let image = &images.default;
             match runner.image_exists(image).await {
                 Ok(true) => r.add(Level::Ok, "agent image", image.to_string(), None),
                 Ok(false) => r.add(Level::Fail, "agent image", format!("{image} is not built"), Some("container/build.sh")),
                 Err(e) => r.add(Level::Fail, "agent image", e.to_string(), None),
             }
+            // The Claude image matters once an agent uses Claude.
+            let claude = &images.claude;
+            let needed = providers.contains(&AgentProvider::Claude);
+            match runner.image_exists(claude).await {
+                Ok(true) => r.add(Level::Ok, "claude image", claude.to_string(), None),
+                Ok(false) if needed => r.add(Level::Fail, "claude image", format!("{claude} is not built and an agent uses Claude"), Some("container/build.sh --claude")),
+                Ok(false) => r.add(Level::Ok, "claude image", format!("{claude} is not built (no agent uses Claude)"), None),
+                Err(e) => r.add(Level::Warn, "claude image", e.to_string(), None),
+            }
         }
+    }
+}
+
+/// The providers agent groups chose (agents on the host's default are not counted: the
+/// default is a `nanoclaw run` option).
+fn providers_in_use(db: &Db) -> Vec<AgentProvider> {
+    let mut out: Vec<AgentProvider> = db
+        .read(agent_groups::list)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|g| g.provider)
+        .collect();
+    out.sort_by_key(|p| p.to_string());
+    out.dedup();
+    out
+}
+
+/// The model API settings, the credential (and, when asked, whether the API accepts it),
+/// and the proxy's socket directory.
+async fn check_models(
+    paths: &Paths,
+    db: Arc<Db>,
+    providers: &[AgentProvider],
+    probe: bool,
+    r: &mut Report,
+) {
+    let settings = match ProxySettings::load(&SecretSource::new(paths.home())) {
+        Ok(s) => s,
+        Err(e) => {
+            r.add(
+                Level::Fail,
+                "model settings",
+                e.to_string(),
+                Some("fix the variable in data/.env (or the environment)"),
+            );
+            return;
+        }
+    };
+    let claude_used = providers.contains(&AgentProvider::Claude);
+    match &settings.anthropic {
+        Some(up) => r.add(
+            Level::Ok,
+            "anthropic credential",
+            format!("{} for {}", up.credential.describe(Api::Anthropic), up.base),
+            None,
+        ),
+        None => r.add(
+            if claude_used { Level::Fail } else { Level::Ok },
+            "anthropic credential",
+            if claude_used {
+                "none, and an agent uses Claude"
+            } else {
+                "none (only Claude agents need one)"
+            },
+            claude_used.then_some(
+                "put ANTHROPIC_API_KEY=... (or a subscription token, CLAUDE_CODE_OAUTH_TOKEN=...) in data/.env, then restart `nanoclaw run`",
+            ),
+        ),
+    }
+    let openai_used = providers.contains(&AgentProvider::OpenAi);
+    if openai_used || settings.openai.base != crate::model_proxy::settings::OPENAI_DEFAULT_BASE {
+        r.add(
+            Level::Ok,
+            "openai-compatible API",
+            format!(
+                "{} ({}), model {}",
+                settings.openai.base,
+                settings.openai.credential.describe(Api::OpenAi),
+                settings.openai_model.as_deref().unwrap_or("per agent")
+            ),
+            None,
+        );
+    }
+
+    let proxy = ModelProxy::new(settings.clone(), paths.model_proxy(), db);
+    if probe {
+        let mut apis = Vec::new();
+        if settings.anthropic.is_some() {
+            apis.push(Api::Anthropic);
+        }
+        if openai_used {
+            apis.push(Api::OpenAi);
+        }
+        if apis.is_empty() {
+            r.add(
+                Level::Warn,
+                "credential check",
+                "nothing to check: no credential is configured",
+                None,
+            );
+        }
+        for api in apis {
+            let check = format!("{api} accepts the credential");
+            match proxy.probe(api).await {
+                Ok(200..=299) => r.add(Level::Ok, &check, "yes", None),
+                Ok(status @ (401 | 403)) => r.add(
+                    Level::Fail,
+                    &check,
+                    format!("no: HTTP {status}"),
+                    Some("replace the key or token in data/.env, then restart `nanoclaw run`"),
+                ),
+                Ok(status) => r.add(
+                    Level::Warn,
+                    &check,
+                    format!("the API answered HTTP {status}"),
+                    None,
+                ),
+                Err(e) => r.add(
+                    Level::Fail,
+                    &check,
+                    format!("the API is not reachable: {e}"),
+                    Some("check the host's network and the base URL"),
+                ),
+            }
+        }
+    }
+
+    // The proxy can make a socket where containers will find it.
+    let probe_id = crate::ids::SessionId::generate();
+    let group_id = crate::ids::AgentGroupId::generate();
+    match proxy.open(&probe_id, &group_id, Api::Anthropic) {
+        Ok(dir) => {
+            r.add(
+                Level::Ok,
+                "model proxy",
+                format!("sockets under {}", dir.parent().unwrap_or(&dir).display()),
+                None,
+            );
+            proxy.close(&probe_id);
+        }
+        Err(e) => r.add(Level::Fail, "model proxy", e.to_string(), None),
     }
 }
 

@@ -62,6 +62,11 @@ pub enum Command {
         plugins: PathBuf,
         #[arg(long, env = "NANOCLAW_IMAGE", default_value = "nanoclaw-agent:latest")]
         image: String,
+        #[arg(long, env = "NANOCLAW_CLAUDE_IMAGE", default_value = crate::supervisor::DEFAULT_CLAUDE_IMAGE)]
+        claude_image: String,
+        /// Also send the model API one minimal request to see that it accepts the credential.
+        #[arg(long)]
+        credential: bool,
     },
     /// Senders waiting for approval.
     #[command(subcommand)]
@@ -94,6 +99,18 @@ pub enum Command {
     /// Conversation sessions.
     #[command(subcommand)]
     Sessions(SessionsCmd),
+    /// Model tokens used, by day and agent (what the model proxy recorded).
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// How many days back, today included.
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Only this agent group (id or folder).
+    #[arg(long)]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -104,7 +121,10 @@ pub struct RunArgs {
     /// Image agent containers run (built locally by container/build.sh).
     #[arg(long, env = "NANOCLAW_IMAGE", default_value = "nanoclaw-agent:latest")]
     pub image: String,
-    /// Provider for agent groups that set none: mock (no account needed) or claude.
+    /// Image of Claude agents that name none (built by container/build.sh --claude).
+    #[arg(long, env = "NANOCLAW_CLAUDE_IMAGE", default_value = crate::supervisor::DEFAULT_CLAUDE_IMAGE)]
+    pub claude_image: String,
+    /// Provider for agent groups that set none: mock (no account needed), claude or openai.
     #[arg(long, env = "NANOCLAW_PROVIDER", default_value = "mock")]
     pub provider: AgentProvider,
     /// Container network: none (default), bridge, or a named Docker network.
@@ -242,7 +262,7 @@ pub enum GroupsCmd {
     /// Change settings of an agent group.
     Set {
         agent: String,
-        /// mock | claude | default (use the host's default).
+        /// mock | claude | openai | default (use the host's default).
         #[arg(long)]
         provider: Option<String>,
         #[arg(long)]
@@ -250,6 +270,13 @@ pub enum GroupsCmd {
         /// The image its containers run (built locally), or `default` for the host's.
         #[arg(long)]
         image: Option<String>,
+        /// The model its provider asks for (e.g. claude-sonnet-4-5, llama3.2), or `default`.
+        #[arg(long)]
+        model: Option<String>,
+        /// The most model tokens it may use per UTC day (input, output and cache together),
+        /// or `off`. Over it, its requests are refused and the chat is told why.
+        #[arg(long)]
+        daily_tokens: Option<String>,
     },
     /// Delete an agent group (its folder on disk is kept).
     Delete {
@@ -413,6 +440,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => NetworkMode::Named(other.to_string()),
             };
             let mut supervisor = SupervisorConfig::new(args.image);
+            supervisor.claude_image = args.claude_image;
             supervisor.default_provider = args.provider;
             supervisor.network = network;
             supervisor.limits.memory_bytes = args.memory_mb * 1024 * 1024;
@@ -443,7 +471,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor {
             plugins: config,
             image,
-        } => doctor::run(&paths, &config, &image, format),
+            claude_image,
+            credential,
+        } => doctor::run(
+            &paths,
+            &config,
+            &doctor::Images {
+                default: image,
+                claude: claude_image,
+            },
+            credential,
+            format,
+        ),
         Command::Plugins(PluginsCmd::List { plugins: config }) => {
             plugins::run(&paths, &config, format, true)?;
             Ok(ExitCode::SUCCESS)

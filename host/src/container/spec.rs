@@ -27,6 +27,8 @@ pub const GLOBAL_MOUNT: &str = layout::CONTAINER_GLOBAL_DIR;
 pub const CONFIG_MOUNT: &str = layout::CONTAINER_CONFIG_DIR;
 /// The only writable path outside the mounts.
 pub const TMP_MOUNT: &str = "/tmp";
+/// Where the model-API proxy's directory (its socket) is mounted, read-only.
+pub const PROXY_MOUNT: &str = layout::CONTAINER_PROXY_DIR;
 
 const MIB: u64 = 1024 * 1024;
 /// Docker refuses memory limits below 6 MiB.
@@ -143,6 +145,9 @@ pub struct ContainerSpec {
     /// wrote it. It must live outside every directory an agent can write, so no agent can
     /// swap it for a link while another container starts.
     pub config_dir: Option<PathBuf>,
+    /// The host's model-API proxy directory of this session (its socket), mounted
+    /// read-only at `/run/nanoclaw`. The host owns it; the container can only connect.
+    pub proxy_dir: Option<PathBuf>,
     /// Extra mounts that passed the allowlist, at `/workspace/extra/<name>`.
     pub extra_mounts: Vec<AllowedMount>,
     pub env: BTreeMap<String, String>,
@@ -176,6 +181,7 @@ impl ContainerSpec {
             agent_read_only: Vec::new(),
             global_dir: None,
             config_dir: None,
+            proxy_dir: None,
             extra_mounts: Vec::new(),
             env: BTreeMap::new(),
             user,
@@ -364,6 +370,18 @@ pub(crate) fn prepare(
             rel: PathBuf::from("config"),
             is_dir: true,
         });
+    }
+
+    if let Some(proxy) = &spec.proxy_dir {
+        let dir = canonical_dir("proxy dir", proxy)?;
+        for (what, other) in [("session dir", &session_dir), ("agent dir", &agent_dir)] {
+            check_disjoint("proxy dir", &dir, what, other)?;
+        }
+        push_unique(
+            &mut mounts,
+            &mut targets,
+            bind(&dir, PROXY_MOUNT.to_owned(), true)?,
+        )?;
     }
 
     for extra in &spec.extra_mounts {
@@ -849,6 +867,24 @@ mod tests {
             prepare(&spec, &install()),
             Err(SpecError::RootGroup)
         ));
+    }
+
+    #[test]
+    fn the_model_proxy_directory_is_mounted_read_only_and_kept_apart() {
+        let fx = Fx::new();
+        fs::create_dir_all(fx.root.join("data/proxy/sess-1")).expect("mkdir");
+        let mut spec = fx.spec();
+        spec.proxy_dir = Some(fx.root.join("data/proxy/sess-1"));
+        let p = prepare(&spec, &install()).expect("prepare");
+        let m = mount_for(&p, PROXY_MOUNT);
+        assert_eq!(m.read_only, Some(true));
+        assert_eq!(
+            m.source.as_deref(),
+            fx.root.join("data/proxy/sess-1").to_str()
+        );
+        // Never inside a directory the agent writes.
+        spec.proxy_dir = Some(fx.root.join("session"));
+        assert!(prepare(&spec, &install()).is_err());
     }
 
     #[test]

@@ -106,6 +106,11 @@ impl SecretSource {
             })
     }
 
+    /// A variable's value (process environment first, then `.env`), if set and non-empty.
+    pub fn get(&self, var: &str) -> Option<String> {
+        self.lookup(var).ok()
+    }
+
     /// Looks a variable up; `Err` describes the `.env` state for the error message.
     fn lookup(&self, var: &str) -> Result<String, String> {
         let from_process = match &self.process_env {

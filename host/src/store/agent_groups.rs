@@ -15,6 +15,8 @@ text_enum! {
         Mock = "mock",
         /// Claude Code.
         Claude = "claude",
+        /// An OpenAI-compatible chat completions API (OpenAI, Ollama, vLLM, ...).
+        OpenAi = "openai",
     }
 }
 
@@ -82,7 +84,18 @@ impl AgentGroup {
     pub fn display_name(&self) -> &str {
         self.assistant_name.as_deref().unwrap_or(&self.name)
     }
+
+    /// The most model tokens the agent may use per UTC day (`daily_tokens` in its container
+    /// config), if the operator set a budget.
+    pub fn daily_token_budget(&self) -> Option<u64> {
+        self.container_config
+            .get(DAILY_TOKENS_KEY)
+            .and_then(serde_json::Value::as_u64)
+    }
 }
+
+/// The container-config key of [`AgentGroup::daily_token_budget`].
+pub const DAILY_TOKENS_KEY: &str = "daily_tokens";
 
 /// Parameters for [`create`].
 #[derive(Debug, Clone, Default)]

@@ -11,6 +11,7 @@ pub mod members;
 pub mod messaging_groups;
 pub mod plugin_state;
 pub mod roles;
+pub mod usage;
 pub mod user_dms;
 pub mod users;
 pub mod wirings;

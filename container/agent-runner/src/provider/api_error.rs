@@ -10,10 +10,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-/// Error type the host's proxy uses when an agent's daily token budget is spent (HTTP 402).
-pub const BUDGET_ERROR_TYPE: &str = "budget_exceeded";
-/// Error type the host's proxy uses when it cannot reach the upstream API (HTTP 502).
-pub const UNREACHABLE_ERROR_TYPE: &str = "upstream_unreachable";
+pub use nanoclaw_schema::session::model_proxy::{BUDGET_ERROR_TYPE, UNREACHABLE_ERROR_TYPE};
 
 /// What kind of failure a provider's error text describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
