@@ -10,6 +10,9 @@
 //! with a reason the agent can read; the write to `inbound.db` is refused by the mount; the
 //! locking and the immortal containers are stopped; and the well-behaved agent keeps
 //! answering throughout, its round trips as quick as without the attacker (within noise).
+//!
+//! A second test gives the hostile agent a model (the Claude provider, so the host serves it
+//! a model-API proxy socket) and has it hunt for the credential and misuse the socket.
 
 mod common;
 mod harness;
@@ -409,4 +412,127 @@ fn a_hostile_agent_cannot_reach_the_host_or_slow_its_neighbour() {
         under_attack <= base * 4 + Duration::from_millis(1000),
         "the good agent slowed down: p99 {base:?} alone, {under_attack:?} under attack"
     );
+}
+
+/// The model credential the proxy holds in the next test.
+const MODEL_KEY: &str = "sk-ant-CANARY-MODEL-KEY-93be";
+
+/// A model API on loopback: answers every request with a small message and records the
+/// `x-api-key` each one carried.
+fn fake_model_api() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::HeaderMap;
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = keys.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let key = headers
+                        .get("x-api-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    seen.lock().unwrap().push(key);
+                    (
+                        [("content-type", "application/json")],
+                        r#"{"type":"message","role":"assistant","model":"claude-fake","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":3,"output_tokens":2}}"#,
+                    )
+                }
+            });
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    (base, keys)
+}
+
+#[test]
+fn a_hostile_agent_gets_the_model_and_nothing_else_through_the_proxy() {
+    if !require_engine("a_hostile_agent_gets_the_model_and_nothing_else_through_the_proxy") {
+        return;
+    }
+    let s = Setup::new();
+    let (base, keys) = fake_model_api();
+    std::fs::write(
+        s.data.join(".env"),
+        format!("ANTHROPIC_API_KEY={MODEL_KEY}\nANTHROPIC_BASE_URL={base}\n"),
+    )
+    .unwrap();
+    s.agent("evil", "evil-room", ECHO);
+    cli_ok(
+        &s.data,
+        &[
+            "groups",
+            "set",
+            "evil",
+            "--image",
+            hostile_image(),
+            "--provider",
+            "claude",
+        ],
+    );
+    let daemon = s.start();
+    let said = attack(
+        &s,
+        &daemon,
+        "evil-room",
+        1,
+        // Reversed: the message must not carry the key into inbound.db itself.
+        &format!(
+            "model-proxy {}",
+            MODEL_KEY.chars().rev().collect::<String>()
+        ),
+    );
+    eprintln!("{said}");
+    // The key is nowhere the agent can look: not its environment, not a file, not an answer.
+    assert!(
+        said.contains("env: clean") && said.contains("files: clean"),
+        "{said}"
+    );
+    assert!(!said.contains("KEY IN"), "{said}");
+    // The socket's directory is the host's: nothing planted, nothing removed.
+    assert!(
+        said.contains("plant: refused") && said.contains("unlink: refused"),
+        "{said}"
+    );
+    // The model endpoint works; nothing else passes.
+    assert!(said.contains("POST /v1/messages: HTTP/1.1 200"), "{said}");
+    for refused in [
+        "GET /v1/models: HTTP/1.1 403",
+        "POST /v1/files: HTTP/1.1 403",
+        "POST /api/oauth/claude_cli/create_api_key: HTTP/1.1 403",
+    ] {
+        assert!(said.contains(refused), "{refused}: {said}");
+    }
+    // Only the model request reached the API, with the host's key instead of the agent's.
+    assert_eq!(*keys.lock().unwrap(), [MODEL_KEY]);
+    // Docker's own record of the container has no key either.
+    for id in harness::containers(&s.data) {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", &id])
+            .output()
+            .unwrap();
+        let inspect = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && !inspect.is_empty());
+        assert!(!inspect.contains(MODEL_KEY), "the key is in docker inspect");
+        assert!(
+            inspect.contains("/run/nanoclaw"),
+            "the socket dir is mounted"
+        );
+    }
+    // The tokens were counted for the agent.
+    let usage = harness::cli_ok(&s.data, &["--json", "usage"]);
+    let rows: serde_json::Value = serde_json::from_str(&usage).unwrap();
+    assert_eq!(rows[0]["agent"], "evil", "{usage}");
+    assert_eq!(rows[0]["requests"], 1, "{usage}");
+    assert_eq!(rows[0]["input"], 3, "{usage}");
+    drop(daemon);
 }

@@ -23,6 +23,10 @@
 //! - `write-inbound` tries to write `inbound.db` and its directory, and says what happened;
 //! - `forge <approval id>` a question card whose id is an approval's;
 //! - `immortal` claims the message and never finishes, touching the heartbeat forever.
+//! - `model-proxy <eldeen>` looks for the model credential (the test knows it and sends it
+//!   reversed, so the message itself does not hold it) in its environment and every file it can read, tries to plant or remove files
+//!   beside the proxy socket, and sends the socket requests for the model and for other
+//!   endpoints with a made-up key; it says what it found and each answer's status line.
 
 use std::collections::HashSet;
 use std::os::unix::fs::symlink;
@@ -132,6 +136,7 @@ impl Agent {
             }
             "write-inbound" => self.write_inbound(),
             "forge" => self.forge(arg)?,
+            "model-proxy" => model_proxy(&arg.chars().rev().collect::<String>()),
             "immortal" => return self.immortal(id),
             other => format!("unknown attack {other:?}"),
         };
@@ -413,4 +418,119 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The `model-proxy` attack: see the module docs.
+fn model_proxy(needle: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut said = Vec::new();
+    let in_env: Vec<String> = std::env::vars()
+        .filter(|(k, v)| !needle.is_empty() && (k.contains(needle) || v.contains(needle)))
+        .map(|(k, _)| k)
+        .collect();
+    said.push(format!(
+        "env: {}",
+        if in_env.is_empty() {
+            "clean".to_string()
+        } else {
+            format!("KEY IN {in_env:?}")
+        }
+    ));
+    let found = search_files(needle);
+    said.push(format!(
+        "files: {}",
+        if found.is_empty() {
+            "clean".to_string()
+        } else {
+            format!("KEY IN {found:?}")
+        }
+    ));
+
+    let Some(socket) = std::env::var_os(env::MODEL_SOCKET).map(PathBuf::from) else {
+        said.push("socket: none".into());
+        return said.join("; ");
+    };
+    let dir = socket.parent().map(PathBuf::from).unwrap_or_default();
+    match std::fs::write(dir.join("planted"), b"x") {
+        Ok(()) => said.push("plant: WRITTEN".into()),
+        Err(e) => said.push(format!("plant: refused ({e})")),
+    }
+    match std::fs::remove_file(&socket) {
+        Ok(()) => said.push("unlink: REMOVED".into()),
+        Err(e) => said.push(format!("unlink: refused ({e})")),
+    }
+    for (method, path) in [
+        ("POST", "/v1/messages"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/files"),
+        ("POST", "/api/oauth/claude_cli/create_api_key"),
+    ] {
+        let body = r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
+        let answer = std::os::unix::net::UnixStream::connect(&socket).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            write!(
+                s,
+                "{method} {path} HTTP/1.1\r\nhost: x\r\nx-api-key: stolen\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        let status = match answer {
+            Ok(a) => {
+                if !needle.is_empty() && a.contains(needle) {
+                    said.push(format!("{path}: KEY IN ANSWER"));
+                }
+                a.lines().next().unwrap_or("").to_string()
+            }
+            Err(e) => format!("failed ({e})"),
+        };
+        said.push(format!("{method} {path}: {status}"));
+    }
+    said.join("; ")
+}
+
+/// Regular files (at most 4 MiB each, 20,000 in all) under the places an agent can read,
+/// without following links, that contain `needle`.
+fn search_files(needle: &str) -> Vec<String> {
+    if needle.is_empty() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    let mut stack: Vec<PathBuf> = ["/workspace", "/run", "/tmp", "/etc", "/proc/self"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let mut budget = 20_000;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            budget -= 1;
+            if budget == 0 {
+                return found;
+            }
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            // /proc/self holds the process's own environment and memory maps.
+            let name = entry.file_name();
+            if dir.starts_with("/proc") && !matches!(name.to_str(), Some("environ" | "cmdline")) {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(path);
+            } else if (meta.is_file() || dir.starts_with("/proc"))
+                && meta.len() <= 4 << 20
+                && std::fs::read(&path)
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
 }
