@@ -432,3 +432,109 @@ async fn a_subscription_token_goes_as_bearer_with_the_oauth_beta() {
     assert!(betas.iter().any(|b| b.contains("tools-1")), "{betas:?}");
     assert!(h.get("x-api-key").is_none());
 }
+
+fn nanoclaw(data: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nanoclaw"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("ANTHROPIC_API_KEY")
+        .output()
+        .unwrap()
+}
+
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = nanoclaw(data, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn budgets_and_models_are_set_per_agent_and_usage_is_shown_by_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&data, &["groups", "create", "Andy", "--folder", "andy"]);
+    ok(
+        &data,
+        &[
+            "groups",
+            "set",
+            "andy",
+            "--daily-tokens",
+            "500",
+            "--model",
+            "claude-x",
+            "--provider",
+            "openai",
+        ],
+    );
+    let shown = ok(&data, &["groups", "show", "andy"]);
+    assert!(shown.contains("daily token budget: 500"), "{shown}");
+    assert!(
+        shown.contains("model: claude-x") && shown.contains("provider: openai"),
+        "{shown}"
+    );
+    let refused = nanoclaw(&data, &["groups", "set", "andy", "--daily-tokens", "0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--daily-tokens"));
+    ok(
+        &data,
+        &[
+            "groups",
+            "set",
+            "andy",
+            "--daily-tokens",
+            "off",
+            "--model",
+            "default",
+        ],
+    );
+    let shown = ok(&data, &["groups", "show", "andy"]);
+    assert!(
+        !shown.contains("budget") && !shown.contains("model:"),
+        "{shown}"
+    );
+
+    assert_eq!(ok(&data, &["--json", "usage"]).trim(), "[]");
+    let db = Db::open(&data.join("v2.db")).unwrap();
+    let group = db.read(|c| agent_groups::resolve(c, "andy")).unwrap();
+    db.write(|c| {
+        usage::record(
+            c,
+            &usage::UsageRecord {
+                agent_group_id: group.id.clone(),
+                session_id: SessionId::generate(),
+                provider: "openai",
+                model: Some("llama".into()),
+                status: 200,
+                tokens: usage::Tokens {
+                    input: 7,
+                    output: 5,
+                    cache_creation: 0,
+                    cache_read: 3,
+                },
+            },
+        )
+    })
+    .unwrap();
+    let table = ok(&data, &["usage", "--agent", "andy"]);
+    assert!(table.starts_with("DAY"), "{table}");
+    assert!(
+        table.contains(&usage::today()) && table.contains("andy"),
+        "{table}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["--json", "usage", "--days", "1"])).unwrap();
+    assert_eq!(
+        rows[0]["total"],
+        serde_json::Value::Null,
+        "totals are the table's"
+    );
+    assert_eq!(rows[0]["input"], 7);
+    assert_eq!(rows[0]["cache_read"], 3);
+    assert_eq!(rows[0]["requests"], 1);
+}

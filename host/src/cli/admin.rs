@@ -250,6 +250,12 @@ fn groups_cmd(paths: &Paths, db: &Db, format: Format, cmd: GroupsCmd) -> anyhow:
                         .provider
                         .map_or("default".to_string(), |p| p.to_string())
                 );
+                if let Some(model) = group.container_config.get("model").and_then(|m| m.as_str()) {
+                    s += &format!("  model: {model}\n");
+                }
+                if let Some(budget) = group.daily_token_budget() {
+                    s += &format!("  daily token budget: {budget}\n");
+                }
                 s += &format!("  wired chats: {}\n", wiring.len());
                 for d in &dests {
                     let target = match &d.target {
