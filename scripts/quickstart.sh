@@ -74,10 +74,10 @@ NanoClaw is running. Your agent uses the mock provider (it echoes; no account ne
   chat again:        target/release/nanoclaw chat
   check the install: target/release/nanoclaw doctor
   stop the host:     scripts/quickstart.sh --stop
-  use Claude:        container/build.sh --claude, then
+  use Claude:        put ANTHROPIC_API_KEY=... in $NANOCLAW_HOME/.env, then
+                     container/build.sh --claude
                      target/release/nanoclaw groups set $folder --provider claude
-                     and restart the host with --image nanoclaw-agent-claude:latest
-                     (see skills/setup/SKILL.md)
+                     and restart the host (see skills/setup/SKILL.md)
 EOF
 step "Opening a chat with your agent (type /quit to leave)"
 exec "$nanoclaw" chat "$@"
