@@ -373,20 +373,18 @@ fn error(status: StatusCode, message: &str, error_type: &str, code: Option<&str>
         .into_response()
 }
 
-/// The 401 for a missing or wrong key, worded as OpenAI words it.
-fn check_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(key) = &shared.opts.api_key else {
-        return Ok(());
-    };
+/// The 401 for a missing or wrong key, worded as OpenAI words it (`None`: the key is fine).
+fn check_key(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let key = shared.opts.api_key.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if g == key => Ok(()),
+        Some(g) if g == key => None,
         Some(g) => {
             let shown: String = g.chars().take(4).collect();
-            Err(error(
+            Some(error(
                 StatusCode::UNAUTHORIZED,
                 &format!(
                     "Incorrect API key provided: {shown}****. You can find your API key at \
@@ -396,7 +394,7 @@ fn check_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
                 Some("invalid_api_key"),
             ))
         }
-        None => Err(error(
+        None => Some(error(
             StatusCode::UNAUTHORIZED,
             "You didn't provide an API key. You need to provide your API key in an \
              Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
@@ -407,7 +405,7 @@ fn check_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(r) = check_key(&shared, &headers) {
+    if let Some(r) = check_key(&shared, &headers) {
         return r;
     }
     let data: Vec<Value> = shared
@@ -420,7 +418,7 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
 }
 
 async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check_key(&shared, &headers) {
+    if let Some(r) = check_key(&shared, &headers) {
         return r;
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {

@@ -470,13 +470,33 @@ fn status_error(status: u16, body: &str) -> String {
     }
 }
 
-/// Failures before any answer. Worded so [`api_error`] recognises them as unreachable.
+/// Failures before any answer. Not reaching the API at all is worded so [`api_error`]
+/// tells the operator to check the network; a connection that broke off, or an API that
+/// went silent, is reported as what it is.
 fn transport_error(e: &ureq::Error) -> String {
+    use std::io::ErrorKind as K;
     match e {
-        ureq::Error::Timeout(t) => format!("Connection error: the model API timed out ({t})"),
-        ureq::Error::Io(io) => format!("Connection error: {io}"),
+        ureq::Error::Timeout(ureq::Timeout::Connect) => {
+            "Connection error: connecting to the model API timed out".into()
+        }
+        ureq::Error::Timeout(t) => format!("the model API did not answer in time ({t})"),
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::NotFound
+                    | K::AddrNotAvailable
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+            ) =>
+        {
+            format!("Connection error: {io}")
+        }
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
             format!("Connection error: {e}")
+        }
+        ureq::Error::Io(io) => {
+            format!("the model API closed the connection without an answer ({io})")
         }
         other => format!("the model API request failed: {other}"),
     }
