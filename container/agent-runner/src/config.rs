@@ -60,6 +60,9 @@ pub struct Config {
     /// `NANOCLAW_MOCK_SCRIPT`, else `<agent dir>/mock.toml` when that file exists.
     pub mock_script: Option<PathBuf>,
     pub mock_record: Option<PathBuf>,
+    /// openai provider: bytes of conversation text sent with each request, at most
+    /// (`NANOCLAW_HISTORY_BYTES`; the oldest turns are left out first).
+    pub history_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,14 @@ impl Config {
             2_000,
             10,
             3_600_000,
+        )?;
+
+        let history_bytes = parse_int(
+            "NANOCLAW_HISTORY_BYTES",
+            get("NANOCLAW_HISTORY_BYTES"),
+            crate::provider::openai::DEFAULT_HISTORY_BUDGET,
+            1_000,
+            100_000_000,
         )?;
 
         let (tz, tz_name) = match get("TZ") {
@@ -204,6 +215,7 @@ impl Config {
             tz_name,
             mock_script,
             mock_record: get("NANOCLAW_MOCK_RECORD").map(PathBuf::from),
+            history_bytes,
         })
     }
 }
@@ -313,6 +325,7 @@ mod tests {
             ("NANOCLAW_MAX_BATCH", "0"),
             ("NANOCLAW_MAX_BATCH", "ten"),
             ("NANOCLAW_FALLBACK_POLL_MS", "-5"),
+            ("NANOCLAW_HISTORY_BYTES", "10"),
             ("TZ", "Mars/Olympus_Mons"),
             ("NANOCLAW_ADMIN_USER_IDS", "alice"),
             ("NANOCLAW_ADMIN_USER_IDS", "telegram:"),
@@ -337,6 +350,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.provider, ProviderKind::OpenAi);
         assert_eq!(c.model_base_url.as_deref(), Some("http://127.0.0.1:11434"));
+        assert_eq!(c.history_bytes, 200_000);
         let err = load(&[("NANOCLAW_PROVIDER", "openai")]).unwrap_err();
         assert_eq!(err.var, "NANOCLAW_MODEL");
         let err = load(&[

@@ -47,6 +47,7 @@ Configuration is read from the environment:
   NANOCLAW_CLAUDE_BIN        Claude Code CLI (default claude)
   NANOCLAW_MODEL_SOCKET      the host's model-API proxy socket (relayed on 127.0.0.1)
   NANOCLAW_MODEL_BASE_URL    model API base URL when there is no proxy socket (http:// only for openai)
+  NANOCLAW_HISTORY_BYTES     openai: conversation text sent per request, at most (default 200000)
   NANOCLAW_MOCK_SCRIPT       mock provider rules (default <agent dir>/mock.toml if present)
   NANOCLAW_MOCK_RECORD       file the mock provider appends every request to
   NANOCLAW_LOG               log filter (default info)
@@ -165,10 +166,9 @@ fn run(cfg: Config) -> ExitCode {
             // Checked by the configuration: openai has a model.
             let model = cfg.model.clone().unwrap_or_default();
             tracing::info!(%api_base, %model, "openai provider");
-            Box::new(OpenAiProvider::new(
-                OpenAiOptions::new(api_base, model, cfg.session_dir.clone()),
-                shutdown.clone(),
-            ))
+            let mut opts = OpenAiOptions::new(api_base, model, cfg.session_dir.clone());
+            opts.history_budget = cfg.history_bytes;
+            Box::new(OpenAiProvider::new(opts, shutdown.clone()))
         }
     };
 

@@ -142,12 +142,12 @@ fn a_restarted_runner_resumes_and_clear_starts_fresh() {
     let new_id = s.state("continuation:openai").expect("continuation");
     assert_ne!(new_id, id);
 
-    // Other admin commands are not available.
-    s.send(Msg::chat("m5", "/compact").sender("cli:admin", "Admin"));
+    // Other admin commands are answered without the model.
+    s.send(Msg::chat("m5", "/files").sender("cli:admin", "Admin"));
     assert!(replies(&s, 5));
     assert_eq!(
         s.texts()[4],
-        "The /compact command is not available with the openai provider."
+        "The /files command is not available with the openai provider."
     );
     assert_eq!(fake.completions().len(), 3);
 
@@ -203,6 +203,68 @@ fn api_failures_reach_the_chat_as_one_line() {
     assert!(replies(&s, 3), "{}", agent.logs());
     let last = fake.completions().pop().unwrap().messages();
     assert_eq!(last.len(), 2, "{last:?}");
+}
+
+#[test]
+fn cost_compact_and_a_full_context() {
+    let fake = FakeOpenAi::start(Options::default()).unwrap();
+    fake.script(Rule::matching("too long").times(1).error(
+        400,
+        Rule::error_body(
+            "This model's maximum context length is 8192 tokens. However, your messages \
+                 resulted in 9000 tokens.",
+            "invalid_request_error",
+            Some("context_length_exceeded"),
+        ),
+    ));
+    fake.script(Rule::always().reply("<message to=\"{from}\">ok: {text}</message>"));
+    let mut s = Session::new();
+    let agent = start(&s, &fake);
+    for (i, text) in ["one", "two", "three", "four"].iter().enumerate() {
+        s.send(Msg::chat(&format!("m{i}"), text));
+        assert!(replies(&s, i + 1), "{}", agent.logs());
+    }
+    s.send(Msg::chat("c1", "/cost").sender("cli:admin", "Admin"));
+    assert!(replies(&s, 5));
+    let cost = &s.texts()[4];
+    assert!(
+        cost.starts_with("This conversation: 4 requests, ") && cost.contains("cached"),
+        "{cost}"
+    );
+    // A context overflow is retried once with the older half of the history left out.
+    s.send(Msg::chat("m5", "this is too long"));
+    assert!(replies(&s, 6), "{}", agent.logs());
+    assert_eq!(s.texts()[5], "ok: this is too long");
+    let reqs = fake.completions();
+    assert_eq!(reqs.len(), 6);
+    assert_eq!(reqs[4].messages().len(), 1 + 8 + 1);
+    let retried = reqs[5].messages().len();
+    assert!(retried < 10 && retried % 2 == 0, "{retried}");
+    assert!(agent.logs().contains("retrying with less history"));
+    // /compact drops the older half for good.
+    s.send(Msg::chat("c2", "/compact").sender("cli:admin", "Admin"));
+    assert!(replies(&s, 7));
+    assert!(
+        s.texts()[6].starts_with("Compacted: dropped the "),
+        "{}",
+        s.texts()[6]
+    );
+    s.send(Msg::chat("m6", "after"));
+    assert!(replies(&s, 8), "{}", agent.logs());
+    let after = fake.completions().pop().unwrap().messages().len();
+    assert!(after < retried + 2, "{after} vs {retried}");
+    s.send(Msg::chat("c3", "/context").sender("cli:admin", "Admin"));
+    assert!(replies(&s, 9));
+    assert!(
+        s.texts()[8].starts_with("The conversation holds "),
+        "{}",
+        s.texts()[8]
+    );
+    assert_eq!(
+        fake.completions().len(),
+        7,
+        "commands never reach the model"
+    );
 }
 
 #[test]

@@ -9,7 +9,13 @@
 //! and rename). `<id>` is the continuation the runner persists; after a restart it selects
 //! the file to resume. The file is the agent's to write, so reading it is bounded and a
 //! missing or unreadable one starts a fresh conversation. The history is bounded too: the
-//! oldest turns are dropped when it outgrows [`DEFAULT_HISTORY_BUDGET`].
+//! oldest turns are dropped when it outgrows [`DEFAULT_HISTORY_BUDGET`] (or
+//! `NANOCLAW_HISTORY_BYTES`), and when the API says the context is full the request is
+//! retried once with the older half left out.
+//!
+//! Admin commands are answered here, without the model: `/compact` drops the older half of
+//! the history, `/context` and `/cost` report its size and the tokens the API counted;
+//! `/files` is not available (`/clear` is the runner's).
 //!
 //! Replies are streamed (`stream: true`) so every chunk can touch the heartbeat; a server
 //! that answers with one JSON body instead is accepted as well. A reader thread does the
@@ -34,7 +40,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// and between chunks.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The conversation sent with each request is cut to about this many bytes of message text
-/// (roughly 50k tokens), oldest turns first.
+/// (roughly 50k tokens), oldest turns first. `NANOCLAW_HISTORY_BYTES` changes it.
 pub const DEFAULT_HISTORY_BUDGET: usize = 200_000;
 /// How often a waiting turn checks for shutdown.
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
@@ -49,6 +55,8 @@ const MAX_FILE: u64 = 16 * 1024 * 1024;
 /// Where conversations live, under the session directory.
 const CONVERSATIONS_DIR: &str = ".nanoclaw/openai";
 const FILE_VERSION: u32 = 1;
+/// Conversation files kept (the newest); older ones (before `/clear`s) are deleted.
+const KEEP_FILES: usize = 8;
 
 /// What the model is told before the runner's addendum: how its output reaches anyone.
 const PREAMBLE: &str = "\
@@ -109,6 +117,25 @@ struct Conversation {
     version: u32,
     id: String,
     messages: Vec<Turn>,
+    /// Token counts the API reported for this conversation (for `/cost`).
+    #[serde(default)]
+    usage: Totals,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Totals {
+    requests: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cached_tokens: u64,
+}
+
+impl Totals {
+    fn add(&mut self, u: &Usage) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(u.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(u.completion_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(u.cached_tokens);
+    }
 }
 
 pub struct OpenAiProvider {
@@ -161,14 +188,61 @@ impl OpenAiProvider {
                 version: FILE_VERSION,
                 id: new_id(),
                 messages: Vec::new(),
+                usage: Totals::default(),
             };
             // Written now, so a crash before the first reply still resumes this id.
             if let Err(e) = save(&dir, &c) {
                 tracing::warn!(error = %e, "cannot write the conversation file");
             }
+            prune(&dir, &c.id);
             tracing::info!(id = %c.id, "new conversation");
             c
         })
+    }
+
+    /// An admin command (`/clear` never comes here: the runner handles it). Answered
+    /// without the model; the answer goes to the admin as is.
+    fn command(&mut self, input: &str) -> String {
+        let command = input
+            .split_whitespace()
+            .next()
+            .unwrap_or(input)
+            .to_lowercase();
+        let dir = self.dir();
+        let budget = self.opts.history_budget;
+        let Some(conv) = self.live.as_mut() else {
+            return "No conversation is open.".into();
+        };
+        let size: usize = conv.messages.iter().map(|t| t.content.len()).sum();
+        match command.as_str() {
+            "/compact" => {
+                let before = conv.messages.len();
+                let dropped = bound(&mut conv.messages, size / 2, 0);
+                if let Err(e) = save(&dir, conv) {
+                    tracing::warn!(error = %e, "cannot write the conversation file");
+                }
+                format!(
+                    "Compacted: dropped the {dropped} oldest of {before} messages; the model \
+                     no longer sees them."
+                )
+            }
+            "/context" => format!(
+                "The conversation holds {} messages ({} KB of text); up to {} KB is sent \
+                 with each request, oldest messages left out first.",
+                conv.messages.len(),
+                size.div_ceil(1000),
+                budget / 1000
+            ),
+            "/cost" => {
+                let u = conv.usage;
+                format!(
+                    "This conversation: {} requests, {} prompt tokens ({} cached), {} \
+                     completion tokens, as the model API reported them.",
+                    u.requests, u.prompt_tokens, u.cached_tokens, u.completion_tokens
+                )
+            }
+            _ => format!("The {command} command is not available with the openai provider."),
+        }
     }
 
     fn request_body(&self, system: &str, history: &[Turn], input: &str) -> Value {
@@ -193,7 +267,7 @@ impl OpenAiProvider {
         &self,
         body: Value,
         on_event: &mut dyn FnMut(Event<'_>),
-    ) -> Result<String, ProviderError> {
+    ) -> Result<(String, Option<Usage>), ProviderError> {
         let url = format!("{}/v1/chat/completions", self.opts.api_base);
         let (tx, rx) = mpsc::channel();
         let http = self.http.clone();
@@ -208,8 +282,9 @@ impl OpenAiProvider {
         &self,
         rx: &Receiver<Chunk>,
         on_event: &mut dyn FnMut(Event<'_>),
-    ) -> Result<String, ProviderError> {
+    ) -> Result<(String, Option<Usage>), ProviderError> {
         let mut reply = String::new();
+        let mut usage = None;
         let mut last_activity: Option<Instant> = None;
         loop {
             let chunk = match rx.recv_timeout(SHUTDOWN_CHECK) {
@@ -233,6 +308,7 @@ impl OpenAiProvider {
             }
             match chunk {
                 Chunk::Activity => {}
+                Chunk::Usage(u) => usage = Some(u),
                 Chunk::Text(t) => {
                     if reply.len() + t.len() > MAX_REPLY {
                         return Err(ProviderError::failed(format!(
@@ -246,7 +322,7 @@ impl OpenAiProvider {
                     if finish_reason.as_deref() == Some("length") {
                         tracing::warn!("the model stopped at its output token limit");
                     }
-                    return Ok(reply);
+                    return Ok((reply, usage));
                 }
                 Chunk::Failed(message) => return Err(ProviderError::failed(message)),
             }
@@ -271,22 +347,45 @@ impl Provider for OpenAiProvider {
         on_event(Event::Continuation(&id));
 
         if req.kind == RequestKind::Command {
-            let command = req.input.split_whitespace().next().unwrap_or(req.input);
-            return Ok(format!(
-                "The {} command is not available with the openai provider.",
-                command.to_lowercase()
-            ));
+            let text = self.command(req.input);
+            return Ok(text);
         }
 
         let system = format!("{PREAMBLE}\n{}", req.system_prompt);
         let mut history = conv.messages.clone();
-        let dropped = bound(&mut history, budget, system.len() + req.input.len());
+        let reserved = system.len() + req.input.len();
+        let dropped = bound(&mut history, budget, reserved);
         if dropped > 0 {
             tracing::info!(dropped, "oldest turns left out to fit the history budget");
             on_event(Event::Progress("history trimmed"));
         }
-        let body = self.request_body(&system, &history, req.input);
-        let reply = self.complete(body, on_event)?;
+        let mut retried = false;
+        let (reply, usage) = loop {
+            let body = self.request_body(&system, &history, req.input);
+            match self.complete(body, on_event) {
+                Ok(done) => break done,
+                // The model's context is smaller than the budget: once, with the older
+                // half of the history left out.
+                Err(ProviderError::Failed { ref message, .. })
+                    if !retried
+                        && !history.is_empty()
+                        && api_error::classify_text(message)
+                            == Some(api_error::ApiFailure::TooLong) =>
+                {
+                    let size: usize = history.iter().map(|t| t.content.len()).sum();
+                    let dropped = bound(&mut history, size / 2 + reserved, reserved);
+                    tracing::warn!(
+                        dropped,
+                        "the model's context is full; retrying with less history"
+                    );
+                    on_event(Event::Progress(
+                        "history trimmed to fit the model's context",
+                    ));
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        };
 
         history.push(Turn {
             role: Role::User,
@@ -299,6 +398,16 @@ impl Provider for OpenAiProvider {
         let dir = self.dir();
         if let Some(conv) = self.live.as_mut() {
             conv.messages = history;
+            conv.usage.requests += 1;
+            if let Some(u) = &usage {
+                conv.usage.add(u);
+                tracing::info!(
+                    prompt_tokens = u.prompt_tokens,
+                    completion_tokens = u.completion_tokens,
+                    cached_tokens = u.cached_tokens,
+                    "model usage"
+                );
+            }
             if let Err(e) = save(&dir, conv) {
                 tracing::warn!(error = %e, "cannot write the conversation file");
             }
@@ -317,6 +426,8 @@ enum Chunk {
     /// Data arrived that carried no text (role headers, reasoning, keep-alives).
     Activity,
     Text(String),
+    /// Token counts (the last chunk, with `include_usage`).
+    Usage(Usage),
     Done {
         finish_reason: Option<String>,
     },
@@ -362,7 +473,10 @@ fn fetch(http: &ureq::Agent, url: &str, body: &Value, tx: &Sender<Chunk>) {
             .map_err(|e| format!("Connection error: reading the model API's answer: {e}"))
             .and_then(|_| parse_completion(&text))
         {
-            Ok((text, finish_reason)) => {
+            Ok((text, finish_reason, usage)) => {
+                if let Some(u) = usage {
+                    let _ = tx.send(Chunk::Usage(u));
+                }
                 let _ = tx.send(Chunk::Text(text));
                 Chunk::Done { finish_reason }
             }
@@ -429,13 +543,10 @@ fn fetch(http: &ureq::Agent, url: &str, body: &Value, tx: &Sender<Chunk>) {
 fn handle_data(data: &str, tx: &Sender<Chunk>, finish_reason: &mut Option<String>) -> bool {
     match parse_chunk(data) {
         Ok(delta) => {
-            if let Some(usage) = &delta.usage {
-                tracing::info!(
-                    prompt_tokens = usage.prompt_tokens,
-                    completion_tokens = usage.completion_tokens,
-                    cached_tokens = usage.cached_tokens,
-                    "model usage"
-                );
+            if let Some(usage) = delta.usage
+                && tx.send(Chunk::Usage(usage)).is_err()
+            {
+                return true;
             }
             if delta.finish_reason.is_some() {
                 finish_reason.clone_from(&delta.finish_reason);
@@ -573,13 +684,7 @@ fn parse_chunk(data: &str) -> Result<Delta, String> {
         return Err(format!("the model API failed mid-reply: {message}"));
     }
     let choice = &v["choices"][0];
-    let usage = v.get("usage").filter(|u| u.is_object()).map(|u| Usage {
-        prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
-        completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
-        cached_tokens: u["prompt_tokens_details"]["cached_tokens"]
-            .as_u64()
-            .unwrap_or(0),
-    });
+    let usage = parse_usage(&v);
     Ok(Delta {
         content: choice["delta"]["content"].as_str().map(str::to_string),
         finish_reason: choice["finish_reason"].as_str().map(str::to_string),
@@ -587,8 +692,8 @@ fn parse_chunk(data: &str) -> Result<Delta, String> {
     })
 }
 
-/// A non-streamed `chat.completion`: its text and finish reason.
-fn parse_completion(body: &str) -> Result<(String, Option<String>), String> {
+/// A non-streamed `chat.completion`: its text, finish reason and usage.
+fn parse_completion(body: &str) -> Result<(String, Option<String>, Option<Usage>), String> {
     let v: Value = serde_json::from_str(body)
         .map_err(|e| format!("the model API sent an unreadable answer: {e}"))?;
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
@@ -600,7 +705,21 @@ fn parse_completion(body: &str) -> Result<(String, Option<String>), String> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    Ok((text, choice["finish_reason"].as_str().map(str::to_string)))
+    Ok((
+        text,
+        choice["finish_reason"].as_str().map(str::to_string),
+        parse_usage(&v),
+    ))
+}
+
+fn parse_usage(v: &Value) -> Option<Usage> {
+    v.get("usage").filter(|u| u.is_object()).map(|u| Usage {
+        prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+        cached_tokens: u["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+    })
 }
 
 /// Drops the oldest turns until the history plus `reserved` bytes (system prompt, new
@@ -669,6 +788,28 @@ fn load(dir: &Path, id: &str) -> Result<Conversation, FileError> {
         return Err(FileError::Corrupt("wrong version or id".into()));
     }
     Ok(c)
+}
+
+/// Deletes all but the [`KEEP_FILES`] newest conversation files, never `current`.
+fn prune(dir: &Path, current: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".json") && name != format!("{current}.json")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, path) in files.into_iter().skip(KEEP_FILES.saturating_sub(1)) {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::debug!(error = %e, path = %path.display(), "cannot delete an old conversation");
+        }
+    }
 }
 
 fn save(dir: &Path, c: &Conversation) -> Result<(), FileError> {
@@ -758,7 +899,7 @@ mod tests {
                 r#"{"choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#
             )
             .unwrap(),
-            ("hi".to_string(), Some("stop".to_string()))
+            ("hi".to_string(), Some("stop".to_string()), None)
         );
     }
 
@@ -795,6 +936,7 @@ mod tests {
             version: FILE_VERSION,
             id: new_id(),
             messages: vec![turn(Role::User, "hi"), turn(Role::Assistant, "hello")],
+            usage: Totals::default(),
         };
         save(dir.path(), &c).unwrap();
         let back = load(dir.path(), &c.id).unwrap();
@@ -845,6 +987,32 @@ mod tests {
             api_error::classify_text(&refused),
             Some(api_error::ApiFailure::Unreachable)
         );
+    }
+
+    #[test]
+    fn old_conversations_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..12 {
+            let path = dir.path().join(format!("c{i}.json"));
+            std::fs::write(&path, b"{}").unwrap();
+            let age = Duration::from_secs(1000 - i * 10);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(SystemTime::now() - age)
+                .unwrap();
+        }
+        // The current one is the oldest file here, and still kept.
+        prune(dir.path(), "c0");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), KEEP_FILES);
+        assert!(left.contains(&"c0.json".to_string()));
+        assert!(left.contains(&"c11.json".to_string()) && !left.contains(&"c1.json".to_string()));
     }
 
     #[test]
