@@ -137,7 +137,7 @@ impl Config {
             get("NANOCLAW_HISTORY_BYTES"),
             crate::provider::openai::DEFAULT_HISTORY_BUDGET,
             1_000,
-            100_000_000,
+            crate::provider::openai::MAX_HISTORY_BUDGET,
         )?;
 
         let (tz, tz_name) = match get("TZ") {

@@ -50,8 +50,11 @@ const ACTIVITY_EVERY: Duration = Duration::from_millis(500);
 const MAX_LINE: u64 = 1024 * 1024;
 const MAX_REPLY: usize = 4 * 1024 * 1024;
 const MAX_ERROR_BODY: u64 = 64 * 1024;
-/// A conversation file larger than this is not read (it is never written that large).
-const MAX_FILE: u64 = 16 * 1024 * 1024;
+/// A conversation file larger than this is not read. Written ones stay well below: the
+/// history budget (at most [`MAX_HISTORY_BUDGET`]) plus one exchange, JSON-escaped.
+const MAX_FILE: u64 = 32 * 1024 * 1024;
+/// The largest history budget `NANOCLAW_HISTORY_BYTES` may set.
+pub const MAX_HISTORY_BUDGET: usize = 4_000_000;
 /// Where conversations live, under the session directory.
 const CONVERSATIONS_DIR: &str = ".nanoclaw/openai";
 const FILE_VERSION: u32 = 1;
@@ -152,6 +155,8 @@ impl OpenAiProvider {
             .http_status_as_error(false)
             // The API is on loopback: an HTTP_PROXY in the environment must not catch it.
             .proxy(None)
+            // A redirect would turn the POST into a GET; the proxy never sends one.
+            .max_redirects(0)
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_per_read(Some(opts.idle_timeout))
             .user_agent(format!("nanoclaw-agent/{}", env!("CARGO_PKG_VERSION")))
