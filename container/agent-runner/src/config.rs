@@ -18,6 +18,8 @@ use nanoclaw_schema::session::layout::{
 pub enum ProviderKind {
     Mock,
     Claude,
+    /// An OpenAI-compatible chat completions API (OpenAI, Ollama, vLLM, ...).
+    OpenAi,
 }
 
 impl ProviderKind {
@@ -25,6 +27,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Mock => "mock",
             ProviderKind::Claude => "claude",
+            ProviderKind::OpenAi => "openai",
         }
     }
 }
@@ -57,6 +60,9 @@ pub struct Config {
     /// `NANOCLAW_MOCK_SCRIPT`, else `<agent dir>/mock.toml` when that file exists.
     pub mock_script: Option<PathBuf>,
     pub mock_record: Option<PathBuf>,
+    /// openai provider: bytes of conversation text sent with each request, at most
+    /// (`NANOCLAW_HISTORY_BYTES`; the oldest turns are left out first).
+    pub history_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +90,13 @@ impl Config {
         let provider = match get(env::PROVIDER).as_deref().map(str::trim) {
             None | Some("claude") => ProviderKind::Claude,
             Some("mock") => ProviderKind::Mock,
+            Some("openai") => ProviderKind::OpenAi,
             Some(other) => {
-                return Err(bad(env::PROVIDER, other, "expected `mock` or `claude`"));
+                return Err(bad(
+                    env::PROVIDER,
+                    other,
+                    "expected `mock`, `claude` or `openai`",
+                ));
             }
         };
 
@@ -121,6 +132,14 @@ impl Config {
             3_600_000,
         )?;
 
+        let history_bytes = parse_int(
+            "NANOCLAW_HISTORY_BYTES",
+            get("NANOCLAW_HISTORY_BYTES"),
+            crate::provider::openai::DEFAULT_HISTORY_BUDGET,
+            1_000,
+            crate::provider::openai::MAX_HISTORY_BUDGET,
+        )?;
+
         let (tz, tz_name) = match get("TZ") {
             None => (TimeZone::UTC, "UTC".to_string()),
             Some(raw) => parse_tz(&raw)?,
@@ -149,6 +168,33 @@ impl Config {
             None => None,
         };
 
+        let model = get(env::MODEL).map(|s| s.trim().to_string());
+        let model_socket = get(env::MODEL_SOCKET).map(PathBuf::from);
+        if provider == ProviderKind::OpenAi {
+            // Chat completions APIs have no default model.
+            if model.is_none() {
+                return Err(bad(
+                    env::MODEL,
+                    "",
+                    "required with NANOCLAW_PROVIDER=openai (the model name the API knows, \
+                     like `gpt-4o-mini` or `llama3.2`)",
+                ));
+            }
+            // The runner has no TLS: https is the host proxy's business.
+            if model_socket.is_none()
+                && let Some(url) = model_base_url
+                    .as_deref()
+                    .filter(|u| u.starts_with("https://"))
+            {
+                return Err(bad(
+                    env::MODEL_BASE_URL,
+                    url,
+                    "the openai provider speaks plain HTTP only; point it at the host's model \
+                     proxy (which adds TLS and the key) or a plain http:// endpoint",
+                ));
+            }
+        }
+
         Ok(Config {
             session_dir: path(env::SESSION_DIR, CONTAINER_WORKSPACE),
             inbound_dir: path(env::INBOUND_DIR, CONTAINER_INBOUND_DIR),
@@ -161,14 +207,15 @@ impl Config {
             admin_user_ids,
             max_batch,
             fallback_poll: Duration::from_millis(fallback_ms),
-            model: get(env::MODEL).map(|s| s.trim().to_string()),
+            model,
             claude_bin: path("NANOCLAW_CLAUDE_BIN", "claude"),
-            model_socket: get(env::MODEL_SOCKET).map(PathBuf::from),
+            model_socket,
             model_base_url,
             tz,
             tz_name,
             mock_script,
             mock_record: get("NANOCLAW_MOCK_RECORD").map(PathBuf::from),
+            history_bytes,
         })
     }
 }
@@ -278,6 +325,7 @@ mod tests {
             ("NANOCLAW_MAX_BATCH", "0"),
             ("NANOCLAW_MAX_BATCH", "ten"),
             ("NANOCLAW_FALLBACK_POLL_MS", "-5"),
+            ("NANOCLAW_HISTORY_BYTES", "10"),
             ("TZ", "Mars/Olympus_Mons"),
             ("NANOCLAW_ADMIN_USER_IDS", "alice"),
             ("NANOCLAW_ADMIN_USER_IDS", "telegram:"),
@@ -288,5 +336,39 @@ mod tests {
             assert_eq!(err.var, var);
             assert!(err.to_string().contains(var), "{err}");
         }
+        let err = load(&[("NANOCLAW_PROVIDER", "gpt")]).unwrap_err();
+        assert!(err.reason.contains("`openai`"), "{err}");
+    }
+
+    #[test]
+    fn openai_needs_a_model_and_plain_http() {
+        let c = load(&[
+            ("NANOCLAW_PROVIDER", "openai"),
+            ("NANOCLAW_MODEL", "llama3.2"),
+            ("NANOCLAW_MODEL_BASE_URL", "http://127.0.0.1:11434/"),
+        ])
+        .unwrap();
+        assert_eq!(c.provider, ProviderKind::OpenAi);
+        assert_eq!(c.model_base_url.as_deref(), Some("http://127.0.0.1:11434"));
+        assert_eq!(c.history_bytes, 200_000);
+        let err = load(&[("NANOCLAW_PROVIDER", "openai")]).unwrap_err();
+        assert_eq!(err.var, "NANOCLAW_MODEL");
+        let err = load(&[
+            ("NANOCLAW_PROVIDER", "openai"),
+            ("NANOCLAW_MODEL", "gpt-4o-mini"),
+            ("NANOCLAW_MODEL_BASE_URL", "https://api.openai.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "NANOCLAW_MODEL_BASE_URL");
+        // Through the proxy socket the base URL is not used.
+        assert!(
+            load(&[
+                ("NANOCLAW_PROVIDER", "openai"),
+                ("NANOCLAW_MODEL", "gpt-4o-mini"),
+                ("NANOCLAW_MODEL_BASE_URL", "https://api.openai.com"),
+                ("NANOCLAW_MODEL_SOCKET", "/run/model.sock"),
+            ])
+            .is_ok()
+        );
     }
 }

@@ -23,6 +23,7 @@ use config::{Config, ProviderKind};
 use provider::Provider;
 use provider::claude::{ClaudeOptions, ClaudeProvider};
 use provider::mock::MockProvider;
+use provider::openai::{OpenAiOptions, OpenAiProvider};
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
@@ -42,10 +43,11 @@ Configuration is read from the environment:
   NANOCLAW_ADMIN_USER_IDS    comma-separated user ids allowed to run admin slash commands
   NANOCLAW_MAX_BATCH         messages per turn, 1-1000 (default 10)
   NANOCLAW_FALLBACK_POLL_MS  poll interval when file events are missing (default 2000)
-  NANOCLAW_MODEL             model for the claude provider
+  NANOCLAW_MODEL             model name (optional for claude, required for openai)
   NANOCLAW_CLAUDE_BIN        Claude Code CLI (default claude)
   NANOCLAW_MODEL_SOCKET      the host's model-API proxy socket (relayed on 127.0.0.1)
-  NANOCLAW_MODEL_BASE_URL    model API base URL when there is no proxy socket
+  NANOCLAW_MODEL_BASE_URL    model API base URL when there is no proxy socket (http:// only for openai)
+  NANOCLAW_HISTORY_BYTES     openai: conversation text sent per request, at most (default 200000)
   NANOCLAW_MOCK_SCRIPT       mock provider rules (default <agent dir>/mock.toml if present)
   NANOCLAW_MOCK_RECORD       file the mock provider appends every request to
   NANOCLAW_LOG               log filter (default info)
@@ -153,6 +155,21 @@ fn run(cfg: Config) -> ExitCode {
             },
             shutdown.clone(),
         )),
+        ProviderKind::OpenAi => {
+            let Some(api_base) = api_base.clone() else {
+                let e = "the openai provider needs a model API: NANOCLAW_MODEL_SOCKET (the host's \
+                         model proxy) or NANOCLAW_MODEL_BASE_URL";
+                tracing::error!("{e}");
+                eprintln!("nanoclaw-agent: {e}");
+                return ExitCode::from(2);
+            };
+            // Checked by the configuration: openai has a model.
+            let model = cfg.model.clone().unwrap_or_default();
+            tracing::info!(%api_base, %model, "openai provider");
+            let mut opts = OpenAiOptions::new(api_base, model, cfg.session_dir.clone());
+            opts.history_budget = cfg.history_bytes;
+            Box::new(OpenAiProvider::new(opts, shutdown.clone()))
+        }
     };
 
     let db = match db::SessionDb::open(&cfg.session_dir, &cfg.inbound_dir) {

@@ -7,6 +7,7 @@
 pub mod api_error;
 pub mod claude;
 pub mod mock;
+pub mod openai;
 
 use std::sync::LazyLock;
 
