@@ -417,3 +417,31 @@ pub fn containers(data: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The Claude image as `container/build.sh --claude` builds it offline (the Debian base is
+/// cached by its inputs), with this run's agent-runner, once per process. `None` (skip, said
+/// why) when the base is not built yet and this is not root: debootstrap needs root.
+pub fn claude_image() -> Option<&'static str> {
+    pub const CLAUDE_IMAGE: &str = "nanoclaw-agent-claude:e2e";
+    static DONE: OnceLock<bool> = OnceLock::new();
+    let built_ok = *DONE.get_or_init(|| {
+        let agent = built().join("nanoclaw-agent");
+        let out = Command::new("bash")
+            .arg(workspace_root().join("container/build.sh"))
+            .args(["--claude", "--binary"])
+            .arg(&agent)
+            .args(["--tag", CLAUDE_IMAGE])
+            .output()
+            .expect("run container/build.sh --claude");
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        // SAFETY: geteuid cannot fail.
+        if !out.status.success() && unsafe { libc::geteuid() } != 0 && said.contains("needs root")
+        {
+            eprintln!("SKIP: the Claude base image is not built and debootstrap needs root:\n{said}");
+            return false;
+        }
+        assert!(out.status.success(), "build.sh --claude failed:\n{said}");
+        true
+    });
+    built_ok.then_some(CLAUDE_IMAGE)
+}
