@@ -365,6 +365,11 @@ impl FakeAnthropic {
         self.server.base_url()
     }
 
+    /// The listening address (127.0.0.1 and the port).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
+    }
+
     /// The harness: the raw call log, faults and holds.
     pub fn harness(&self) -> &Harness {
         self.server.harness()
@@ -507,8 +512,25 @@ fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn invalid(message: &str) -> Response {
-    api_error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+/// A refused request, answered with [`api_error`].
+struct Refusal {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        api_error(self.status, self.kind, &self.message)
+    }
+}
+
+fn invalid(message: &str) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        kind: "invalid_request_error",
+        message: message.to_owned(),
+    }
 }
 
 async fn not_found(uri: Uri) -> Response {
@@ -520,7 +542,7 @@ async fn not_found(uri: Uri) -> Response {
 }
 
 /// The credential check of every API call.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
     let key = shared.lock().key.clone();
     let given = headers
         .get("x-api-key")
@@ -533,20 +555,20 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         });
     match given {
         Some(g) if g == key => Ok(()),
-        Some(_) => Err(api_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid x-api-key",
-        )),
-        None => Err(api_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "x-api-key header is required",
-        )),
+        Some(_) => Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "authentication_error",
+            message: "invalid x-api-key".to_owned(),
+        }),
+        None => Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "authentication_error",
+            message: "x-api-key header is required".to_owned(),
+        }),
     }
 }
 
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Refusal> {
     if headers.get("anthropic-version").is_none() {
         return Err(invalid("anthropic-version: header is required"));
     }
@@ -563,7 +585,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
 }
 
 /// The API's structural checks on `messages`.
-fn check_messages(v: &Value) -> Result<(), Response> {
+fn check_messages(v: &Value) -> Result<(), Refusal> {
     let Some(messages) = v["messages"].as_array() else {
         return Err(invalid("messages: Field required"));
     };
@@ -616,7 +638,7 @@ fn check_messages(v: &Value) -> Result<(), Response> {
 /// `GET /v1/models`: the CLI lists models at start unless non-essential traffic is off.
 async fn models(AxState(shared): AxState<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(r) = authenticate(&shared, &headers) {
-        return r;
+        return r.into_response();
     }
     let data: Vec<Value> = ["claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6"]
         .iter()
@@ -632,12 +654,12 @@ async fn count_tokens(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authenticate(&shared, &headers) {
-        return r;
+        return r.into_response();
     }
     match parse_body(&headers, &body) {
         // Deterministic: a token per four bytes of the request.
         Ok(_) => axum::Json(json!({ "input_tokens": body.len() / 4 })).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -657,14 +679,14 @@ async fn messages(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authenticate(&shared, &headers) {
-        return r;
+        return r.into_response();
     }
     let req = match parse_body(&headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if !req["max_tokens"].is_u64() {
-        return invalid("max_tokens: Field required");
+        return invalid("max_tokens: Field required").into_response();
     }
     let user = last_user(&req).cloned().unwrap_or(Value::Null);
     let user_text = text_of(&user["content"], false);

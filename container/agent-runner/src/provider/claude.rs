@@ -358,6 +358,14 @@ impl Provider for ClaudeProvider {
                     if message.is_empty() {
                         message = format!("claude reported {}", subtype.unwrap_or("an error"));
                     }
+                    // The CLI's texts vary ("Invalid API key · Fix external API key",
+                    // "Request rejected (429)"); the HTTP status it reports beside them
+                    // classifies the failure reliably.
+                    if let Some(status) = v["api_error_status"].as_u64()
+                        && !message.starts_with("API Error: ")
+                    {
+                        message = format!("API Error: {status} {message}");
+                    }
                     let err = ProviderError::failed(message);
                     if matches!(
                         err,
