@@ -10,7 +10,7 @@
 # CA certificates (HTTPS from the agent's own tools when a network is given).
 CLAUDE_BASE_PACKAGES=(ca-certificates git ripgrep procps)
 # Bump when the steps below change what ends up in the image.
-CLAUDE_BASE_RECIPE=1
+CLAUDE_BASE_RECIPE=2
 
 # The first Debian mirror in the apt sources (deb822 or one-line format), minus security and
 # backports archives.
@@ -76,9 +76,11 @@ claude_base_image() {
     --shell /bin/bash agent
   mkdir -p "$rootfs/workspace/agent" "$rootfs/workspace/global"
   chown -R 1000:1000 "$rootfs/workspace"
-  # Lean: no package caches, lists, docs or logs (nothing installs packages at run time).
+  # Lean: no package caches, lists, docs, translations or logs (nothing installs packages
+  # at run time; messages stay in English).
   rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* \
     "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+    "$rootfs"/usr/share/locale/* \
     "$rootfs"/var/log/* "$rootfs"/var/cache/debconf/*-old "$rootfs"/dev/* "$rootfs"/proc/* \
     "$rootfs"/sys/*
 
@@ -86,6 +88,11 @@ claude_base_image() {
     | "$docker" import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       - "$tag" >/dev/null
   rm -rf "$work"
+  # Bases of earlier inputs are only tags now (images built on them keep their layers).
+  local old
+  for old in $("$docker" image ls --format '{{.Repository}}:{{.Tag}}' nanoclaw-claude-base); do
+    [ "$old" = "$tag" ] || "$docker" rmi "$old" >/dev/null 2>&1 || true
+  done
   echo "build.sh: base image $tag built in $(($(date +%s) - started)) s" >&2
   echo "$tag"
 }
