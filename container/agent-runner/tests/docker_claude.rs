@@ -235,7 +235,7 @@ fn claude_image_answers_and_runs_a_tool_through_the_model_socket() {
     let sock_dir = tempfile::tempdir().expect("socket dir");
     let socket = sock_dir.path().join("model.sock");
     forward(&socket, fake.addr());
-    std::fs::create_dir_all(s.path().join(".home")).expect("home");
+    // HOME is /workspace/.home as the host sets it; the CLI creates it (the host need not).
     let out = Command::new("chown")
         .args(["-R", "1000:1000"])
         .arg(s.path())
