@@ -295,4 +295,35 @@ fn claude_image_answers_and_runs_a_tool_through_the_model_socket() {
     }
     let out = docker(&["stop", "-t", "10", &container]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // A new container for the same session resumes the conversation (the CLI's state is
+    // under HOME in the session directory).
+    let second = format!("{container}-2");
+    let _cleanup2 = RemoveOnDrop(vec![second.clone()]);
+    let pos = args.iter().position(|a| *a == container).expect("name arg");
+    args[pos] = &second;
+    let out = docker(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    s.send(Msg::chat("m3", "after the restart"));
+    assert!(
+        wait_until(Duration::from_secs(60), || s.out_rows().len() == 3),
+        "no reply after restart:\n{}",
+        text(&docker(&["logs", &second]))
+    );
+    let last = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.has_tools())
+        .expect("requests");
+    let texts = last.user_texts().join("\n");
+    assert!(
+        texts.contains("hello") && texts.contains("after the restart"),
+        "not resumed: {texts}"
+    );
+    assert!(
+        last.tool_results()
+            .iter()
+            .any(|t| t.contains("in-container-1000")),
+        "the tool result is part of the resumed conversation"
+    );
 }
