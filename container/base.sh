@@ -11,6 +11,8 @@
 CLAUDE_BASE_PACKAGES=(ca-certificates git ripgrep procps)
 # Bump when the steps below change what ends up in the image.
 CLAUDE_BASE_RECIPE=2
+# build.sh sets it; standalone use gets the default.
+docker=${docker:-${DOCKER:-docker}}
 
 # The first Debian mirror in the apt sources (deb822 or one-line format), minus security and
 # backports archives.
@@ -28,6 +30,17 @@ claude_base_mirror() {
     } | grep -E '^https?://' | grep -v -e security -e backports | grep -i debian | head -n1
   ) || true
   echo "${m:-http://deb.debian.org/debian}"
+}
+
+# Removes a build directory. A debootstrap that failed half way may leave /proc, /sys or a
+# bind of /dev mounted inside it: unmount those first, and never cross into another file
+# system while deleting.
+claude_base_cleanup() {
+  local m
+  awk -v w="$1/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  rm -rf --one-file-system "$1"
 }
 
 claude_base_image() {
@@ -62,7 +75,7 @@ claude_base_image() {
   rootfs=$work/rootfs
   # build.sh calls this in a command substitution: a subshell, with its own EXIT trap.
   # shellcheck disable=SC2064
-  trap "rm -rf '$work'" EXIT
+  trap "claude_base_cleanup '$work'" EXIT
   if ! debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" \
     >"$work/debootstrap.log" 2>&1; then
     echo "build.sh: debootstrap failed; the end of its log:" >&2
@@ -78,16 +91,16 @@ claude_base_image() {
   chown -R 1000:1000 "$rootfs/workspace"
   # Lean: no package caches, lists, docs, translations or logs (nothing installs packages
   # at run time; messages stay in English).
-  rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* \
-    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
-    "$rootfs"/usr/share/locale/* \
-    "$rootfs"/var/log/* "$rootfs"/var/cache/debconf/*-old "$rootfs"/dev/* "$rootfs"/proc/* \
-    "$rootfs"/sys/*
+  rm -rf --one-file-system "${rootfs:?}"/var/cache/apt/* "${rootfs:?}"/var/lib/apt/lists/* \
+    "${rootfs:?}"/usr/share/doc/* "${rootfs:?}"/usr/share/man/* "${rootfs:?}"/usr/share/info/* \
+    "${rootfs:?}"/usr/share/locale/* \
+    "${rootfs:?}"/var/log/* "${rootfs:?}"/var/cache/debconf/*-old "${rootfs:?}"/dev/* "${rootfs:?}"/proc/* \
+    "${rootfs:?}"/sys/*
 
-  tar -C "$rootfs" --numeric-owner -c . \
+  tar -C "$rootfs" --numeric-owner --one-file-system -c . \
     | "$docker" import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       - "$tag" >/dev/null
-  rm -rf "$work"
+  claude_base_cleanup "$work"
   # Bases of earlier inputs are only tags now (images built on them keep their layers).
   local old
   for old in $("$docker" image ls --format '{{.Repository}}:{{.Tag}}' nanoclaw-claude-base); do
