@@ -91,13 +91,22 @@ fn image() -> Option<String> {
         .clone()
 }
 
-/// Hardened as the host's ContainerSpec runs agents.
+/// Hardened as the host's ContainerSpec runs agents, with its default limits (a noexec
+/// 64 MiB /tmp, 1 GiB of memory without swap, 512 pids).
 const HARDENING: &[&str] = &[
     "--network",
     "none",
     "--read-only",
     "--tmpfs",
-    "/tmp:rw,nosuid,nodev,exec,size=256m,mode=1777",
+    "/tmp:rw,nosuid,nodev,noexec,size=64m,mode=1777",
+    "--memory",
+    "1g",
+    "--memory-swap",
+    "1g",
+    "--pids-limit",
+    "512",
+    "--ipc",
+    "private",
     "--cap-drop",
     "ALL",
     "--security-opt",
