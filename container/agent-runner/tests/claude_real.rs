@@ -226,6 +226,12 @@ fn real_cli_compact_is_told_to_the_chat() {
         s.texts(),
         agent.logs()
     );
+    // The note is the command's whole answer (the CLI's own result for /compact is empty;
+    // a command's rows are written in one transaction).
+    assert_eq!(
+        s.texts(),
+        ["fine", "Context compacted: older messages were summarized."]
+    );
 }
 
 /// An API failure reaches the chat as one actionable line, quickly (the CLI's own retries
