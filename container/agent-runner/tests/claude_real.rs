@@ -326,3 +326,39 @@ fn real_cli_unreachable_api_is_explained() {
         agent.logs()
     );
 }
+
+#[test]
+fn real_cli_auto_compaction_is_told_to_the_chat() {
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    rig.fake.push_rule(Rule::always(say("fine")).with_tools());
+    // A context nearly full: the CLI compacts before its next request.
+    rig.fake.set_usage(nanoclaw_fake_anthropic::Usage {
+        input_tokens: 195_000,
+        cache_creation_input_tokens: 0,
+        cache_read_input_tokens: 0,
+        output_tokens: 10,
+    });
+    let mut s = Session::new();
+    let agent = rig.agent(&s);
+    s.send(Msg::chat("m1", "first"));
+    wait_rows(&s, 1, &agent);
+    s.send(Msg::chat("m2", "second"));
+    assert!(
+        wait_until(T, || s.out_rows().len() >= 3),
+        "{:?}\n{}",
+        s.texts(),
+        agent.logs()
+    );
+    // The note first, then the answer, both to the chat the turn came from.
+    assert_eq!(
+        s.texts(),
+        [
+            "fine",
+            "Context compacted: older messages were summarized.",
+            "fine"
+        ]
+    );
+    assert_eq!(s.out_rows()[1].in_reply_to.as_deref(), Some("m2"));
+}
