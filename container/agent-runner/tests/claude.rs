@@ -43,6 +43,12 @@ for line in sys.stdin:
         out({"type": "result", "subtype": "error_during_execution", "is_error": True,
              "result": "", "errors": ["tool crashed"], "session_id": session})
         continue
+    if "reject me" in text:
+        # As Claude Code 2.1.x reports a 429 whose message names no rate limit.
+        out({"type": "result", "subtype": "success", "is_error": True, "api_error_status": 429,
+             "result": "API Error: Request rejected (429) · slow down please",
+             "session_id": session})
+        continue
     if "hang forever" in text:
         time.sleep(3600)
     if "/compact" in text or "long story" in text:
@@ -403,4 +409,19 @@ fn compaction_is_told_to_the_chat() {
 /// The runner's note (the binary's constant; tests see the binary, not the crate).
 fn nanoclaw_agent_runner_note() -> &'static str {
     "Context compacted: older messages were summarized."
+}
+
+#[test]
+fn api_errors_are_classified_by_the_status_the_cli_reports() {
+    let mut s = Session::new();
+    let Some(fake) = Fake::install(&s) else {
+        return;
+    };
+    let _agent = fake.agent(&s, &[]);
+    s.send(Msg::chat("m1", "reject me"));
+    assert!(wait_until(T, || s.out_rows().len() == 1));
+    assert_eq!(
+        s.texts(),
+        ["The model API is rate-limiting this account (429). Try again in a minute."]
+    );
 }

@@ -362,9 +362,10 @@ impl Provider for ClaudeProvider {
                     // "Request rejected (429)"); the HTTP status it reports beside them
                     // classifies the failure reliably.
                     if let Some(status) = v["api_error_status"].as_u64()
-                        && !message.starts_with("API Error: ")
+                        && !message.starts_with(&format!("API Error: {status}"))
                     {
-                        message = format!("API Error: {status} {message}");
+                        let text = message.strip_prefix("API Error: ").unwrap_or(&message);
+                        message = format!("API Error: {status} {text}");
                     }
                     let err = ProviderError::failed(message);
                     if matches!(
