@@ -278,11 +278,8 @@ fn real_cli_overloaded_is_explained() {
 #[test]
 fn real_cli_rate_limit_is_explained() {
     failure_reaches_chat(
-        Reply::error(
-            429,
-            "rate_limit_error",
-            "Number of requests has exceeded your rate limit",
-        ),
+        // A message that names no rate limit: the status the CLI reports classifies it.
+        Reply::error(429, "rate_limit_error", "slow down"),
         "rate-limiting",
         Duration::from_secs(20),
     );
