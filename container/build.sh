@@ -4,8 +4,12 @@
 #   container/build.sh              minimal image, FROM scratch: nanoclaw-agent, exactly the
 #                                   shared libraries ldd reports for it, and /tmp. Needs no
 #                                   image registry. Runs the mock provider (no Claude CLI).
-#   container/build.sh --claude     production image from container/Dockerfile (Node + Claude
-#                                   Code CLI). Needs a registry for the base image and npm.
+#   container/build.sh --claude     production image: a Debian base made with debootstrap
+#                                   from the machine's apt mirror, the native Claude Code CLI
+#                                   from its npm package (scripts/claude-cli.sh), nanoclaw-agent.
+#                                   Needs no image registry; needs root for debootstrap the
+#                                   first time (the base image is cached under a tag that
+#                                   hashes its inputs, so later builds skip it).
 #
 # Options:
 #   --release          build nanoclaw-agent with the release profile (default)
@@ -17,6 +21,10 @@
 #   -h, --help         this text
 #
 # Environment: DOCKER (default docker) names the docker CLI; CARGO_TARGET_DIR is honoured.
+#   NANOCLAW_DEBIAN_MIRROR   Debian mirror for the --claude base (default: the first Debian
+#                            mirror in this machine's apt sources, else deb.debian.org)
+#   NANOCLAW_DEBIAN_SUITE    Debian suite for the --claude base (default bookworm)
+#   NANOCLAW_CACHE, NANOCLAW_CLAUDE_VERSION   see scripts/claude-cli.sh
 # Running it again rebuilds and re-tags the same image.
 set -euo pipefail
 
@@ -78,8 +86,26 @@ place_binary() {
 
 if [ "$claude" = 1 ]; then
   tag=${tag:-nanoclaw-agent-claude:latest}
+  # shellcheck source=container/base.sh
+  . "$here/base.sh"
+  base_tag=$(claude_base_image) || exit 1
+  claude_bin=$("$root/scripts/claude-cli.sh") || die "cannot fetch the Claude Code CLI"
   place_binary "$ctx/nanoclaw-agent"
-  cp "$here/Dockerfile" "$ctx/Dockerfile"
+  # A hard link when the cache is on the same file system: the CLI is 250 MB.
+  ln "$claude_bin" "$ctx/claude" 2>/dev/null || cp "$claude_bin" "$ctx/claude"
+  cat > "$ctx/Dockerfile" <<DOCKERFILE
+FROM $base_tag
+COPY claude /usr/local/bin/claude
+COPY nanoclaw-agent /usr/local/bin/nanoclaw-agent
+# The host sets HOME to a directory in the session (Claude Code's state persists there);
+# /home/agent is for running the image by hand.
+ENV HOME=/home/agent \\
+    NANOCLAW_PROVIDER=claude \\
+    NANOCLAW_CLAUDE_BIN=/usr/local/bin/claude
+USER 1000:1000
+WORKDIR /workspace/agent
+ENTRYPOINT ["/usr/local/bin/nanoclaw-agent"]
+DOCKERFILE
 else
   tag=${tag:-nanoclaw-agent:latest}
   rootfs=$ctx/rootfs
@@ -111,5 +137,6 @@ DOCKERFILE
 fi
 
 # The legacy builder works with every engine, including Debian's docker.io without buildx.
-DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0} "$docker" build -t "$tag" "$ctx"
-echo "built $tag"
+DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0} "$docker" build -q -t "$tag" "$ctx" >/dev/null
+size=$("$docker" image inspect -f '{{.Size}}' "$tag")
+echo "built $tag ($((size / 1000000)) MB)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing NanoClaw needs on Debian, idempotently: a C toolchain
 # (for SQLite and ring), the Docker engine, Python 3 (a test fakes the Claude CLI with it;
-# the Matrix tests run Synapse in a virtualenv).
+# the Matrix tests run Synapse in a virtualenv), debootstrap (the Claude image's base) and
+# npm (the Claude Code CLI comes from its npm package: scripts/claude-cli.sh).
 # Nothing is installed when it is already there. Needs root (or sudo) only to install.
 set -euo pipefail
 
@@ -14,6 +15,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The Matrix tests' local Synapse lives in a virtualenv (scripts/synapse.sh).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+# container/build.sh --claude: the Debian base from packages, the CLI from npm.
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -19,6 +19,11 @@ export NANOCLAW_REQUIRE_DOCKER=1
 # (quick when already installed); they fail, rather than skip, without it.
 scripts/synapse.sh install
 export NANOCLAW_REQUIRE_SYNAPSE=1
+# The Claude provider's tests run the real Claude Code CLI (pinned, cached after the first
+# fetch); they fail, rather than skip, without it. The Claude image's Debian base is built
+# by the first test that needs it (about a minute) and cached by its inputs after that.
+scripts/claude-cli.sh >/dev/null
+export NANOCLAW_REQUIRE_CLAUDE_CLI=1
 
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -74,7 +74,14 @@ pub struct Runner {
     tz_name: String,
     session_dir: PathBuf,
     agent_dir: PathBuf,
+    /// The provider compacted the conversation during the current request; the chat gets
+    /// [`COMPACTED_NOTE`].
+    compacted: bool,
 }
+
+/// Told to the chat a turn came from when the provider summarized older turns: the agent
+/// may have forgotten details, and users should know why.
+pub const COMPACTED_NOTE: &str = "Context compacted: older messages were summarized.";
 
 impl Runner {
     pub fn new(
@@ -97,6 +104,7 @@ impl Runner {
             tz_name: cfg.tz_name,
             session_dir: cfg.session_dir,
             agent_dir: cfg.agent_dir,
+            compacted: false,
         }
     }
 
@@ -311,7 +319,13 @@ impl Runner {
         let mut kind = RequestKind::Turn;
         let mut input = prompt;
         loop {
-            let text = match self.exchange(kind, &input, &system_prompt, &hints)? {
+            let result = self.exchange(kind, &input, &system_prompt, &hints)?;
+            if std::mem::take(&mut self.compacted)
+                && let Some(m) = newest
+            {
+                rows.extend(self.reply_to_message(m, &routing, COMPACTED_NOTE));
+            }
+            let text = match result {
                 Ok(text) => text,
                 Err(ProviderError::Interrupted) => return Ok(None),
                 Err(e @ ProviderError::Failed { .. }) => {
@@ -379,7 +393,12 @@ impl Runner {
             .map(|c| c.text.trim())
             .unwrap_or_default()
             .to_string();
-        let text = match self.exchange(RequestKind::Command, &input, &system_prompt, &hints)? {
+        let result = self.exchange(RequestKind::Command, &input, &system_prompt, &hints)?;
+        let mut rows = Vec::new();
+        if std::mem::take(&mut self.compacted) {
+            rows.extend(self.reply_to_message(msg, &routing, COMPACTED_NOTE));
+        }
+        let text = match result {
             Ok(text) => text,
             Err(ProviderError::Interrupted) => return Ok(None),
             Err(e @ ProviderError::Failed { .. }) => {
@@ -388,7 +407,7 @@ impl Runner {
         };
         // Command output is for the admin who asked, addressed or not.
         let parsed = output::parse(&text);
-        let mut rows = Vec::new();
+        let before = rows.len();
         self.route(
             parsed.messages,
             &destinations,
@@ -396,7 +415,7 @@ impl Runner {
             msg.row.seq,
             &mut rows,
         )?;
-        if rows.is_empty() && !parsed.scratchpad.is_empty() {
+        if rows.len() == before && !parsed.scratchpad.is_empty() {
             rows.extend(self.reply_to_message(msg, &routing, &parsed.scratchpad));
         }
         Ok(Some(rows))
@@ -449,6 +468,7 @@ impl Runner {
                 hints,
             };
             let mut db_error = None;
+            let mut compacted = false;
             let result = {
                 let (db, heartbeat, key) = (&self.db, &self.heartbeat, &self.continuation_key);
                 let mut on_event = |ev: Event<'_>| {
@@ -456,6 +476,10 @@ impl Runner {
                     match ev {
                         Event::Activity => {}
                         Event::Progress(what) => tracing::info!(what, "provider progress"),
+                        Event::Compacted => {
+                            tracing::info!("provider compacted the conversation");
+                            compacted = true;
+                        }
                         Event::Continuation(id) => {
                             // Persist at once: a crash mid-turn can still resume.
                             let stored = db.state(key).and_then(|cur| {
@@ -473,6 +497,7 @@ impl Runner {
                 };
                 self.provider.exchange(&req, &mut on_event)
             };
+            self.compacted |= compacted;
             if let Some(e) = db_error {
                 return Err(e);
             }

@@ -43,8 +43,18 @@ for line in sys.stdin:
         out({"type": "result", "subtype": "error_during_execution", "is_error": True,
              "result": "", "errors": ["tool crashed"], "session_id": session})
         continue
+    if "reject me" in text:
+        # As Claude Code 2.1.x reports a 429 whose message names no rate limit.
+        out({"type": "result", "subtype": "success", "is_error": True, "api_error_status": 429,
+             "result": "API Error: Request rejected (429) · slow down please",
+             "session_id": session})
+        continue
     if "hang forever" in text:
         time.sleep(3600)
+    if "/compact" in text or "long story" in text:
+        out({"type": "system", "subtype": "compact_boundary", "session_id": session,
+             "compact_metadata": {"trigger": "manual" if text.startswith("/") else "auto",
+                                  "pre_tokens": 1234}})
     if "die now" in text:
         sys.stderr.write("fatal: simulated crash\n")
         sys.exit(3)
@@ -371,4 +381,47 @@ fn sigterm_mid_turn_stops_the_cli_and_releases_the_claim() {
     // SAFETY: signal 0 only checks whether the process exists.
     let alive = unsafe { libc::kill(i32::try_from(pid).unwrap(), 0) } == 0;
     assert!(!alive, "the CLI was left running");
+}
+
+#[test]
+fn compaction_is_told_to_the_chat() {
+    let mut s = Session::new();
+    let Some(fake) = Fake::install(&s) else {
+        return;
+    };
+    let _agent = fake.agent(&s, &[]);
+    // Automatic compaction mid-turn: the note, then the answer, to the same chat.
+    s.send(Msg::chat("m1", "a long story"));
+    assert!(wait_until(T, || s.out_rows().len() == 2));
+    let out = s.out_rows();
+    assert_eq!(out[0].text, nanoclaw_agent_runner_note());
+    assert_eq!(out[0].in_reply_to.as_deref(), Some("m1"));
+    assert_eq!(out[1].text, "fake claude read 1 messages");
+
+    // An admin's /compact gets the note too.
+    s.send(Msg::chat("m2", "/compact").sender("cli:admin", "Admin"));
+    assert!(wait_until(T, || s.out_rows().len() >= 3));
+    let out = s.out_rows();
+    assert_eq!(out[2].text, nanoclaw_agent_runner_note());
+    assert_eq!(out[2].in_reply_to.as_deref(), Some("m2"));
+}
+
+/// The runner's note (the binary's constant; tests see the binary, not the crate).
+fn nanoclaw_agent_runner_note() -> &'static str {
+    "Context compacted: older messages were summarized."
+}
+
+#[test]
+fn api_errors_are_classified_by_the_status_the_cli_reports() {
+    let mut s = Session::new();
+    let Some(fake) = Fake::install(&s) else {
+        return;
+    };
+    let _agent = fake.agent(&s, &[]);
+    s.send(Msg::chat("m1", "reject me"));
+    assert!(wait_until(T, || s.out_rows().len() == 1));
+    assert_eq!(
+        s.texts(),
+        ["The model API is rate-limiting this account (429). Try again in a minute."]
+    );
 }

@@ -181,6 +181,31 @@ mod tests {
             Some(ApiFailure::Unreachable)
         );
         assert_eq!(classify_text("the tool crashed"), None);
+        // As Claude Code 2.1.128 words them in its `result` (measured against a fake API).
+        for (text, want) in [
+            (
+                "Invalid API key · Fix external API key",
+                ApiFailure::Credential,
+            ),
+            (
+                "API Error: 401 Invalid API key · Fix external API key",
+                ApiFailure::Credential,
+            ),
+            (
+                "API Error: Request rejected (429) · rate limited",
+                ApiFailure::RateLimited,
+            ),
+            (
+                "API Error: 529 Overloaded. This is a server-side issue, usually temporary",
+                ApiFailure::Overloaded,
+            ),
+            (
+                "API Error: Unable to connect to API (ConnectionRefused)",
+                ApiFailure::Unreachable,
+            ),
+        ] {
+            assert_eq!(classify_text(text), Some(want), "{text}");
+        }
     }
 
     #[test]

@@ -32,6 +32,18 @@ const DISALLOWED_TOOLS: &[&str] = &[
     "ExitWorktree",
 ];
 
+/// Environment for the CLI, unless the runner's own environment sets the variable. The
+/// container has no network but the model relay, and a read-only root file system.
+const CLI_ENV: &[(&str, &str)] = &[
+    // No telemetry, error reports, update checks or release notes: they could only time out.
+    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+    ("DISABLE_AUTOUPDATER", "1"),
+    // The CLI retries a failed API call ten times with backoff by default, about three
+    // minutes for a 401; two retries still ride out a brief 429/529 and let a wrong key
+    // reach the chat within seconds.
+    ("CLAUDE_CODE_MAX_RETRIES", "2"),
+];
+
 /// How many stderr lines to keep for error messages.
 const STDERR_TAIL: usize = 20;
 /// How often a waiting turn checks for shutdown.
@@ -102,6 +114,16 @@ impl ClaudeProvider {
         }
         if !self.opts.add_dirs.is_empty() {
             cmd.env("CLAUDE_CODE_ADDITIONAL_DIRECTORIES_CLAUDE_MD", "1");
+        }
+        for (name, value) in CLI_ENV {
+            if std::env::var_os(name).is_none() {
+                cmd.env(name, value);
+            }
+        }
+        // The Bash tool's scratch files go under here (default /tmp/claude-<uid>, fine on
+        // the container's tmpfs; explicit so a TMPDIR elsewhere is honoured too).
+        if std::env::var_os("CLAUDE_CODE_TMPDIR").is_none() {
+            cmd.env("CLAUDE_CODE_TMPDIR", std::env::temp_dir());
         }
         if let Some(base) = &self.opts.api_base {
             cmd.env("ANTHROPIC_BASE_URL", base)
@@ -316,9 +338,7 @@ impl Provider for ClaudeProvider {
                     }
                 }
                 (Some("system"), Some("api_retry")) => on_event(Event::Progress("API retry")),
-                (Some("system"), Some("compact_boundary")) => {
-                    on_event(Event::Progress("context compacted"))
-                }
+                (Some("system"), Some("compact_boundary")) => on_event(Event::Compacted),
                 (Some("result"), subtype) => {
                     let is_error = v["is_error"].as_bool().unwrap_or(false)
                         || subtype.is_some_and(|s| s != "success");
@@ -337,6 +357,15 @@ impl Provider for ClaudeProvider {
                     }
                     if message.is_empty() {
                         message = format!("claude reported {}", subtype.unwrap_or("an error"));
+                    }
+                    // The CLI's texts vary ("Invalid API key · Fix external API key",
+                    // "Request rejected (429)"); the HTTP status it reports beside them
+                    // classifies the failure reliably.
+                    if let Some(status) = v["api_error_status"].as_u64()
+                        && !message.starts_with(&format!("API Error: {status}"))
+                    {
+                        let text = message.strip_prefix("API Error: ").unwrap_or(&message);
+                        message = format!("API Error: {status} {text}");
                     }
                     let err = ProviderError::failed(message);
                     if matches!(

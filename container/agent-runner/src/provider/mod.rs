@@ -63,8 +63,10 @@ pub enum Event<'a> {
     Activity,
     /// The conversation's continuation id; persist it now so a crash can resume.
     Continuation(&'a str),
-    /// Something worth a log line (retries, compaction, ...).
+    /// Something worth a log line (retries, ...).
     Progress(&'a str),
+    /// The provider summarized older turns to make room; the runner tells the chat.
+    Compacted,
 }
 
 #[derive(Debug, thiserror::Error)]
