@@ -2,10 +2,9 @@
 //! and runs the agent in it, hardened as the host runs it, against a temp session directory
 //! mounted as the host mounts it: the workspace read-write at /workspace, the host's inbound
 //! directory READ-ONLY at /workspace/inbound. So it proves SQLite's WAL reader works through
-//! a read-only mount while the host writes. A second test runs the openai provider in the
-//! image with no network, reaching fake-openai only through a mounted model-proxy socket, as
-//! the host's proxy will be reached. Skipped, with a message, when no Docker engine is
-//! reachable.
+//! a read-only mount while the host writes. (Providers reaching a model through the host's
+//! real proxy socket are tested end to end in host/tests/model_e2e.rs.) Skipped, with a
+//! message, when no Docker engine is reachable.
 
 mod common;
 
@@ -170,116 +169,4 @@ fn minimal_image_runs_the_agent_hardened() {
     assert_eq!(code, "0", "clean exit on SIGTERM:\n{}", logs());
     let logs = logs();
     assert!(logs.contains("shutting down"), "{logs}");
-}
-
-/// Plays the host's model proxy: a Unix socket whose connections are copied to `target`.
-fn socket_forwarder(path: &std::path::Path, target: std::net::SocketAddr) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind socket");
-    // The container's uid must be able to connect.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(unix) = conn else { continue };
-            let Ok(tcp) = std::net::TcpStream::connect(target) else {
-                continue;
-            };
-            let (mut unix_in, mut tcp_out) = (unix.try_clone().unwrap(), tcp.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut unix_in, &mut tcp_out);
-                let _ = tcp_out.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let (mut tcp, mut unix) = (tcp, unix);
-                let _ = std::io::copy(&mut tcp, &mut unix);
-                let _ = unix.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-}
-
-#[test]
-fn minimal_image_runs_the_openai_provider_through_the_proxy_socket() {
-    use nanoclaw_fake_openai::{DEFAULT_MODEL, FakeOpenAi, Options, Rule};
-    if !engine_reachable() {
-        eprintln!(
-            "SKIPPED: no Docker engine reachable (`docker info` failed); start one to run this test"
-        );
-        return;
-    }
-    let id = std::process::id();
-    let image = format!("nanoclaw-agent-test-openai:{id}");
-    let container = format!("nanoclaw-agent-test-openai-{id}");
-    let _cleanup = Cleanup {
-        container: container.clone(),
-        image: image.clone(),
-    };
-    build_image(&image);
-
-    let fake = FakeOpenAi::start(Options::default()).expect("fake-openai");
-    fake.script(Rule::always().reply("<message to=\"{from}\">From the model: {text}</message>"));
-    let mut s = Session::new();
-    let proxy_dir = s.dir.path().join("proxy");
-    std::fs::create_dir(&proxy_dir).expect("proxy dir");
-    let addr = fake
-        .base_url()
-        .trim_start_matches("http://")
-        .parse()
-        .expect("addr");
-    socket_forwarder(&proxy_dir.join("model.sock"), addr);
-    s.send(Msg::chat("m1", "hello through the socket"));
-    let user = container_user(&s);
-
-    let mount = format!("{}:/workspace", s.path().display());
-    let inbound = format!("{}:/workspace/inbound:ro", s.inbound_path().display());
-    let proxy = format!("{}:/run/nanoclaw:ro", proxy_dir.display());
-    let model = format!("NANOCLAW_MODEL={DEFAULT_MODEL}");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &container,
-        "--network",
-        "none",
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        &user,
-        "-v",
-        &mount,
-        "-v",
-        &inbound,
-        "-v",
-        &proxy,
-        "-e",
-        "NANOCLAW_PROVIDER=openai",
-        "-e",
-        &model,
-        "-e",
-        "NANOCLAW_MODEL_SOCKET=/run/nanoclaw/model.sock",
-        &image,
-    ]);
-    let logs = || {
-        let out = docker(&["logs", &container]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
-    assert!(
-        wait_until(Duration::from_secs(30), || s.out_rows().len() == 1),
-        "no reply from the container:\n{}",
-        logs()
-    );
-    assert_eq!(s.texts(), ["From the model: hello through the socket"]);
-    let reqs = fake.completions();
-    assert_eq!(reqs.len(), 1);
-    assert_eq!(reqs[0].header("authorization"), None);
-    docker_ok(&["stop", "-t", "10", &container]);
-    let code = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &container]);
-    assert_eq!(code, "0", "clean exit on SIGTERM:\n{}", logs());
 }

@@ -206,7 +206,7 @@ async fn over_budget(inner: &Arc<Inner>, caller: &Caller) -> Option<Response<Bod
                 return Ok(None);
             };
             let used = usage::tokens_on(c, &group_id, &usage::today())?;
-            Ok((used >= budget).then(|| (group, used, budget)))
+            Ok((used >= budget).then_some((group, used, budget)))
         })
     })
     .await;

@@ -435,9 +435,10 @@ pub fn claude_image() -> Option<&'static str> {
             .expect("run container/build.sh --claude");
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
         // SAFETY: geteuid cannot fail.
-        if !out.status.success() && unsafe { libc::geteuid() } != 0 && said.contains("needs root")
-        {
-            eprintln!("SKIP: the Claude base image is not built and debootstrap needs root:\n{said}");
+        if !out.status.success() && unsafe { libc::geteuid() } != 0 && said.contains("needs root") {
+            eprintln!(
+                "SKIP: the Claude base image is not built and debootstrap needs root:\n{said}"
+            );
             return false;
         }
         assert!(out.status.success(), "build.sh --claude failed:\n{said}");

@@ -96,11 +96,16 @@ impl Setup {
 
     /// Everything the plugin was asked to deliver.
     pub fn delivered(&self) -> Vec<Value> {
+        self.calls("deliver")
+    }
+
+    /// The plugin's recorded calls of one kind (`deliver`, `set_typing`, `open_dm`).
+    pub fn calls(&self, kind: &str) -> Vec<Value> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["call"] == "deliver")
+            .filter(|v| v["call"] == kind)
             .collect()
     }
 
