@@ -32,16 +32,22 @@ struct Upstream {
     gate: Arc<Notify>,
 }
 
+impl Upstream {
+    async fn record(&self, req: Request<Body>) {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        self.seen.lock().unwrap().push((
+            parts.uri.to_string(),
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
+    }
+}
+
 async fn messages(State(up): State<Upstream>, req: Request<Body>) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    up.seen.lock().unwrap().push((
-        parts.uri.to_string(),
-        parts.headers.clone(),
-        String::from_utf8_lossy(&body).into_owned(),
-    ));
+    up.record(req).await;
     let first = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-fake\",\"usage\":{\"input_tokens\":40,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"FIRST-PART\"}}\n\n";
     let last = "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":50}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     let gate = up.gate.clone();
@@ -75,15 +81,7 @@ fn async_stream(
 }
 
 async fn completions(State(up): State<Upstream>, req: Request<Body>) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    up.seen.lock().unwrap().push((
-        parts.uri.to_string(),
-        parts.headers.clone(),
-        String::from_utf8_lossy(&body).into_owned(),
-    ));
+    up.record(req).await;
     Response::builder()
         .header("content-type", "application/json")
         .body(Body::from(
