@@ -307,6 +307,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         paths.model_proxy(),
         db.clone(),
     ));
+    proxy.remove_stale();
     let supervisor = Supervisor::new(
         opts.supervisor.clone(),
         paths.clone(),

@@ -118,7 +118,18 @@ impl ModelProxy {
         group: &AgentGroupId,
         api: Api,
     ) -> Result<PathBuf, ProxyError> {
-        self.close(session);
+        // A socket already served for the session (a container that was still running) is
+        // replaced in place: its directory stays, so a container that has it mounted sees
+        // the new socket.
+        if let Some(old) = self
+            .inner
+            .served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(session)
+        {
+            old.task.abort();
+        }
         let dir = self.inner.root.join(session.as_str());
         let socket = dir.join(layout::MODEL_SOCKET_NAME);
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -183,6 +194,26 @@ impl ModelProxy {
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "could not remove the model proxy socket");
+            }
+        }
+    }
+
+    /// Removes the socket directories a previous run left (its containers are gone: the
+    /// daemon reaps them at start). Links are removed, never followed.
+    pub fn remove_stale(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.inner.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a stale model proxy socket");
             }
         }
     }

@@ -536,3 +536,26 @@ fn budgets_and_models_are_set_per_agent_and_usage_is_shown_by_day() {
     assert_eq!(rows[0]["cache_read"], 3);
     assert_eq!(rows[0]["requests"], 1);
 }
+
+#[tokio::test]
+async fn a_reopened_socket_keeps_its_directory_and_stale_ones_are_cleared() {
+    let fx = Fx::new().await;
+    let proxy = fx.proxy(&[("ANTHROPIC_API_KEY", KEY)]);
+    let dir = proxy.open(&fx.session, &fx.group, Api::Anthropic).unwrap();
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = ino(&dir);
+    // Opened again while a container may have the directory mounted: same directory.
+    let again = proxy.open(&fx.session, &fx.group, Api::Anthropic).unwrap();
+    assert_eq!(again, dir);
+    assert_eq!(ino(&dir), before);
+    let answer = read_all(send(&dir.join("model.sock"), "GET /nothing HTTP/1.1", "{}").await).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+
+    // A new daemon clears what an old one left.
+    drop(proxy);
+    std::fs::create_dir_all(fx.proxy_root.join("sess-old")).unwrap();
+    std::fs::write(fx.proxy_root.join("sess-old/model.sock"), b"").unwrap();
+    let proxy = fx.proxy(&[("ANTHROPIC_API_KEY", KEY)]);
+    proxy.remove_stale();
+    assert_eq!(std::fs::read_dir(&fx.proxy_root).unwrap().count(), 0);
+}
