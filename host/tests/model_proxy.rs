@@ -559,3 +559,70 @@ async fn a_reopened_socket_keeps_its_directory_and_stale_ones_are_cleared() {
     proxy.remove_stale();
     assert_eq!(std::fs::read_dir(&fx.proxy_root).unwrap().count(), 0);
 }
+
+#[test]
+fn doctor_checks_the_credential_with_the_api_when_asked() {
+    let fake = nanoclaw_fake_anthropic::FakeAnthropic::start(KEY).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(
+        &data,
+        &[
+            "groups",
+            "create",
+            "Andy",
+            "--folder",
+            "andy",
+            "--provider",
+            "claude",
+        ],
+    );
+    let doctor = |key: &str| {
+        std::fs::write(
+            data.join(".env"),
+            format!(
+                "ANTHROPIC_API_KEY={key}\nANTHROPIC_BASE_URL={}\n",
+                fake.base_url()
+            ),
+        )
+        .unwrap();
+        let out = nanoclaw(
+            &data,
+            &[
+                "doctor",
+                "--credential",
+                "--plugins",
+                "/nonexistent/plugins.toml",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = doctor(KEY);
+    assert!(
+        said.contains("anthropic credential: ANTHROPIC_API_KEY for http://127.0.0.1"),
+        "{said}"
+    );
+    assert!(
+        said.contains("[ok  ] anthropic accepts the credential: yes"),
+        "{said}"
+    );
+    assert!(said.contains("[ok  ] model proxy"), "{said}");
+    assert!(!said.contains(KEY), "doctor never prints the key");
+    let said = doctor("sk-ant-wrong");
+    assert!(
+        said.contains("[FAIL] anthropic accepts the credential: no: HTTP 401"),
+        "{said}"
+    );
+    // Without a key, an agent on Claude is a failure with the fix.
+    std::fs::write(data.join(".env"), "").unwrap();
+    let out = nanoclaw(&data, &["doctor", "--plugins", "/nonexistent/plugins.toml"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("[FAIL] anthropic credential: none, and an agent uses Claude"),
+        "{said}"
+    );
+    assert!(
+        said.contains("ANTHROPIC_API_KEY=") && said.contains("CLAUDE_CODE_OAUTH_TOKEN"),
+        "{said}"
+    );
+}
