@@ -322,6 +322,10 @@ fn apply_in(
             )?;
             Ok(format!("task {task_id} updated"))
         }
+        other => Err(Error::invalid(format!(
+            "{} is not an action on tasks",
+            other.name()
+        ))),
     }
 }
 

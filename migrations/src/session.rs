@@ -12,6 +12,7 @@ pub mod env;
 pub mod layout;
 pub mod limits;
 pub mod model_proxy;
+pub mod selfmod;
 
 pub use layout::{
     CONTAINER_AGENT_DIR, CONTAINER_GLOBAL_DIR, CONTAINER_INBOUND_DIR, CONTAINER_WORKSPACE,

@@ -104,6 +104,7 @@ impl<P: Platforms> Delivery<P> {
                 title,
                 question,
                 options,
+                timeout_secs: _,
             } => {
                 let card = Card::for_row(session, &row.key.as_string(), question_id, options, chat);
                 if let Err(e) = self.db.write(|c| questions::record(c, &card)) {

@@ -16,7 +16,9 @@ use rusqlite::limits::Limit;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use nanoclaw_schema::session::content::{ChatOut, SystemAction};
+use nanoclaw_schema::session::content::{
+    ChatOut, QUESTION_TIMEOUT_DEFAULT_SECS, QUESTION_TIMEOUT_MAX_SECS, SystemAction,
+};
 use nanoclaw_schema::session::{AGENT_CHANNEL, OutKind, limits};
 use nanoclaw_schema::time;
 
@@ -177,6 +179,8 @@ pub enum ChatOp {
         title: String,
         question: String,
         options: Vec<String>,
+        /// How long the card waits for a click before the agent is told it timed out.
+        timeout_secs: u64,
     },
 }
 
@@ -401,6 +405,7 @@ fn chat_op(c: ChatOut) -> std::result::Result<ChatOp, String> {
             title,
             question,
             options,
+            timeout_secs,
         } => {
             if options.is_empty() || options.len() > limits::MAX_QUESTION_OPTIONS {
                 return Err(format!(
@@ -416,6 +421,9 @@ fn chat_op(c: ChatOut) -> std::result::Result<ChatOp, String> {
                     .into_iter()
                     .map(|o| short("option", o))
                     .collect::<std::result::Result<_, _>>()?,
+                timeout_secs: timeout_secs
+                    .unwrap_or(QUESTION_TIMEOUT_DEFAULT_SECS)
+                    .clamp(1, QUESTION_TIMEOUT_MAX_SECS),
             }
         }
     })

@@ -100,14 +100,22 @@ pub enum ChatOut {
     Edit { message_id: String, text: String },
     /// React to a message (`emoji` is a name such as `thumbs_up`, or an emoji).
     React { message_id: String, emoji: String },
-    /// A multiple-choice card; a click comes back as a `system` row.
+    /// A multiple-choice card; a click comes back as a `system` row, and so does the end of
+    /// its wait ([`QUESTION_TIMEOUT_DEFAULT_SECS`] unless `timeout_secs` says otherwise).
     Question {
         question_id: String,
         title: String,
         question: String,
         options: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u64>,
     },
 }
+
+/// How long a question card waits for a click unless the agent says otherwise.
+pub const QUESTION_TIMEOUT_DEFAULT_SECS: u64 = 300;
+/// The longest a question card may wait.
+pub const QUESTION_TIMEOUT_MAX_SECS: u64 = 7 * 24 * 3600;
 
 impl ChatOut {
     pub fn text(text: impl Into<String>) -> Self {
@@ -154,6 +162,28 @@ pub enum SystemAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         script: Option<String>,
     },
+    /// A new agent group, created for the agent's admin (the host checks that the message the
+    /// row answers, `in_reply_to`, is the session's newest trigger and came from an admin).
+    CreateAgent {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instructions: Option<String>,
+    },
+    /// Packages for the agent's image; becomes an approval card (see [`super::selfmod`]).
+    InstallPackages {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        apt: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        npm: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An MCP server for the agent; becomes an approval card (see [`super::selfmod`]).
+    AddMcpServer {
+        name: String,
+        #[serde(flatten)]
+        server: super::selfmod::McpServer,
+    },
 }
 
 impl SystemAction {
@@ -164,7 +194,22 @@ impl SystemAction {
             SystemAction::PauseTask { .. } => "pause_task",
             SystemAction::ResumeTask { .. } => "resume_task",
             SystemAction::UpdateTask { .. } => "update_task",
+            SystemAction::CreateAgent { .. } => "create_agent",
+            SystemAction::InstallPackages { .. } => "install_packages",
+            SystemAction::AddMcpServer { .. } => "add_mcp_server",
         }
+    }
+
+    /// True for the actions on scheduled tasks.
+    pub fn is_scheduling(&self) -> bool {
+        matches!(
+            self,
+            SystemAction::ScheduleTask { .. }
+                | SystemAction::CancelTask { .. }
+                | SystemAction::PauseTask { .. }
+                | SystemAction::ResumeTask { .. }
+                | SystemAction::UpdateTask { .. }
+        )
     }
 }
 

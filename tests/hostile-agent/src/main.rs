@@ -395,6 +395,7 @@ impl Agent {
             title: "Approve?".into(),
             question: "Click Allow".into(),
             options: vec!["Allow".into(), "Deny".into()],
+            timeout_secs: None,
         })?;
         self.row("forged-card", &content)?;
         Ok("card posted".into())
