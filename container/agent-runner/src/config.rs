@@ -10,7 +10,8 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use nanoclaw_schema::session::env;
 use nanoclaw_schema::session::layout::{
-    CONTAINER_AGENT_DIR, CONTAINER_GLOBAL_DIR, CONTAINER_INBOUND_DIR, CONTAINER_WORKSPACE,
+    CONTAINER_AGENT_DIR, CONTAINER_CONFIG_DIR, CONTAINER_GLOBAL_DIR, CONTAINER_INBOUND_DIR,
+    CONTAINER_WORKSPACE,
 };
 
 /// Which model provider drives the agent.
@@ -40,6 +41,8 @@ pub struct Config {
     pub inbound_dir: PathBuf,
     pub agent_dir: PathBuf,
     pub global_dir: PathBuf,
+    /// The operator's config of the agent group (read-only): approved MCP servers.
+    pub config_dir: PathBuf,
     pub agent_group_id: Option<String>,
     pub session_id: Option<String>,
     pub provider: ProviderKind,
@@ -200,6 +203,7 @@ impl Config {
             inbound_dir: path(env::INBOUND_DIR, CONTAINER_INBOUND_DIR),
             agent_dir,
             global_dir: path(env::GLOBAL_DIR, CONTAINER_GLOBAL_DIR),
+            config_dir: path(env::CONFIG_DIR, CONTAINER_CONFIG_DIR),
             agent_group_id: get(env::AGENT_GROUP_ID),
             session_id: get(env::SESSION_ID),
             provider,
@@ -286,6 +290,7 @@ mod tests {
         assert_eq!(c.inbound_dir, PathBuf::from("/workspace/inbound"));
         assert_eq!(c.agent_dir, PathBuf::from("/workspace/agent"));
         assert_eq!(c.global_dir, PathBuf::from("/workspace/global"));
+        assert_eq!(c.config_dir, PathBuf::from("/workspace/config"));
         assert_eq!(c.provider, ProviderKind::Claude);
         assert_eq!(c.max_batch, 10);
         assert_eq!(c.fallback_poll, Duration::from_millis(2_000));

@@ -122,10 +122,31 @@ pub struct Routing {
 pub struct OutRow {
     pub kind: OutKind,
     pub in_reply_to: Option<String>,
-    pub channel_type: String,
-    pub platform_id: String,
+    /// The address of a chat row; system rows may have none.
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
     pub thread_id: Option<String>,
     pub content: String,
+}
+
+/// A message the agent can point at (to edit it or react to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownMessage {
+    /// The platform's id; `None` until the host recorded one.
+    pub platform_message_id: Option<String>,
+    pub channel_type: Option<String>,
+    pub platform_id: Option<String>,
+    pub thread_id: Option<String>,
+}
+
+/// One scheduled task of the session, as listed to the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskView {
+    pub id: String,
+    pub prompt: String,
+    pub recurrence: Option<String>,
+    pub next_run: Option<String>,
+    pub status: String,
 }
 
 /// `messages_in` rows the runner may take now. `?1` = now (stored timestamp format), `?2` =
@@ -429,44 +450,96 @@ impl SessionDb {
         let tx = self
             .outbound
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // The host only appends even seqs to inbound, so reading its max here is race free
-        // with respect to our odd ones.
-        let max_in: Option<i64> = retry(|| {
-            Ok(self
-                .inbound
-                .query_row("SELECT MAX(seq) FROM messages_in", [], |r| r.get(0))?)
-        })?;
-        let mut max_out: Option<i64> =
-            tx.query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))?;
-        let now = time::now();
         let now_ms = time::now_ms();
         let mut seqs = Vec::with_capacity(rows.len());
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO messages_out
-                   (id, seq, in_reply_to, timestamp, kind, channel_type, platform_id, thread_id, content)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            for row in rows {
-                let seq = next_container_seq(max_in, max_out);
-                stmt.execute(params![
-                    format!("msg-{now_ms}-{seq}"),
-                    seq,
-                    row.in_reply_to,
-                    now,
-                    row.kind.as_str(),
-                    row.channel_type,
-                    row.platform_id,
-                    row.thread_id,
-                    row.content,
-                ])?;
-                max_out = Some(seq);
-                seqs.push(seq);
-            }
+        for row in rows {
+            seqs.push(insert_out(&self.inbound, &tx, row, |seq| {
+                format!("msg-{now_ms}-{seq}")
+            })?);
         }
         insert_acks(&tx, acks.iter().copied())?;
         tx.commit()?;
         Ok(seqs)
+    }
+
+    /// Writes one row now, under the given id (a tool's row, whose files are already in
+    /// `outbox/<id>/`). Returns its seq.
+    pub fn write_row(&mut self, id: &str, row: &OutRow) -> Result<i64> {
+        let tx = self
+            .outbound
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let seq = insert_out(&self.inbound, &tx, row, |_| id.to_string())?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// The largest seq in `messages_out` (0 when empty): rows written since a turn began show
+    /// whether its tools already sent something.
+    pub fn max_out_seq(&self) -> Result<i64> {
+        Ok(self
+            .outbound
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_out", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// A message of this conversation by the seq the agent sees (`<message id="N">`): an
+    /// inbound row, or one of the agent's own rows once the host delivered it.
+    pub fn message_by_seq(&self, seq: i64) -> Result<Option<KnownMessage>> {
+        retry(|| {
+            let inbound = self
+                .inbound
+                .query_row(
+                    "SELECT platform_message_id, channel_type, platform_id, thread_id
+                     FROM messages_in WHERE seq = ?1",
+                    [seq],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let found = match inbound {
+                Some(found) => Some(found),
+                None => self
+                    .inbound
+                    .query_row(
+                        "SELECT d.platform_message_id, o.channel_type, o.platform_id, o.thread_id
+                         FROM ob.messages_out o
+                         LEFT JOIN delivered d ON d.message_out_id = o.id AND d.status = 'delivered'
+                         WHERE o.seq = ?1",
+                        [seq],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional()?,
+            };
+            Ok(found.map(
+                |(platform_message_id, channel_type, platform_id, thread_id)| KnownMessage {
+                    platform_message_id,
+                    channel_type,
+                    platform_id,
+                    thread_id,
+                },
+            ))
+        })
+    }
+
+    /// The session's scheduled tasks as the host last projected them.
+    pub fn tasks(&self) -> Result<Vec<TaskView>> {
+        retry(|| {
+            let mut stmt = self.inbound.prepare_cached(
+                "SELECT id, prompt, recurrence, next_run, status FROM scheduled_tasks ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(TaskView {
+                        id: r.get(0)?,
+                        prompt: r.get(1)?,
+                        recurrence: r.get(2)?,
+                        next_run: r.get(3)?,
+                        status: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
     }
 
     pub fn state(&self, key: &str) -> Result<Option<String>> {
@@ -573,6 +646,39 @@ fn in_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InRow> {
         thread_id: r.get(7)?,
         content: r.get(8)?,
     })
+}
+
+/// Inserts one `messages_out` row inside `tx` with the next odd seq; `id` names it from its
+/// seq. The host only appends even seqs to inbound, so reading its max here is race free with
+/// respect to ours; the immediate transaction orders the runner against its tool server.
+fn insert_out(
+    inbound: &Connection,
+    tx: &rusqlite::Transaction<'_>,
+    row: &OutRow,
+    id: impl FnOnce(i64) -> String,
+) -> Result<i64> {
+    let max_in: Option<i64> =
+        retry(|| Ok(inbound.query_row("SELECT MAX(seq) FROM messages_in", [], |r| r.get(0))?))?;
+    let max_out: Option<i64> =
+        tx.query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))?;
+    let seq = next_container_seq(max_in, max_out);
+    tx.prepare_cached(
+        "INSERT INTO messages_out
+           (id, seq, in_reply_to, timestamp, kind, channel_type, platform_id, thread_id, content)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        id(seq),
+        seq,
+        row.in_reply_to,
+        time::now(),
+        row.kind.as_str(),
+        row.channel_type,
+        row.platform_id,
+        row.thread_id,
+        row.content,
+    ])?;
+    Ok(seq)
 }
 
 fn insert_acks<'a>(
@@ -745,8 +851,8 @@ mod tests {
         let row = OutRow {
             kind: OutKind::Chat,
             in_reply_to: Some("b".into()),
-            channel_type: "cli".into(),
-            platform_id: "local".into(),
+            channel_type: Some("cli".into()),
+            platform_id: Some("local".into()),
             thread_id: None,
             content: "{}".into(),
         };

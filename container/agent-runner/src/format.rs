@@ -205,7 +205,11 @@ impl Formatter<'_> {
 
 /// The system prompt addendum: who the agent is and where it can send messages. Rebuilt from
 /// the live destinations every turn; the provider restarts its session when it changes.
-pub fn addendum(assistant_name: Option<&str>, destinations: &[Destination]) -> String {
+pub fn addendum(
+    assistant_name: Option<&str>,
+    destinations: &[Destination],
+    admin_turn: bool,
+) -> String {
     let mut s = String::new();
     if let Some(name) = assistant_name.filter(|n| !n.is_empty()) {
         let _ = writeln!(s, "# You are {name}\n");
@@ -240,6 +244,18 @@ pub fn addendum(assistant_name: Option<&str>, destinations: &[Destination]) -> S
          Each incoming message says where it came from in its `from` attribute. Reply to that \
          destination unless you are asked to write somewhere else.\n",
     );
+    s.push_str(
+        "\n## Tools\n\nYour `nanoclaw` tools send messages and files before your turn ends, \
+         edit and react to messages by their id, ask questions with buttons, schedule tasks, \
+         and ask for packages or MCP servers (an admin approves those).\n",
+    );
+    if admin_turn {
+        // Part of the prompt so a change restarts the provider, whose tool list then changes.
+        s.push_str(
+            "The person you are answering is an admin of this agent: you may create new agents \
+             for them with `create_agent`.\n",
+        );
+    }
     s
 }
 
@@ -506,17 +522,17 @@ mod tests {
 
     #[test]
     fn addendum_lists_destinations() {
-        let a = addendum(Some("Andy"), &dests());
+        let a = addendum(Some("Andy"), &dests(), false);
         assert!(a.starts_with("# You are Andy\n"));
         assert!(
             a.contains("- `family` (Family chat)\n- `researcher` (another agent)\n"),
             "{a}"
         );
         assert!(a.contains("<message to=\"NAME\">"));
-        let none = addendum(None, &[]);
+        let none = addendum(None, &[], false);
         assert!(!none.contains("You are"));
         assert!(none.contains("no destinations"));
-        let one = addendum(None, &dests()[..1]);
+        let one = addendum(None, &dests()[..1], true);
         assert!(one.contains("Your destination is `family` (Family chat)."));
     }
 

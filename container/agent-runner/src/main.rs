@@ -10,11 +10,13 @@
 mod config;
 mod db;
 mod format;
+mod mcp;
 mod output;
 mod provider;
 mod relay;
 mod runner;
 mod script;
+mod tools;
 mod wait;
 
 use std::process::ExitCode;
@@ -30,12 +32,14 @@ const USAGE: &str = "\
 nanoclaw-agent: runs a NanoClaw agent for one session (normally inside its container).
 
 Usage: nanoclaw-agent [--help | --version]
+       nanoclaw-agent mcp      the agent's tools as an MCP server on stdio (Claude Code starts it)
 
 Configuration is read from the environment:
   NANOCLAW_SESSION_DIR       session workspace with outbound.db (default /workspace)
   NANOCLAW_INBOUND_DIR       the host's read-only directory with inbound.db (default /workspace/inbound)
   NANOCLAW_AGENT_DIR         the agent's working directory (default /workspace/agent)
   NANOCLAW_GLOBAL_DIR        shared read-only memory (default /workspace/global)
+  NANOCLAW_CONFIG_DIR        the operator's read-only config, approved MCP servers (default /workspace/config)
   NANOCLAW_AGENT_GROUP_ID    agent group id (for logs)
   NANOCLAW_SESSION_ID        session id (for logs)
   NANOCLAW_PROVIDER          mock | claude | openai (default claude)
@@ -58,8 +62,10 @@ Exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime failure, 2 bad configuration,
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
+    let mut mcp_mode = false;
     match (args.next().as_deref(), args.next()) {
         (None, _) => {}
+        (Some("mcp"), None) => mcp_mode = true,
         (Some("-h" | "--help"), None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -77,7 +83,7 @@ fn main() -> ExitCode {
     }
 
     // Before any thread exists, so all of them inherit the mask.
-    if let Err(e) = wait::block_signals() {
+    if !mcp_mode && let Err(e) = wait::block_signals() {
         eprintln!("nanoclaw-agent: cannot block signals: {e}");
         return ExitCode::from(1);
     }
@@ -112,7 +118,39 @@ fn main() -> ExitCode {
         session = cfg.session_id.as_deref().unwrap_or("-"),
     );
     let _enter = span.enter();
+    if mcp_mode {
+        return match mcp::serve(&cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     run(cfg)
+}
+
+/// The environment the tool server needs to find the session: the runner's own `NANOCLAW_*`
+/// settings and time zone, passed explicitly so no CLI filtering can drop them.
+fn tool_server_env() -> Vec<(&'static str, String)> {
+    use nanoclaw_schema::session::env;
+    [
+        env::SESSION_DIR,
+        env::INBOUND_DIR,
+        env::AGENT_DIR,
+        env::GLOBAL_DIR,
+        env::CONFIG_DIR,
+        env::AGENT_GROUP_ID,
+        env::SESSION_ID,
+        env::PROVIDER,
+        env::ADMIN_USER_IDS,
+        env::MODEL,
+        env::LOG,
+        "TZ",
+    ]
+    .into_iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
+    .collect()
 }
 
 fn run(cfg: Config) -> ExitCode {
@@ -130,10 +168,24 @@ fn run(cfg: Config) -> ExitCode {
     };
     let provider: Box<dyn Provider> = match cfg.provider {
         ProviderKind::Mock => {
+            // Its scripted tool calls use a connection of their own, as Claude's tool server
+            // does. A session that cannot be opened fails below with the right exit code.
+            let tools = db::SessionDb::open(&cfg.session_dir, &cfg.inbound_dir)
+                .ok()
+                .map(|db| {
+                    tools::Toolbox::new(
+                        db,
+                        cfg.session_dir.clone(),
+                        cfg.agent_dir.clone(),
+                        cfg.admin_user_ids.clone(),
+                        cfg.tz.clone(),
+                    )
+                });
             match MockProvider::new(
                 cfg.mock_script.as_deref(),
                 cfg.mock_record.clone(),
                 shutdown.clone(),
+                tools,
             ) {
                 Ok(p) => Box::new(p),
                 Err(e) => {
@@ -152,6 +204,7 @@ fn run(cfg: Config) -> ExitCode {
                     .into_iter()
                     .collect(),
                 api_base: api_base.clone(),
+                mcp_config: Some(mcp::claude_config(&cfg, &tool_server_env()).to_string()),
             },
             shutdown.clone(),
         )),

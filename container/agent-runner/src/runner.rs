@@ -14,6 +14,7 @@ use crate::format::{self, Formatter, Inbound};
 use crate::output;
 use crate::provider::{self, Event, Hints, Provider, ProviderError, Request, RequestKind};
 use crate::script;
+use crate::tools::{TURN_STATE_KEY, Turn};
 use crate::wait::{Shutdown, Wake, Wakeups};
 
 /// Slash commands only admins may run. `/clear` is handled here; the others go to the
@@ -300,24 +301,28 @@ impl Runner {
     fn turn(&mut self, messages: &[Inbound]) -> crate::db::Result<Option<Vec<OutRow>>> {
         let destinations = self.db.destinations()?;
         let routing = self.db.routing()?;
-        let system_prompt = format::addendum(self.assistant_name.as_deref(), &destinations);
+        let newest = messages
+            .iter()
+            .rev()
+            .find(|m| m.row.trigger)
+            .or(messages.last());
+        let admin_turn = self.begin_turn(newest)?;
+        let system_prompt =
+            format::addendum(self.assistant_name.as_deref(), &destinations, admin_turn);
         let formatter = Formatter {
             tz: &self.tz,
             tz_name: &self.tz_name,
             session_dir: &self.session_dir,
         };
         let prompt = formatter.prompt(messages, &destinations);
-        let newest = messages
-            .iter()
-            .rev()
-            .find(|m| m.row.trigger)
-            .or(messages.last());
         let hints = self.hints(newest, &destinations);
         let max_seq = messages.iter().map(|m| m.row.seq).max().unwrap_or(0);
 
         let mut rows = Vec::new();
         let mut kind = RequestKind::Turn;
         let mut input = prompt;
+        // Rows the agent's tools write during the turn count as reaching someone.
+        let out_before = self.db.max_out_seq()?;
         loop {
             let result = self.exchange(kind, &input, &system_prompt, &hints)?;
             if std::mem::take(&mut self.compacted)
@@ -347,7 +352,7 @@ impl Runner {
             let sent_before = rows.len();
             let dropped =
                 self.route(parsed.messages, &destinations, &routing, max_seq, &mut rows)?;
-            let sent_nothing = rows.len() == sent_before;
+            let sent_nothing = rows.len() == sent_before && self.db.max_out_seq()? == out_before;
             let unaddressed = dropped || !parsed.scratchpad.is_empty();
             if kind == RequestKind::Turn && sent_nothing && unaddressed && !destinations.is_empty()
             {
@@ -386,7 +391,9 @@ impl Runner {
         }
 
         let destinations = self.db.destinations()?;
-        let system_prompt = format::addendum(self.assistant_name.as_deref(), &destinations);
+        let admin_turn = self.begin_turn(Some(msg))?;
+        let system_prompt =
+            format::addendum(self.assistant_name.as_deref(), &destinations, admin_turn);
         let hints = self.hints(Some(msg), &destinations);
         let input = msg
             .chat()
@@ -419,6 +426,25 @@ impl Runner {
             rows.extend(self.reply_to_message(msg, &routing, &parsed.scratchpad));
         }
         Ok(Some(rows))
+    }
+
+    /// Records what the turn answers for the agent's tools (which run in another process for
+    /// Claude). Returns whether an admin is talking.
+    fn begin_turn(&self, newest: Option<&Inbound>) -> crate::db::Result<bool> {
+        let turn = newest.map_or_else(Turn::default, |m| Turn {
+            in_reply_to: Some(m.row.id.clone()),
+            sender_id: m.chat().and_then(|c| c.sender_id.clone()),
+            channel_type: m.row.channel_type.clone(),
+            platform_id: m.row.platform_id.clone(),
+            thread_id: m.row.thread_id.clone(),
+        });
+        // Serializing plain strings cannot fail.
+        let json = serde_json::to_string(&turn).unwrap_or_default();
+        self.db.set_state(TURN_STATE_KEY, &json)?;
+        Ok(turn
+            .sender_id
+            .as_ref()
+            .is_some_and(|s| self.admins.contains(s)))
     }
 
     /// Turns a reply's addressed blocks into rows, appended to `rows`. Blocks to unknown
@@ -610,8 +636,8 @@ fn chat_row(reply: Reply, text: &str) -> OutRow {
     OutRow {
         kind: OutKind::Chat,
         in_reply_to: reply.in_reply_to,
-        channel_type: reply.channel_type,
-        platform_id: reply.platform_id,
+        channel_type: Some(reply.channel_type),
+        platform_id: Some(reply.platform_id),
         thread_id: reply.thread_id,
         content,
     }

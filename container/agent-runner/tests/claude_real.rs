@@ -206,6 +206,126 @@ fn real_cli_answers_runs_tools_resumes_and_clears() {
     }
 }
 
+/// The tool names a request offered the model.
+fn offered(r: &Recorded) -> Vec<String> {
+    r.body["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn real_cli_calls_the_runners_mcp_tools() {
+    let Some(rig) = Rig::new() else {
+        return;
+    };
+    let fake = &rig.fake;
+    fake.push_rule(
+        Rule::on_text(
+            "tell work",
+            Reply::tool_use(
+                "mcp__nanoclaw__send_message",
+                json!({ "to": "work", "text": "from the tool" }),
+            ),
+        )
+        .with_tools()
+        .times(1),
+    );
+    fake.push_rule(Rule::on_tool_result("Queued for work", say("told work")).with_tools());
+    fake.push_rule(
+        Rule::on_text(
+            "make a researcher",
+            Reply::tool_use(
+                "mcp__nanoclaw__create_agent",
+                json!({ "name": "Researcher", "instructions": "Find sources." }),
+            ),
+        )
+        .with_tools()
+        .times(1),
+    );
+    fake.push_rule(Rule::on_tool_result("Creation of agent", say("asked the host")).with_tools());
+    fake.push_rule(Rule::always(say("ok")).with_tools());
+
+    let mut s = Session::new();
+    s.destination(
+        "work",
+        None,
+        "channel",
+        Some("cli"),
+        Some("work-room"),
+        None,
+    );
+    let agent = rig.agent(&s);
+
+    // A non-admin: the tools are offered, create_agent is not; the tool's row is written.
+    s.send(Msg::chat("m1", "please tell work").sender("cli:bob", "Bob"));
+    wait_rows(&s, 2, &agent);
+    let rows = s.out_rows();
+    let tool_row = rows
+        .iter()
+        .find(|r| r.platform_id.as_deref() == Some("work-room"))
+        .unwrap_or_else(|| panic!("no row to work: {:?}\n{}", s.texts(), agent.logs()));
+    assert_eq!(tool_row.text, "from the tool");
+    assert_eq!(tool_row.in_reply_to.as_deref(), Some("m1"));
+    assert!(
+        s.texts().contains(&"told work".to_string()),
+        "{:?}",
+        s.texts()
+    );
+    let first = rig.turns().into_iter().next().expect("a request");
+    let tools = offered(&first);
+    assert!(
+        tools.iter().any(|t| t == "mcp__nanoclaw__send_message"),
+        "{tools:?}"
+    );
+    assert!(
+        tools.iter().any(|t| t == "mcp__nanoclaw__schedule_task"),
+        "{tools:?}"
+    );
+    assert!(
+        !tools.iter().any(|t| t == "mcp__nanoclaw__create_agent"),
+        "{tools:?}"
+    );
+
+    // An admin: the CLI restarts with create_agent offered, and the call becomes the
+    // host's system action.
+    s.send(Msg::chat("m2", "make a researcher").sender("cli:admin", "Admin"));
+    assert!(
+        wait_until(T, || s.texts().contains(&"asked the host".to_string())),
+        "{:?}\n{}",
+        s.texts(),
+        agent.logs()
+    );
+    let last = rig.turns().pop().expect("a request");
+    assert!(
+        offered(&last)
+            .iter()
+            .any(|t| t == "mcp__nanoclaw__create_agent")
+    );
+    let system: Vec<_> = s
+        .out_rows()
+        .into_iter()
+        .filter(|r| r.kind == "system")
+        .collect();
+    assert_eq!(system.len(), 1, "{system:?}");
+    assert_eq!(system[0].in_reply_to.as_deref(), Some("m2"));
+    let action: serde_json::Value = s
+        .outbound()
+        .query_row(
+            "SELECT content FROM messages_out WHERE kind = 'system'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .map(|c| serde_json::from_str(&c).unwrap())
+        .unwrap();
+    assert_eq!(action["action"], "create_agent");
+    assert_eq!(action["name"], "Researcher");
+}
+
 #[test]
 fn real_cli_compact_is_told_to_the_chat() {
     let Some(rig) = Rig::new() else {

@@ -6,6 +6,9 @@ pub const SESSION_DIR: &str = "NANOCLAW_SESSION_DIR";
 pub const INBOUND_DIR: &str = "NANOCLAW_INBOUND_DIR";
 /// The agent group's folder (default [`super::layout::CONTAINER_AGENT_DIR`]).
 pub const AGENT_DIR: &str = "NANOCLAW_AGENT_DIR";
+/// The operator's read-only config of the agent group (default
+/// [`super::layout::CONTAINER_CONFIG_DIR`]): approved MCP servers, the mock script.
+pub const CONFIG_DIR: &str = "NANOCLAW_CONFIG_DIR";
 /// Shared read-only memory (default [`super::layout::CONTAINER_GLOBAL_DIR`]).
 pub const GLOBAL_DIR: &str = "NANOCLAW_GLOBAL_DIR";
 pub const AGENT_GROUP_ID: &str = "NANOCLAW_AGENT_GROUP_ID";

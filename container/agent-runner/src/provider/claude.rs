@@ -60,6 +60,9 @@ pub struct ClaudeOptions {
     /// The model API base URL (the runner's relay to the host's proxy). The CLI gets a
     /// placeholder key; the host adds the credential.
     pub api_base: Option<String>,
+    /// The `--mcp-config` JSON: the runner's own tool server and the approved ones. Only
+    /// these are loaded (`--strict-mcp-config`): an `.mcp.json` the agent writes adds nothing.
+    pub mcp_config: Option<String>,
 }
 
 pub struct ClaudeProvider {
@@ -102,6 +105,11 @@ impl ClaudeProvider {
         .arg(DISALLOWED_TOOLS.join(","));
         if let Some(id) = resume {
             cmd.arg("--resume").arg(id);
+        }
+        if let Some(config) = &self.opts.mcp_config {
+            cmd.arg("--mcp-config")
+                .arg(config)
+                .arg("--strict-mcp-config");
         }
         if let Some(model) = &self.opts.model {
             cmd.arg("--model").arg(model);

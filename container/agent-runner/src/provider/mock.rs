@@ -28,9 +28,17 @@
 //! [[rule]]
 //! match = "^stall"
 //! hang = true                         # never answers (until shutdown)
+//!
+//! [[rule]]
+//! match = "^remind me"
+//! tools = [{ name = "schedule_task", args = { prompt = "Remind {sender}", at = "..." } }]
+//! reply = "Done: {tool_result}"       # optional after `tools`
 //! ```
 //!
-//! Templates may use `{text}`, `{from}`, `{sender}` and `{assistant}`. With
+//! `tools` calls the agent's tools (the same ones Claude gets over MCP) in order before the
+//! rule's answer; a rule may have only `tools`. Templates (also inside `args` strings) may use
+//! `{text}`, `{from}`, `{sender}` and `{assistant}`; answers also `{tool_result}`, the last
+//! call's result (or `Error: …`). With
 //! `NANOCLAW_MOCK_RECORD` set, every request is appended to that file as one JSON line
 //! (`kind`, `input`, `system_prompt`, `continuation`).
 
@@ -43,6 +51,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{Event, Hints, Provider, ProviderError, Request, RequestKind};
+use crate::tools::Toolbox;
 use crate::wait::Shutdown;
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +76,17 @@ struct RuleSpec {
     hang: bool,
     #[serde(default)]
     delay_ms: u64,
+    #[serde(default)]
+    tools: Vec<ToolCall>,
+}
+
+/// One scripted tool call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolCall {
+    name: String,
+    #[serde(default)]
+    args: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +104,7 @@ enum Action {
 #[derive(Debug, Clone)]
 struct Rule {
     pattern: Option<Regex>,
+    tools: Vec<ToolCall>,
     action: Action,
     delay: Duration,
 }
@@ -99,6 +120,8 @@ pub struct MockProvider {
     rules: Vec<Rule>,
     record: Option<PathBuf>,
     shutdown: Shutdown,
+    /// The agent's tools, for rules with `tools`.
+    tools: Option<Toolbox>,
 }
 
 impl MockProvider {
@@ -106,6 +129,7 @@ impl MockProvider {
         script: Option<&Path>,
         record: Option<PathBuf>,
         shutdown: Shutdown,
+        tools: Option<Toolbox>,
     ) -> Result<Self, ScriptError> {
         let rules = match script {
             Some(path) => load_script(path)?,
@@ -115,7 +139,24 @@ impl MockProvider {
             rules,
             record,
             shutdown,
+            tools,
         })
+    }
+
+    /// Makes a rule's tool calls; returns the last result for `{tool_result}`.
+    fn call_tools(&mut self, calls: &[ToolCall], hints: &Hints) -> String {
+        let mut last = String::new();
+        for call in calls {
+            let Some(tools) = self.tools.as_mut() else {
+                last = "Error: no tools in this runner".into();
+                continue;
+            };
+            last = match tools.call(&call.name, render_value(&call.args, hints)) {
+                Ok(said) => said,
+                Err(e) => format!("Error: {e}"),
+            };
+        }
+        last
     }
 
     fn record(&self, req: &Request<'_>) {
@@ -143,6 +184,7 @@ impl MockProvider {
             .cloned()
             .unwrap_or_else(|| Rule {
                 pattern: None,
+                tools: Vec::new(),
                 action: Action::Reply {
                     template: "Mock agent: you said \"{text}\"".into(),
                     to: None,
@@ -189,7 +231,13 @@ impl Provider for MockProvider {
             return Err(ProviderError::Interrupted);
         }
         on_event(Event::Activity);
-        let render = |t: &str| render(t, req.hints);
+        // A nudge repeats the same newest message: its tools already ran.
+        let tool_result = if req.kind == RequestKind::Turn {
+            self.call_tools(&rule.tools, req.hints)
+        } else {
+            String::new()
+        };
+        let render = |t: &str| render(t, req.hints).replace("{tool_result}", &tool_result);
         match rule.action {
             Action::Reply { template, to } => Ok(wrap(
                 to.as_deref().or(req.hints.from.as_deref()),
@@ -229,6 +277,21 @@ fn render(template: &str, hints: &Hints) -> String {
         .replace("{from}", hints.from.as_deref().unwrap_or(""))
         .replace("{sender}", &hints.sender)
         .replace("{assistant}", hints.assistant_name.as_deref().unwrap_or(""))
+}
+
+/// `render` on every string inside a tool's arguments.
+fn render_value(v: &serde_json::Value, hints: &Hints) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(render(s, hints)),
+        Value::Array(a) => Value::Array(a.iter().map(|v| render_value(v, hints)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), render_value(v, hints)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 fn load_script(path: &Path) -> Result<Vec<Rule>, ScriptError> {
@@ -271,14 +334,20 @@ fn load_script(path: &Path) -> Result<Vec<Rule>, ScriptError> {
             if spec.to.is_some() && !matches!(actions.first(), Some(Action::Reply { .. })) {
                 return Err(err(format!("rule {n}: `to` only goes with `reply`")));
             }
+            // A rule of tool calls alone answers nothing more.
+            if actions.is_empty() && !spec.tools.is_empty() {
+                actions.push(Action::Raw(String::new()));
+            }
             match <[Action; 1]>::try_from(actions) {
                 Ok([action]) => Ok(Rule {
                     pattern,
+                    tools: spec.tools,
                     action,
                     delay: Duration::from_millis(spec.delay_ms),
                 }),
                 Err(_) => Err(err(format!(
-                    "rule {n}: needs exactly one of `reply`, `raw`, `error`, `exit`, `hang`"
+                    "rule {n}: needs exactly one of `reply`, `raw`, `error`, `exit`, `hang` \
+                     (or only `tools`)"
                 ))),
             }
         })
@@ -321,12 +390,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mock.toml");
         std::fs::write(&path, body).unwrap();
-        MockProvider::new(Some(&path), None, Shutdown::default())
+        MockProvider::new(Some(&path), None, Shutdown::default(), None)
     }
 
     #[test]
     fn default_echoes_to_origin_and_counts_turns() {
-        let mut p = MockProvider::new(None, None, Shutdown::default()).unwrap();
+        let mut p = MockProvider::new(None, None, Shutdown::default(), None).unwrap();
         let (out, events) = run(&mut p, RequestKind::Turn, "hello", None);
         assert_eq!(
             out.unwrap(),
@@ -342,7 +411,7 @@ mod tests {
 
     #[test]
     fn commands_are_not_available() {
-        let mut p = MockProvider::new(None, None, Shutdown::default()).unwrap();
+        let mut p = MockProvider::new(None, None, Shutdown::default(), None).unwrap();
         let h = hints("/cost");
         let req = Request {
             kind: RequestKind::Command,
@@ -417,7 +486,7 @@ mod tests {
         let path = dir.path().join("mock.toml");
         std::fs::write(&path, "[[rule]]\nhang = true").unwrap();
         let shutdown = Shutdown::default();
-        let mut p = MockProvider::new(Some(&path), None, shutdown.clone()).unwrap();
+        let mut p = MockProvider::new(Some(&path), None, shutdown.clone(), None).unwrap();
         let s = shutdown.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
@@ -434,7 +503,7 @@ mod tests {
     fn records_requests() {
         let dir = tempfile::tempdir().unwrap();
         let rec = dir.path().join("rec.jsonl");
-        let mut p = MockProvider::new(None, Some(rec.clone()), Shutdown::default()).unwrap();
+        let mut p = MockProvider::new(None, Some(rec.clone()), Shutdown::default(), None).unwrap();
         run(&mut p, RequestKind::Turn, "a", None).0.unwrap();
         run(&mut p, RequestKind::Nudge, "a", Some("mock-1"))
             .0
