@@ -39,6 +39,31 @@ impl<P: Platforms> Delivery<P> {
                 };
             }
         }
+        if let ChatOp::Edit { message_id, .. } | ChatOp::React { message_id, .. } = op {
+            let (s, ch, id, mid) = (
+                session.clone(),
+                chat.channel.to_string(),
+                chat.platform_id.to_string(),
+                message_id.clone(),
+            );
+            match self
+                .io(move |ss| ss.with_inbound(&s, |c| inbound::knows_message(c, &ch, &id, &mid)))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Outcome::Rejected(format!(
+                        "message {message_id} is not one of this conversation's messages in {chat}"
+                    ));
+                }
+                Err(e) => {
+                    return Outcome::Retry {
+                        message: format!("could not check the message id: {e}"),
+                        retry_after: None,
+                    };
+                }
+            }
+        }
         let Some(capabilities) = self.platforms.capabilities(&chat.channel) else {
             return Outcome::Retry {
                 message: format!("no {} plugin is running", chat.channel),

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use nanoclaw_plugin_api::kit::prepare::prepare_with;
 use nanoclaw_plugin_api::kit::{LengthUnit, Markup, TextLimit};
 use nanoclaw_schema::session::content::ChatIn;
-use nanoclaw_schema::session::{InKind, OUTBOX_DIR};
+use nanoclaw_schema::session::{DeliveryStatus, InKind, OUTBOX_DIR};
 use nanoclaw_schema::time;
 use rusqlite::{Connection, params};
 
@@ -365,6 +365,12 @@ async fn capabilities_are_respected() {
         )
     })
     .unwrap();
+    // A message the session delivered, so only the capability stands in the way.
+    f.sessions
+        .with_inbound(&f.session, |c| {
+            inbound::record_delivery(c, "earlier", Some("5"), DeliveryStatus::Delivered, None)
+        })
+        .unwrap();
     let edit = f.write_out(
         &f.session,
         "chat",
@@ -397,6 +403,93 @@ async fn capabilities_are_respected() {
             .unwrap()
             .ends_with("Options: A, B"),
         "no buttons: options as text"
+    );
+}
+
+#[tokio::test]
+async fn edits_and_reactions_only_touch_this_conversations_messages() {
+    let f = fx();
+    // Nothing known yet: any id is refused, whoever's it may be.
+    let edit = |id: &str| {
+        f.write_out(
+            &f.session,
+            "chat",
+            "telegram",
+            "1",
+            serde_json::json!({"op": "edit", "message_id": id, "text": "changed"}),
+        )
+    };
+    let stranger = edit("777");
+    f.drain().await;
+    assert_eq!(f.status(&f.session, &stranger).as_deref(), Some("rejected"));
+    assert!(
+        f.error_of(&stranger)
+            .unwrap()
+            .contains("not one of this conversation")
+    );
+    assert!(f.platforms.texts().is_empty());
+
+    // The host's own delivery of a reply gives its platform id; that one may be edited.
+    let reply = f.say("telegram", "1", "draft");
+    f.drain().await;
+    let platform_id: String = f
+        .sessions
+        .with_inbound(&f.session, |c| {
+            Ok(c.query_row(
+                "SELECT platform_message_id FROM delivered WHERE message_out_id = ?1",
+                [&reply],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    let own = edit(&platform_id);
+    f.drain().await;
+    assert_eq!(f.status(&f.session, &own).as_deref(), Some("delivered"));
+
+    // An incoming message of that chat may be reacted to; the same id claimed for another
+    // chat may not.
+    f.sessions
+        .with_inbound(&f.session, |c| {
+            c.execute(
+                "INSERT INTO messages_in (id, seq, kind, timestamp, channel_type, platform_id, platform_message_id, content)
+                 VALUES ('in-9', 1000, 'chat', ?1, 'telegram', '1', 'tg-42', '{\"text\":\"hi\"}')",
+                [time::now()],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let react = |chat: &str| {
+        f.write_out(
+            &f.session,
+            "chat",
+            "telegram",
+            chat,
+            serde_json::json!({"op": "react", "message_id": "tg-42", "emoji": "thumbs_up"}),
+        )
+    };
+    let here = react("1");
+    f.drain().await;
+    assert_ne!(f.status(&f.session, &here).as_deref(), Some("rejected"));
+    let other = chat(&f.db, "telegram:2", None, false);
+    f.db.write(|c| {
+        destinations::add(
+            c,
+            &f.session.agent_group_id,
+            None,
+            Target::Channel(other.id.clone()),
+        )
+    })
+    .unwrap();
+    let elsewhere = react("2");
+    f.drain().await;
+    assert_eq!(
+        f.status(&f.session, &elsewhere).as_deref(),
+        Some("rejected")
+    );
+    assert!(
+        f.error_of(&elsewhere)
+            .unwrap()
+            .contains("not one of this conversation")
     );
 }
 

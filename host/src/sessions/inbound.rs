@@ -402,6 +402,26 @@ pub struct ReplyAddress {
     pub thread_id: Option<String>,
 }
 
+/// True if `message_id` (a platform's id) is a message this session has seen: one that came
+/// in from `channel`/`chat_id`, or one the host delivered for the session. Agents may edit or
+/// react only to those. (A delivered message's chat is not recorded here; platforms scope
+/// edits to the bot's own messages, and the chat itself passed the outbound ACL.)
+pub fn knows_message(
+    conn: &Connection,
+    channel: &str,
+    chat_id: &str,
+    message_id: &str,
+) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM messages_in
+                            WHERE platform_message_id = ?1 AND channel_type = ?2 AND platform_id = ?3)
+                 OR EXISTS (SELECT 1 FROM delivered
+                            WHERE platform_message_id = ?1 AND status = 'delivered')",
+        )?
+        .query_row(params![message_id, channel, chat_id], |r| r.get(0))?)
+}
+
 /// The reply address of a message, if the message exists.
 pub fn reply_address(conn: &Connection, id: &str) -> Result<Option<ReplyAddress>> {
     Ok(conn
