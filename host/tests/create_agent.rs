@@ -21,7 +21,6 @@ const BOSS: &str =
 struct Fx {
     s: Setup,
     daemon: Daemon,
-    seq: std::cell::Cell<i64>,
 }
 
 impl Fx {
@@ -37,11 +36,7 @@ impl Fx {
             &["roles", "grant", "test:alice", "admin", "--agent", "boss"],
         );
         let daemon = s.start();
-        Fx {
-            s,
-            daemon,
-            seq: std::cell::Cell::new(1001),
-        }
+        Fx { s, daemon }
     }
 
     fn session(&self) -> std::path::PathBuf {
@@ -78,7 +73,7 @@ impl Fx {
             .unwrap()
     }
 
-    /// Writes a row into boss's outbound.db as its container would; returns the row's id.
+    /// Writes a row into boss's outbound.db as its container would.
     fn write(
         &self,
         id: &str,
@@ -87,14 +82,15 @@ impl Fx {
         to: Option<(&str, &str)>,
         content: Value,
     ) {
-        let seq = self.seq.get();
-        self.seq.set(seq + 2);
+        // The next odd seq after the agent's own rows, in the statement itself, so the runner
+        // writing at the same time cannot take it.
         harness::outbound_db(&self.session())
             .unwrap()
             .execute(
                 "INSERT INTO messages_out (id, seq, in_reply_to, timestamp, kind, channel_type, platform_id, content)
-                 VALUES (?1, ?2, ?3, '2026-01-01T00:00:00.000Z', ?4, ?5, ?6, ?7)",
-                params![id, seq, reply_to, kind, to.map(|t| t.0), to.map(|t| t.1), content.to_string()],
+                 SELECT ?1, CASE WHEN m % 2 = 1 THEN m + 2 ELSE m + 1 END, ?2, '2026-01-01T00:00:00.000Z', ?3, ?4, ?5, ?6
+                   FROM (SELECT COALESCE(MAX(seq), 1000) AS m FROM messages_out)",
+                params![id, reply_to, kind, to.map(|t| t.0), to.map(|t| t.1), content.to_string()],
             )
             .unwrap();
     }
