@@ -7,7 +7,7 @@
 //!   platform messages, and posting them part by part with the progress recorded;
 //! - [`compose`]: turning an agent's message into platform messages (files, cards, limits);
 //! - [`agents`]: messages to other agents ([`access::may_message_agent`]);
-//! - [`system`]: system actions (scheduling, `create_agent`).
+//! - [`system`]: system actions (scheduling; `create_agent` in [`creation`]).
 //!
 //! Rows come parsed and bounded from [`outbound`] (the edge): a row that is malformed or
 //! beyond the limits is recorded `failed` with the reason, a refused route `rejected`; the
@@ -20,6 +20,7 @@
 mod agents;
 mod channel;
 mod compose;
+mod creation;
 mod system;
 
 use std::collections::{BTreeMap, HashMap};
