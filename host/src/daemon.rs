@@ -330,7 +330,8 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
             sessions.clone(),
             Arc::new(channels.clone()),
             tz.clone(),
-        ),
+        )
+        .with_paths(paths.clone()),
         supervisor: supervisor.clone(),
         writer,
         tz,

@@ -7,7 +7,7 @@
 //!   platform messages, and posting them part by part with the progress recorded;
 //! - [`compose`]: turning an agent's message into platform messages (files, cards, limits);
 //! - [`agents`]: messages to other agents ([`access::may_message_agent`]);
-//! - [`system`]: system actions (scheduling).
+//! - [`system`]: system actions (scheduling; `create_agent` in [`creation`]).
 //!
 //! Rows come parsed and bounded from [`outbound`] (the edge): a row that is malformed or
 //! beyond the limits is recorded `failed` with the reason, a refused route `rejected`; the
@@ -20,6 +20,7 @@
 mod agents;
 mod channel;
 mod compose;
+mod creation;
 mod system;
 
 use std::collections::{BTreeMap, HashMap};
@@ -165,6 +166,8 @@ pub struct Delivery<P: Platforms> {
     progress: std::sync::Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<Progress>>>>,
     /// Outbound file bytes in memory, in KiB permits.
     file_budget: Semaphore,
+    /// The install's layout, for actions that make files (`create_agent`); `None` refuses them.
+    paths: Option<crate::config::Paths>,
 }
 
 impl<P: Platforms> Delivery<P> {
@@ -176,7 +179,14 @@ impl<P: Platforms> Delivery<P> {
             tz,
             progress: Default::default(),
             file_budget: Semaphore::new((FILE_BUDGET_BYTES / 1024) as usize),
+            paths: None,
         }
+    }
+
+    /// Where the install's files are (agent folders for `create_agent`).
+    pub fn with_paths(mut self, paths: crate::config::Paths) -> Self {
+        self.paths = Some(paths);
+        self
     }
 
     fn progress(&self, id: &SessionId) -> Arc<tokio::sync::Mutex<Progress>> {

@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the map of modules and the message flow.
 
 pub mod access;
+pub mod agent_creation;
 pub mod approvals;
 pub mod chat_requests;
 pub mod cli;

@@ -1,5 +1,6 @@
-//! System rows: actions an agent asks the host to apply (scheduling). The host applies them
-//! to its own records for that session only, then tells the agent how it went.
+//! System rows: actions an agent asks the host to apply (scheduling, `create_agent`). The
+//! host applies them to its own records for that session only, then tells the agent how it
+//! went.
 
 use nanoclaw_schema::session::content::SystemAction;
 
@@ -16,6 +17,11 @@ impl<P: Platforms> Delivery<P> {
         action: &SystemAction,
         out: &mut Drained,
     ) -> Outcome {
+        if let SystemAction::CreateAgent { name, instructions } = action {
+            return self
+                .create_agent(session, row, name, instructions.as_deref(), out)
+                .await;
+        }
         let note_id = format!("note-{}", row.key);
         match scheduling::apply(&self.db, session, action, &self.tz, &note_id) {
             Ok(applied) => {
