@@ -913,6 +913,16 @@ impl Daemon {
             }
             Err(e) => tracing::error!(error = %e, "scheduled tasks"),
         }
+        // Question cards run out on the same clock.
+        match crate::questions::expire_due(&self.db, jiff::Timestamp::now()) {
+            Ok(sessions) => {
+                for s in sessions {
+                    self.writer.schedule(s.clone());
+                    self.wake(s);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "question timeouts"),
+        }
     }
 
     async fn control(self: Arc<Self>, req: Request) -> Response {

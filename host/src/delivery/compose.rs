@@ -104,9 +104,16 @@ impl<P: Platforms> Delivery<P> {
                 title,
                 question,
                 options,
-                timeout_secs: _,
+                timeout_secs,
             } => {
-                let card = Card::for_row(session, &row.key.as_string(), question_id, options, chat);
+                let card = Card::for_row(
+                    session,
+                    &row.key.as_string(),
+                    question_id,
+                    options,
+                    chat,
+                    *timeout_secs,
+                );
                 if let Err(e) = self.db.write(|c| questions::record(c, &card)) {
                     return Err(Outcome::Retry {
                         message: format!("could not record the question card: {e}"),
