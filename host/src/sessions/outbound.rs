@@ -443,6 +443,37 @@ pub fn finished_among(r: &Reader, ids: &[String]) -> Result<Vec<String>> {
     Ok(done)
 }
 
+/// Which of `ids` the container acked `failed`.
+pub fn failed_among(r: &Reader, ids: &[String]) -> Result<Vec<String>> {
+    let mut stmt = r.conn.prepare_cached(
+        "SELECT 1 FROM processing_ack WHERE message_id = ?1 AND status = 'failed'",
+    )?;
+    let mut out = Vec::new();
+    for id in ids {
+        if stmt.exists([id])? {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The text of the agent's last chat reply to message `id` (for a failed turn: the error
+/// the runner reported), at most `max_chars`. Written by the agent: show it as its words.
+pub fn last_reply_text(r: &Reader, id: &str, max_chars: usize) -> Result<Option<String>> {
+    Ok(r.conn
+        .prepare_cached(
+            "SELECT substr(json_extract(content, '$.text'), 1, ?2) FROM messages_out
+             WHERE in_reply_to = ?1 AND kind = 'chat' AND json_valid(content)
+               AND json_type(content, '$.text') = 'text'
+             ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![id, max_chars as i64], |r| {
+            r.get::<_, Option<String>>(0)
+        })
+        .optional()?
+        .flatten())
+}
+
 /// Whether the container has claimed (or finished) message `id`.
 pub fn claimed(r: &Reader, id: &str) -> Result<bool> {
     Ok(r.conn
