@@ -119,11 +119,20 @@ pub enum TasksCmd {
         status: Option<crate::scheduling::TaskStatus>,
     },
     /// Stop an active task from running until it is resumed.
-    Pause { task: String },
+    Pause {
+        /// The task's id (see `nanoclaw tasks list`).
+        task: String,
+    },
     /// Let a paused task run again; its failure count starts over.
-    Resume { task: String },
+    Resume {
+        /// The task's id (see `nanoclaw tasks list`).
+        task: String,
+    },
     /// Stop a task for good.
-    Cancel { task: String },
+    Cancel {
+        /// The task's id (see `nanoclaw tasks list`).
+        task: String,
+    },
 }
 
 #[derive(Debug, Args)]
