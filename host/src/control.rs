@@ -18,6 +18,8 @@ pub enum Request {
     Wake { session: SessionId },
     /// Approvals were decided outside the daemon: replay or drop their held messages.
     Approvals,
+    /// An operator changed a session's scheduled tasks: refresh its task list and the timer.
+    Tasks { session: SessionId },
     /// Live health of the loaded plugins.
     Health,
     /// The DM chat of a known user, opened through their channel's plugin if the channel

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub webhook_listen: SocketAddr,
     /// How often running containers are checked and missed events caught up.
     pub sweep_interval: Duration,
+    /// How long failed scheduled tasks wait before they run again.
+    pub task_backoff: crate::scheduling::Backoff,
 }
 
 /// "typing…" is shown unconditionally this long after a message (the container may be
@@ -236,6 +238,11 @@ struct Daemon {
     outbound_events: Mutex<HashMap<SessionId, u64>>,
     /// A [`Daemon::relieve_crowding`] loop runs.
     crowding: std::sync::atomic::AtomicBool,
+    /// Scheduled tasks changed outside the timer (a failure's backoff, an operator command):
+    /// the timer looks at the next run again.
+    task_plan: tokio::sync::Notify,
+    /// How long failed scheduled tasks wait before they run again.
+    task_backoff: crate::scheduling::Backoff,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -331,7 +338,8 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
             Arc::new(channels.clone()),
             tz.clone(),
         )
-        .with_paths(paths.clone()),
+        .with_paths(paths.clone())
+        .with_task_backoff(opts.task_backoff),
         supervisor: supervisor.clone(),
         writer,
         tz,
@@ -340,6 +348,8 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         typing: Mutex::new(HashMap::new()),
         outbound_events: Mutex::new(HashMap::new()),
         crowding: Default::default(),
+        task_plan: tokio::sync::Notify::new(),
+        task_backoff: opts.task_backoff,
     });
 
     // Catch up on what the previous run left: claims to recover, work to wake, replies to send.
@@ -422,6 +432,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
                 daemon.fire_tasks();
                 next_task = daemon.next_task_wakeup();
             }
+            _ = daemon.task_plan.notified() => next_task = daemon.next_task_wakeup(),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
@@ -617,7 +628,10 @@ impl Daemon {
                 message_id,
             } => {
                 let d = self.clone();
-                tokio::spawn(async move { d.tell_gave_up(&session, &message_id).await });
+                tokio::spawn(async move {
+                    d.task_gave_up(&session, &message_id).await;
+                    d.tell_gave_up(&session, &message_id).await;
+                });
             }
         }
     }
@@ -712,6 +726,9 @@ impl Daemon {
         };
         match self.delivery.drain(&session).await {
             Ok(out) => {
+                if out.tasks_changed {
+                    self.tasks_changed(session.clone());
+                }
                 for s in out.flush {
                     self.writer.schedule(s);
                 }
@@ -738,6 +755,61 @@ impl Daemon {
                 tracing::warn!(session = %session.id, error = %e, "delivery pass failed");
                 false
             }
+        }
+    }
+
+    /// A session's scheduled tasks changed: refresh the agent's task list, and let the timer
+    /// see the new next run.
+    fn tasks_changed(&self, session: Session) {
+        self.task_plan.notify_one();
+        let (db, store) = (self.db.clone(), self.sessions.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::scheduling::project(&db, &store, &session) {
+                tracing::warn!(session = %session.id, error = %e, "task list not refreshed now");
+            }
+        });
+    }
+
+    /// Crash recovery gave up on a message: if it was a task firing, that firing failed.
+    async fn task_gave_up(self: &Arc<Self>, session: &SessionId, message_id: &str) {
+        let Ok(Some(s)) = self.db.read(|c| sessions_registry::get(c, session)) else {
+            return;
+        };
+        let (d, s2, id) = (self.clone(), s.clone(), message_id.to_string());
+        let recorded = tokio::task::spawn_blocking(move || {
+            let ids = [id.clone()];
+            let firing = d.sessions.with_inbound(&s2, |c| {
+                crate::sessions::inbound::task_firings_among(c, &ids)
+            })?;
+            if firing.is_empty() {
+                return Ok(None);
+            }
+            crate::scheduling::record_outcome(
+                &d.db,
+                &s2.id,
+                &id,
+                &crate::scheduling::FiringOutcome::Failed {
+                    error: "the agent's container kept stopping while it ran".into(),
+                },
+                jiff::Timestamp::now(),
+                &d.task_backoff,
+            )
+        })
+        .await;
+        match recorded {
+            Ok(Ok(Some(r))) => {
+                if r.queued_note() {
+                    self.writer.schedule(s.clone());
+                    self.wake(s.clone());
+                }
+                self.tasks_changed(s);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(session = %session, message = message_id, error = %e,
+                    "outcome of a task firing not recorded")
+            }
+            Err(e) => tracing::error!(error = %e, "task outcome recording panicked"),
         }
     }
 
@@ -942,6 +1014,16 @@ impl Daemon {
             Request::Approvals => {
                 self.settle_approvals();
                 Response::ok(None)
+            }
+            Request::Tasks { session } => {
+                match self.db.read(|c| sessions_registry::get(c, &session)) {
+                    Ok(Some(s)) => {
+                        self.tasks_changed(s);
+                        Response::ok(None)
+                    }
+                    Ok(None) => Response::error(format!("no session {session}")),
+                    Err(e) => Response::error(e),
+                }
             }
             Request::UserDm { user } => {
                 match crate::access::ensure_user_dm(&self.db, &self.channels, &user).await {

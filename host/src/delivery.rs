@@ -38,6 +38,7 @@ use nanoclaw_schema::session::DeliveryStatus;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::ids::{ChannelName, ChatAddress, SessionId};
+use crate::scheduling::{self, Backoff, FiringOutcome};
 use crate::sessions::inbound::{self, PartState};
 use crate::sessions::outbound::{self, Body, OutRow};
 use crate::sessions::{Session, SessionStore};
@@ -149,6 +150,9 @@ pub struct Drained {
     pub posted_to: Vec<ChatAddress>,
     /// The container committed something since the last drain.
     pub changed: bool,
+    /// Scheduled tasks of this session changed (a firing's outcome was recorded): refresh
+    /// the agent's task list and the task timer.
+    pub tasks_changed: bool,
 }
 
 /// One row to act on, with what `inbound.db` says about it.
@@ -168,6 +172,8 @@ pub struct Delivery<P: Platforms> {
     file_budget: Semaphore,
     /// The install's layout, for actions that make files (`create_agent`); `None` refuses them.
     paths: Option<crate::config::Paths>,
+    /// How long failed scheduled tasks wait before they run again.
+    task_backoff: Backoff,
 }
 
 impl<P: Platforms> Delivery<P> {
@@ -180,12 +186,18 @@ impl<P: Platforms> Delivery<P> {
             progress: Default::default(),
             file_budget: Semaphore::new((FILE_BUDGET_BYTES / 1024) as usize),
             paths: None,
+            task_backoff: Backoff::default(),
         }
     }
 
     /// Where the install's files are (agent folders for `create_agent`).
     pub fn with_paths(mut self, paths: crate::config::Paths) -> Self {
         self.paths = Some(paths);
+        self
+    }
+
+    pub fn with_task_backoff(mut self, backoff: Backoff) -> Self {
+        self.task_backoff = backoff;
         self
     }
 
@@ -253,9 +265,9 @@ impl<P: Platforms> Delivery<P> {
 
         let s = session.clone();
         let scan = p.scan;
-        let (work, page_full) = self
+        let (work, page_full, firings) = self
             .io(move |ss| {
-                sync_acks(ss, &s)?;
+                let firings = sync_acks(ss, &s)?;
                 let mut rows = Vec::new();
                 for seq in due {
                     rows.extend(ss.with_outbound(&s, |r| outbound::rows_at(r, seq))?);
@@ -275,9 +287,10 @@ impl<P: Platforms> Delivery<P> {
                         })
                         .collect::<Result<Vec<_>>>()
                 })?;
-                Ok((work, full))
+                Ok((work, full, firings))
             })
             .await?;
+        self.record_firings(session, firings, &mut out);
 
         for w in work {
             p.scan = p.scan.max(w.row.seq);
@@ -320,6 +333,39 @@ impl<P: Platforms> Delivery<P> {
             p.data_version = None;
         }
         Ok(out)
+    }
+
+    /// Records on their tasks how the session's finished task firings ended.
+    fn record_firings(
+        &self,
+        session: &Session,
+        firings: Vec<(String, FiringOutcome)>,
+        out: &mut Drained,
+    ) {
+        for (id, outcome) in firings {
+            let recorded = scheduling::record_outcome(
+                &self.db,
+                &session.id,
+                &id,
+                &outcome,
+                jiff::Timestamp::now(),
+                &self.task_backoff,
+            );
+            match recorded {
+                Ok(Some(r)) => {
+                    out.tasks_changed = true;
+                    if r.queued_note() {
+                        out.flush.push(session.clone());
+                        out.wake.push(session.clone());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(session = %session.id, message = id, error = %e,
+                        "outcome of a task firing not recorded")
+                }
+            }
+        }
     }
 
     async fn handle(&self, session: &Session, w: &Work, out: &mut Drained) -> Outcome {
@@ -474,16 +520,41 @@ impl<P: Platforms> Delivery<P> {
     }
 }
 
-/// Copies finished acks into `inbound.db` so the host knows what is done.
-fn sync_acks(sessions: &SessionStore, s: &Session) -> Result<()> {
+/// Copies finished acks into `inbound.db` so the host knows what is done. Returns how the
+/// scheduled-task firings among them ended (only ids the host queued are looked at).
+fn sync_acks(sessions: &SessionStore, s: &Session) -> Result<Vec<(String, FiringOutcome)>> {
     let pending = sessions.with_inbound(s, |c| inbound::pending_ids(c))?;
     if pending.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let done = sessions.with_outbound(s, |r| outbound::finished_among(r, &pending))?;
+    let firings = sessions.with_inbound(s, |c| inbound::task_firings_among(c, &done))?;
+    let mut outcomes = Vec::with_capacity(firings.len());
+    if !firings.is_empty() {
+        let failed = sessions.with_outbound(s, |r| outbound::failed_among(r, &firings))?;
+        for id in firings {
+            let outcome = if failed.contains(&id) {
+                // The runner posts the provider's error as its reply to the firing.
+                let said = sessions
+                    .with_outbound(s, |r| outbound::last_reply_text(r, &id, TASK_ERROR_CHARS))?;
+                FiringOutcome::Failed {
+                    error: match said {
+                        Some(text) => format!("the agent's turn failed: {text}"),
+                        None => "the agent's turn failed".to_string(),
+                    },
+                }
+            } else {
+                FiringOutcome::Completed
+            };
+            outcomes.push((id, outcome));
+        }
+    }
     sessions.with_inbound(s, |c| inbound::mark_completed(c, &done))?;
-    Ok(())
+    Ok(outcomes)
 }
+
+/// How much of the agent's error reply a failed task keeps.
+const TASK_ERROR_CHARS: usize = 240;
 
 /// Counts of outbound outcomes, for reports.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]

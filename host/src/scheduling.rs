@@ -4,8 +4,14 @@
 //! An agent can only touch tasks of its own session. Recurring tasks use cron expressions in
 //! the host's time zone; a missed run (host down) fires once, then the schedule continues
 //! from now.
+//!
+//! A firing that fails (the runner acked it `failed`, or crash recovery gave up on it) is
+//! counted on the task: the task runs again after an exponential backoff, and after
+//! [`MAX_CONSECUTIVE_FAILURES`] failures in a row it pauses itself and its agent is told.
+//! A firing that completes, or a resume, resets the count.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use croner::Cron;
 use jiff::Timestamp;
@@ -19,7 +25,7 @@ use nanoclaw_schema::time;
 
 use crate::db::{Db, text_enum};
 use crate::error::{Error, Result};
-use crate::ids::{SessionId, TaskId};
+use crate::ids::{AgentGroupId, SessionId, TaskId};
 use crate::sessions::queue::{self, Queued};
 use crate::sessions::{Session, SessionStore, registry};
 
@@ -43,10 +49,54 @@ pub struct Task {
     pub status: TaskStatus,
     pub last_run: Option<String>,
     pub run_count: i64,
+    /// Failed firings in a row (reset by a completed one, or a resume).
+    pub consecutive_failures: i64,
+    pub last_error: Option<String>,
+    pub last_failure_at: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, session_id, prompt, script, recurrence, next_run, status, last_run, run_count";
+const COLUMNS: &str = "id, session_id, prompt, script, recurrence, next_run, status, last_run, run_count, \
+     consecutive_failures, last_error, last_failure_at";
+
+/// Failed firings in a row after which a task pauses itself.
+pub const MAX_CONSECUTIVE_FAILURES: i64 = 3;
+
+/// Longest stored error text of a failed firing (it may come from the agent's own reply).
+const MAX_ERROR_CHARS: usize = 300;
+
+/// Delay before a failed task runs again: `base`, doubled per failure in a row, at most `cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_secs(60),
+            cap: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+impl Backoff {
+    /// For tests (`nanoclaw run --task-backoff-ms`): retries in moments, not minutes.
+    pub fn short_for_tests(base_ms: u64) -> Self {
+        let base = Duration::from_millis(base_ms.max(1));
+        tracing::warn!(base_ms, "task backoff shortened for tests");
+        Backoff {
+            base,
+            cap: base.saturating_mul(8),
+        }
+    }
+
+    /// The delay after the `failures`-th failure in a row (1-based).
+    pub fn after(&self, failures: i64) -> Duration {
+        let doublings = u32::try_from(failures.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+        self.base.saturating_mul(1u32 << doublings).min(self.cap)
+    }
+}
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -59,6 +109,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         status: r.get(6)?,
         last_run: r.get(7)?,
         run_count: r.get(8)?,
+        consecutive_failures: r.get(9)?,
+        last_error: r.get(10)?,
+        last_failure_at: r.get(11)?,
     })
 }
 
@@ -101,6 +154,45 @@ pub fn list(conn: &Connection, session: Option<&SessionId>) -> Result<Vec<Task>>
     ))?;
     let rows = stmt
         .query_map([session], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// A task as the operator lists it: with its agent group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListedTask {
+    #[serde(flatten)]
+    pub task: Task,
+    pub agent_group_id: AgentGroupId,
+    /// The agent group's folder.
+    pub agent: String,
+}
+
+/// Every task (of one agent group, in one status, if given), oldest first.
+pub fn list_all(
+    conn: &Connection,
+    agent: Option<&AgentGroupId>,
+    status: Option<TaskStatus>,
+) -> Result<Vec<ListedTask>> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("t.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {cols}, t.agent_group_id, g.folder FROM scheduled_tasks t
+         JOIN agent_groups g ON g.id = t.agent_group_id
+         WHERE (?1 IS NULL OR t.agent_group_id = ?1) AND (?2 IS NULL OR t.status = ?2)
+         ORDER BY t.created_at, t.id"
+    ))?;
+    let rows = stmt
+        .query_map(params![agent, status], |r| {
+            Ok(ListedTask {
+                task: from_row(r)?,
+                agent_group_id: r.get(12)?,
+                agent: r.get(13)?,
+            })
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -204,7 +296,8 @@ fn apply_in(
             c.execute(
                 &format!(
                     "INSERT INTO scheduled_tasks ({COLUMNS}, agent_group_id, channel_type, platform_id, thread_id,
-                     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', NULL, 0, ?7, ?8, ?9, ?10, ?11, ?11)"
+                     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', NULL, 0, 0, NULL, NULL,
+                     ?7, ?8, ?9, ?10, ?11, ?11)"
                 ),
                 params![
                     id,
@@ -230,39 +323,17 @@ fn apply_in(
         }
         SystemAction::CancelTask { task_id } => {
             let t = own_task(c, session, task_id)?;
-            set_status(c, &t.id, TaskStatus::Cancelled)?;
+            cancel(c, &t)?;
             Ok(format!("task {task_id} cancelled"))
         }
         SystemAction::PauseTask { task_id } => {
             let t = own_task(c, session, task_id)?;
-            if t.status != TaskStatus::Active {
-                return Err(Error::Conflict(format!(
-                    "task {task_id} is {}, not active",
-                    t.status
-                )));
-            }
-            set_status(c, &t.id, TaskStatus::Paused)?;
+            pause(c, &t)?;
             Ok(format!("task {task_id} paused"))
         }
         SystemAction::ResumeTask { task_id } => {
             let t = own_task(c, session, task_id)?;
-            if t.status != TaskStatus::Paused {
-                return Err(Error::Conflict(format!(
-                    "task {task_id} is {}, not paused",
-                    t.status
-                )));
-            }
-            // A recurring task resumes at its next occurrence from now, not in a burst.
-            let next = match (&t.recurrence, &t.next_run) {
-                (Some(r), Some(n)) if n.as_str() < now.as_str() => Some(time::format(
-                    next_occurrence(&parse_cron(r)?, Timestamp::now(), tz)?,
-                )),
-                _ => t.next_run.clone(),
-            };
-            c.execute(
-                "UPDATE scheduled_tasks SET status = 'active', next_run = ?2, updated_at = ?3 WHERE id = ?1",
-                params![t.id, next, now],
-            )?;
+            resume(c, &t, tz)?;
             Ok(format!("task {task_id} resumed"))
         }
         SystemAction::UpdateTask {
@@ -327,6 +398,61 @@ fn apply_in(
             other.name()
         ))),
     }
+}
+
+/// Pauses an active task (agent or operator).
+pub fn pause(c: &Connection, t: &Task) -> Result<()> {
+    if t.status != TaskStatus::Active {
+        return Err(Error::Conflict(format!(
+            "task {} is {}, not active",
+            t.id, t.status
+        )));
+    }
+    set_status(c, &t.id, TaskStatus::Paused)
+}
+
+/// Cancels a task that may still run (agent or operator).
+pub fn cancel(c: &Connection, t: &Task) -> Result<()> {
+    if matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled) {
+        return Err(Error::Conflict(format!(
+            "task {} is already {}",
+            t.id, t.status
+        )));
+    }
+    set_status(c, &t.id, TaskStatus::Cancelled)
+}
+
+/// Resumes a paused task (agent or operator) with a clean failure count. A recurring task
+/// resumes at its next occurrence from now, not in a burst; a one-shot whose time has passed
+/// runs at once.
+pub fn resume(c: &Connection, t: &Task, tz: &TimeZone) -> Result<()> {
+    if t.status != TaskStatus::Paused {
+        return Err(Error::Conflict(format!(
+            "task {} is {}, not paused",
+            t.id, t.status
+        )));
+    }
+    let now = time::now();
+    let next = match (&t.recurrence, &t.next_run) {
+        (Some(r), Some(n)) if n.as_str() < now.as_str() => Some(time::format(next_occurrence(
+            &parse_cron(r)?,
+            Timestamp::now(),
+            tz,
+        )?)),
+        (_, Some(n)) => Some(n.clone()),
+        (Some(r), None) => Some(time::format(next_occurrence(
+            &parse_cron(r)?,
+            Timestamp::now(),
+            tz,
+        )?)),
+        (None, None) => Some(now.clone()),
+    };
+    c.execute(
+        "UPDATE scheduled_tasks SET status = 'active', next_run = ?2, consecutive_failures = 0,
+         updated_at = ?3 WHERE id = ?1",
+        params![t.id, next, now],
+    )?;
+    Ok(())
 }
 
 fn set_status(c: &Connection, id: &TaskId, status: TaskStatus) -> Result<()> {
@@ -423,12 +549,7 @@ fn fire_one(c: &Connection, task: &Task, now: Timestamp, tz: &TimeZone) -> Resul
         context: "task".into(),
         source: e,
     })?;
-    let (channel_type, platform_id, thread_id): (Option<String>, Option<String>, Option<String>) =
-        c.query_row(
-            "SELECT channel_type, platform_id, thread_id FROM scheduled_tasks WHERE id = ?1",
-            [&task.id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+    let (channel_type, platform_id, thread_id) = task_address(c, &task.id)?;
     queue::push(
         c,
         &session.id,
@@ -461,6 +582,194 @@ fn fire_one(c: &Connection, task: &Task, now: Timestamp, tz: &TimeZone) -> Resul
     )?;
     tracing::info!(task = %task.id, session = %session.id, run, "scheduled task fired");
     Ok(Some(session))
+}
+
+/// Where a task's firings are addressed: `(channel type, platform id, thread id)`.
+type Address = (Option<String>, Option<String>, Option<String>);
+
+fn task_address(c: &Connection, id: &TaskId) -> Result<Address> {
+    Ok(c.query_row(
+        "SELECT channel_type, platform_id, thread_id FROM scheduled_tasks WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?)
+}
+
+/// How one firing of a task ended, as the host saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FiringOutcome {
+    Completed,
+    /// `error`: what went wrong, for the operator and the agent (bounded when stored).
+    Failed {
+        error: String,
+    },
+}
+
+/// What recording a firing's outcome did to its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The failure count was reset.
+    Succeeded,
+    /// Failed; the task runs again no sooner than `next_run` (if it still runs at all).
+    Failed {
+        failures: i64,
+        next_run: Option<String>,
+    },
+    /// Failed too often in a row: the task paused itself and a note was queued for the agent.
+    Paused { failures: i64 },
+}
+
+impl Recorded {
+    /// Whether a note for the agent was queued (the session needs a flush and a wake).
+    pub fn queued_note(&self) -> bool {
+        matches!(self, Recorded::Paused { .. })
+    }
+}
+
+/// The task a firing message belongs to: firings are queued as `<task id>:<run>`.
+pub fn task_of_firing(message_id: &str) -> Option<TaskId> {
+    let (task, run) = message_id.rsplit_once(':')?;
+    run.parse::<u64>().ok()?;
+    TaskId::parse(task).ok()
+}
+
+/// Error text fit to store and show: one line of printable characters, bounded.
+fn bounded_error(error: &str) -> String {
+    let mut out: String = error
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ERROR_CHARS)
+        .collect();
+    if error.chars().count() > MAX_ERROR_CHARS {
+        out.push('…');
+    }
+    let out = out.trim().to_string();
+    if out.is_empty() {
+        "failed (no detail)".to_string()
+    } else {
+        out
+    }
+}
+
+/// Records how the firing `message_id` (a `task` row the host queued in `session`) ended, in
+/// one central transaction: a completion resets the failure count; a failure counts, moves
+/// the task's next run out by the backoff, and at [`MAX_CONSECUTIVE_FAILURES`] pauses the
+/// task and queues a note for its agent. A firing already counted, or of another session's
+/// task, is ignored (`None`).
+pub fn record_outcome(
+    db: &Db,
+    session: &SessionId,
+    message_id: &str,
+    outcome: &FiringOutcome,
+    now: Timestamp,
+    backoff: &Backoff,
+) -> Result<Option<Recorded>> {
+    let Some(id) = task_of_firing(message_id) else {
+        return Ok(None);
+    };
+    db.write(|c| {
+        let Some(task) = get(c, &id)? else {
+            return Ok(None);
+        };
+        let counted: Option<String> = c.query_row(
+            "SELECT last_outcome_id FROM scheduled_tasks WHERE id = ?1",
+            [&task.id],
+            |r| r.get(0),
+        )?;
+        if &task.session_id != session || counted.as_deref() == Some(message_id) {
+            return Ok(None);
+        }
+        let now_s = time::format(now);
+        let error = match outcome {
+            FiringOutcome::Completed => {
+                c.execute(
+                    "UPDATE scheduled_tasks SET consecutive_failures = 0, last_outcome_id = ?2
+                     WHERE id = ?1",
+                    params![task.id, message_id],
+                )?;
+                return Ok(Some(Recorded::Succeeded));
+            }
+            FiringOutcome::Failed { error } => bounded_error(error),
+        };
+        let failures = task.consecutive_failures + 1;
+        c.execute(
+            "UPDATE scheduled_tasks SET consecutive_failures = ?2, last_error = ?3,
+             last_failure_at = ?4, last_outcome_id = ?5, updated_at = ?4 WHERE id = ?1",
+            params![task.id, failures, error, now_s, message_id],
+        )?;
+        // A one-shot completed when it fired; it comes back for another try. A task someone
+        // paused or cancelled meanwhile stays as it is.
+        let runs_again = match task.status {
+            TaskStatus::Active => true,
+            TaskStatus::Completed => task.recurrence.is_none(),
+            TaskStatus::Paused | TaskStatus::Cancelled => false,
+        };
+        if !runs_again {
+            tracing::warn!(task = %task.id, failures, error, "scheduled task failed");
+            return Ok(Some(Recorded::Failed {
+                failures,
+                next_run: None,
+            }));
+        }
+        let delay = jiff::SignedDuration::try_from(backoff.after(failures))
+            .unwrap_or(jiff::SignedDuration::ZERO);
+        let retry_at = now.checked_add(delay).unwrap_or(now);
+        let next = match task.next_run.as_deref().and_then(time::parse) {
+            Some(planned) if task.recurrence.is_some() => planned.max(retry_at),
+            _ => retry_at,
+        };
+        let next_s = time::format(next);
+        if failures >= MAX_CONSECUTIVE_FAILURES {
+            c.execute(
+                "UPDATE scheduled_tasks SET status = 'paused', next_run = ?2 WHERE id = ?1",
+                params![task.id, next_s],
+            )?;
+            tracing::error!(task = %task.id, session = %session, failures, error,
+                "scheduled task paused itself after failing repeatedly; resume it with `nanoclaw tasks resume`");
+            let note = SystemIn {
+                text: format!(
+                    "Task {id} was paused after {failures} failed runs in a row. Last error: {error}. \
+                     Fix the cause, then resume it with resume_task (task_id \"{id}\"), or cancel it \
+                     with cancel_task.",
+                    id = task.id
+                ),
+                action: Some("task_paused".into()),
+                ok: Some(false),
+            };
+            let content = serde_json::to_string(&note).map_err(|e| Error::Json {
+                context: "note".into(),
+                source: e,
+            })?;
+            // Addressed like the task's firings, so the agent's answer reaches the same chat.
+            let (channel_type, platform_id, thread_id) = task_address(c, &task.id)?;
+            queue::push(
+                c,
+                session,
+                &Queued {
+                    channel_type,
+                    platform_id,
+                    thread_id,
+                    ..Queued::new(
+                        format!("task-paused-{message_id}"),
+                        InKind::System,
+                        now_s,
+                        content,
+                    )
+                },
+            )?;
+            return Ok(Some(Recorded::Paused { failures }));
+        }
+        c.execute(
+            "UPDATE scheduled_tasks SET status = 'active', next_run = ?2 WHERE id = ?1",
+            params![task.id, next_s],
+        )?;
+        tracing::warn!(task = %task.id, session = %session, failures, error, next_run = next_s,
+            "scheduled task failed; it runs again after a backoff");
+        Ok(Some(Recorded::Failed {
+            failures,
+            next_run: Some(next_s),
+        }))
+    })
 }
 
 #[cfg(test)]
@@ -692,5 +1001,265 @@ mod tests {
             })
             .unwrap();
         assert_eq!(listed, 1, "the agent's projection lists live tasks");
+    }
+
+    fn task(f: &Fx, id: &str) -> Task {
+        f.db.read(|c| get(c, &TaskId::parse(id)?)).unwrap().unwrap()
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn failed(f: &Fx, firing: &str, at: &str) -> Option<Recorded> {
+        record_outcome(
+            &f.db,
+            &f.session.id,
+            firing,
+            &FiringOutcome::Failed {
+                error: "model overloaded".into(),
+            },
+            ts(at),
+            &Backoff::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let b = Backoff::default();
+        assert_eq!(b.after(1), Duration::from_secs(60));
+        assert_eq!(b.after(2), Duration::from_secs(120));
+        assert_eq!(b.after(3), Duration::from_secs(240));
+        assert_eq!(b.after(30), Duration::from_secs(3600));
+        assert_eq!(b.after(i64::MAX), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn firing_ids_name_their_task() {
+        assert_eq!(
+            task_of_firing("daily:3"),
+            Some(TaskId::parse("daily").unwrap())
+        );
+        assert_eq!(
+            task_of_firing("a:b:12"),
+            Some(TaskId::parse("a:b").unwrap())
+        );
+        assert_eq!(task_of_firing("daily"), None);
+        assert_eq!(task_of_firing("daily:x"), None);
+    }
+
+    #[test]
+    fn a_failing_one_shot_backs_off_then_pauses_and_tells_the_agent() {
+        let f = fx();
+        schedule(&f, "t", "2026-01-01T09:00:00Z", None);
+        fire_due(&f.db, ts("2026-01-01T09:00:00Z"), &TimeZone::UTC).unwrap();
+        assert_eq!(task(&f, "t").status, TaskStatus::Completed);
+
+        let r = failed(&f, "t:1", "2026-01-01T09:00:10Z");
+        assert_eq!(
+            r,
+            Some(Recorded::Failed {
+                failures: 1,
+                next_run: Some("2026-01-01T09:01:10.000Z".into())
+            })
+        );
+        let t = task(&f, "t");
+        assert_eq!(t.status, TaskStatus::Active, "a failed one-shot runs again");
+        assert_eq!(t.consecutive_failures, 1);
+        assert_eq!(t.last_error.as_deref(), Some("model overloaded"));
+        assert_eq!(
+            t.last_failure_at.as_deref(),
+            Some("2026-01-01T09:00:10.000Z")
+        );
+        // The same outcome seen again is not counted twice.
+        assert_eq!(failed(&f, "t:1", "2026-01-01T09:00:11Z"), None);
+        // Not before the backoff.
+        assert!(
+            fire_due(&f.db, ts("2026-01-01T09:01:00Z"), &TimeZone::UTC)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            fire_due(&f.db, ts("2026-01-01T09:01:10Z"), &TimeZone::UTC)
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let r = failed(&f, "t:2", "2026-01-01T09:01:20Z");
+        assert_eq!(
+            r,
+            Some(Recorded::Failed {
+                failures: 2,
+                next_run: Some("2026-01-01T09:03:20.000Z".into())
+            }),
+            "the second backoff is twice the first"
+        );
+        fire_due(&f.db, ts("2026-01-01T09:03:20Z"), &TimeZone::UTC).unwrap();
+        let r = failed(&f, "t:3", "2026-01-01T09:03:30Z").unwrap();
+        assert_eq!(r, Recorded::Paused { failures: 3 });
+        assert!(r.queued_note());
+        let t = task(&f, "t");
+        assert_eq!(t.status, TaskStatus::Paused);
+        assert_eq!(t.consecutive_failures, MAX_CONSECUTIVE_FAILURES);
+        assert!(
+            fire_due(&f.db, ts("2026-01-02T00:00:00Z"), &TimeZone::UTC)
+                .unwrap()
+                .is_empty()
+        );
+
+        // The agent is woken with a note saying why and how to resume.
+        let rows = inbound_rows(&f);
+        let last = rows.last().unwrap();
+        assert_eq!((last.1.as_str(), last.2), ("system", true));
+        let note: String = f
+            .sessions
+            .with_inbound(&f.session, |c| {
+                Ok(c.query_row(
+                    "SELECT content FROM messages_in WHERE id = ?1",
+                    [&last.0],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        let note: SystemIn = serde_json::from_str(&note).unwrap();
+        assert!(
+            note.text.contains("paused after 3 failed runs"),
+            "{}",
+            note.text
+        );
+        assert!(note.text.contains("model overloaded"), "{}", note.text);
+        assert!(note.text.contains("resume_task"), "{}", note.text);
+
+        // Resuming clears the count; the one-shot whose time passed runs at once.
+        let r = apply(
+            &f.db,
+            &f.session,
+            &SystemAction::ResumeTask {
+                task_id: "t".into(),
+            },
+            &TimeZone::UTC,
+            "note-resume",
+        )
+        .unwrap();
+        assert!(r.ok, "{}", r.note);
+        let t = task(&f, "t");
+        assert_eq!((t.status, t.consecutive_failures), (TaskStatus::Active, 0));
+        assert_eq!(
+            fire_due(&f.db, Timestamp::now(), &TimeZone::UTC)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_completed_firing_resets_the_count() {
+        let f = fx();
+        schedule(&f, "d", "2026-01-01T09:00:00Z", Some("0 9 * * *"));
+        fire_due(&f.db, ts("2026-01-01T09:00:00Z"), &TimeZone::UTC).unwrap();
+        failed(&f, "d:1", "2026-01-01T09:00:05Z");
+        fire_due(&f.db, ts("2026-01-02T09:00:00Z"), &TimeZone::UTC).unwrap();
+        failed(&f, "d:2", "2026-01-02T09:00:05Z");
+        assert_eq!(task(&f, "d").consecutive_failures, 2);
+        fire_due(&f.db, ts("2026-01-03T09:00:00Z"), &TimeZone::UTC).unwrap();
+        let r = record_outcome(
+            &f.db,
+            &f.session.id,
+            "d:3",
+            &FiringOutcome::Completed,
+            ts("2026-01-03T09:00:05Z"),
+            &Backoff::default(),
+        )
+        .unwrap();
+        assert_eq!(r, Some(Recorded::Succeeded));
+        let t = task(&f, "d");
+        assert_eq!((t.status, t.consecutive_failures), (TaskStatus::Active, 0));
+        // One more failure is the first again, not the third: no pause.
+        fire_due(&f.db, ts("2026-01-04T09:00:00Z"), &TimeZone::UTC).unwrap();
+        assert!(matches!(
+            failed(&f, "d:4", "2026-01-04T09:00:05Z"),
+            Some(Recorded::Failed { failures: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_failing_recurring_task_waits_for_the_later_of_schedule_and_backoff() {
+        let f = fx();
+        // Every minute: the next occurrence comes before a long backoff.
+        schedule(&f, "m", "2026-01-01T09:00:00Z", Some("* * * * *"));
+        fire_due(&f.db, ts("2026-01-01T09:00:00Z"), &TimeZone::UTC).unwrap();
+        assert_eq!(
+            task(&f, "m").next_run.as_deref(),
+            Some("2026-01-01T09:01:00.000Z")
+        );
+        let slow = Backoff {
+            base: Duration::from_secs(300),
+            cap: Duration::from_secs(3600),
+        };
+        let r = record_outcome(
+            &f.db,
+            &f.session.id,
+            "m:1",
+            &FiringOutcome::Failed {
+                error: "boom".into(),
+            },
+            ts("2026-01-01T09:00:30Z"),
+            &slow,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Some(Recorded::Failed {
+                failures: 1,
+                next_run: Some("2026-01-01T09:05:30.000Z".into())
+            })
+        );
+        // Daily: the next occurrence is later than the backoff and stays.
+        schedule(&f, "daily", "2026-01-01T09:00:00Z", Some("0 9 * * *"));
+        fire_due(&f.db, ts("2026-01-01T09:00:00Z"), &TimeZone::UTC).unwrap();
+        failed(&f, "daily:1", "2026-01-01T09:00:30Z");
+        let t = task(&f, "daily");
+        assert_eq!(t.status, TaskStatus::Active);
+        assert_eq!(t.next_run.as_deref(), Some("2026-01-02T09:00:00.000Z"));
+    }
+
+    #[test]
+    fn outcomes_for_other_sessions_or_stopped_tasks_change_no_schedule() {
+        let f = fx();
+        schedule(&f, "x", "2026-01-01T09:00:00Z", Some("0 9 * * *"));
+        fire_due(&f.db, ts("2026-01-01T09:00:00Z"), &TimeZone::UTC).unwrap();
+        let other = SessionId::parse("sess-other").unwrap();
+        let r = record_outcome(
+            &f.db,
+            &other,
+            "x:1",
+            &FiringOutcome::Failed { error: "e".into() },
+            ts("2026-01-01T09:00:05Z"),
+            &Backoff::default(),
+        )
+        .unwrap();
+        assert_eq!(r, None);
+        assert_eq!(task(&f, "x").consecutive_failures, 0);
+        // Cancelled meanwhile: counted, but it stays cancelled.
+        let x = task(&f, "x");
+        f.db.write(|c| cancel(c, &x)).unwrap();
+        assert_eq!(
+            failed(&f, "x:1", "2026-01-01T09:00:06Z"),
+            Some(Recorded::Failed {
+                failures: 1,
+                next_run: None
+            })
+        );
+        assert_eq!(task(&f, "x").status, TaskStatus::Cancelled);
+    }
+
+    #[test]
+    fn stored_errors_are_one_bounded_line() {
+        assert_eq!(bounded_error("a\nb\x1b[31m"), "a b [31m");
+        let long = "x".repeat(1000);
+        assert_eq!(bounded_error(&long).chars().count(), MAX_ERROR_CHARS + 1);
+        assert_eq!(bounded_error("  "), "failed (no detail)");
     }
 }

@@ -61,6 +61,15 @@ struct Reply {
     in_reply_to: Option<String>,
 }
 
+/// Task firings the pre-task scripts took out of a turn.
+#[derive(Debug, Default)]
+struct Scripts {
+    /// The script said not to wake the agent.
+    skipped: Vec<String>,
+    /// The script failed.
+    failed: Vec<String>,
+}
+
 pub struct Runner {
     db: SessionDb,
     provider: Box<dyn Provider>,
@@ -78,6 +87,9 @@ pub struct Runner {
     /// The provider compacted the conversation during the current request; the chat gets
     /// [`COMPACTED_NOTE`].
     compacted: bool,
+    /// The provider failed the current turn: its task firings are acked `failed`, so the
+    /// host counts them against their tasks.
+    turn_failed: bool,
 }
 
 /// Told to the chat a turn came from when the provider summarized older turns: the agent
@@ -106,6 +118,7 @@ impl Runner {
             session_dir: cfg.session_dir,
             agent_dir: cfg.agent_dir,
             compacted: false,
+            turn_failed: false,
         }
     }
 
@@ -210,15 +223,30 @@ impl Runner {
         let started = Instant::now();
         // Acked `completed` with the turn, besides what was claimed.
         let mut done = overflow;
+        // Acked `failed`: task firings whose script failed, or whose turn the provider failed.
+        let mut failed: Vec<String> = Vec::new();
+        self.turn_failed = false;
         let rows = match work {
             Work::Command { msg, command } => self.command(&msg, command)?,
             Work::Turn(mut ms) => match self.task_scripts(&mut ms) {
                 None => None,
-                Some(skipped) => {
-                    claimed.retain(|id| !skipped.contains(id));
-                    done.extend(skipped);
+                Some(scripts) => {
+                    claimed
+                        .retain(|id| !scripts.skipped.contains(id) && !scripts.failed.contains(id));
+                    done.extend(scripts.skipped);
+                    failed.extend(scripts.failed);
                     if ms.iter().any(|m| m.row.trigger) {
-                        self.turn(&ms)?
+                        let tasks: Vec<String> = ms
+                            .iter()
+                            .filter(|m| matches!(m.body, format::Body::Task(_)))
+                            .map(|m| m.row.id.clone())
+                            .collect();
+                        let rows = self.turn(&ms)?;
+                        if self.turn_failed {
+                            claimed.retain(|id| !tasks.contains(id));
+                            failed.extend(tasks);
+                        }
+                        rows
                     } else {
                         // Nothing left that wakes the agent: the rest waits for a trigger.
                         self.db.release(&refs(&claimed))?;
@@ -230,12 +258,14 @@ impl Runner {
         };
         let Some(rows) = rows else {
             self.db.release(&refs(&claimed))?;
+            self.db.release(&refs(&failed))?;
             return Ok(Step::Stopped);
         };
         let acks: Vec<(&str, AckStatus)> = claimed
             .iter()
             .chain(&done)
             .map(|id| (id.as_str(), AckStatus::Completed))
+            .chain(failed.iter().map(|id| (id.as_str(), AckStatus::Failed)))
             .collect();
         let seqs = self.db.finish_turn(&rows, &acks)?;
         // After the commit, on purpose: the host takes this touch as "the replies are visible
@@ -251,10 +281,10 @@ impl Runner {
     }
 
     /// Runs the pre-task scripts of the tasks in `messages`. Tasks whose script says not to
-    /// wake the agent (or fails) are removed and their ids returned; the others carry the
+    /// wake the agent, or fails, are removed and their ids returned; the others carry the
     /// script's data. `None`: shutdown interrupted a script.
-    fn task_scripts(&self, messages: &mut Vec<Inbound>) -> Option<Vec<String>> {
-        let mut skipped = Vec::new();
+    fn task_scripts(&self, messages: &mut Vec<Inbound>) -> Option<Scripts> {
+        let mut out = Scripts::default();
         for m in messages.iter_mut() {
             let format::Body::Task(task) = &m.body else {
                 continue;
@@ -269,13 +299,17 @@ impl Runner {
                 script::Outcome::Wake { data } => m.script_output = Some(data),
                 script::Outcome::Skip(reason) => {
                     tracing::info!(task = %task.task_id, %reason, "task script: not waking the agent");
-                    skipped.push(m.row.id.clone());
+                    out.skipped.push(m.row.id.clone());
+                }
+                script::Outcome::Failed(reason) => {
+                    tracing::warn!(task = %task.task_id, %reason, "task script failed");
+                    out.failed.push(m.row.id.clone());
                 }
                 script::Outcome::Interrupted => return None,
             }
         }
-        messages.retain(|m| !skipped.contains(&m.row.id));
-        Some(skipped)
+        messages.retain(|m| !out.skipped.contains(&m.row.id) && !out.failed.contains(&m.row.id));
+        Some(out)
     }
 
     /// Splits off admin slash commands: each runs as its own turn, in order.
@@ -335,6 +369,7 @@ impl Runner {
                 Err(ProviderError::Interrupted) => return Ok(None),
                 Err(e @ ProviderError::Failed { .. }) => {
                     tracing::error!(error = %e, "provider failed");
+                    self.turn_failed = true;
                     if let Some(m) = newest {
                         let text = crate::provider::api_error::explain(&e.to_string());
                         rows.extend(self.reply_to_message(m, &routing, &text));

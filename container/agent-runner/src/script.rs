@@ -22,8 +22,10 @@ const MAX_STDOUT: u64 = 1 << 20;
 pub enum Outcome {
     /// Wake the agent; `data` goes into the prompt.
     Wake { data: Value },
-    /// Do not wake the agent for this task; the reason is logged.
+    /// Do not wake the agent for this task (the script said so); the reason is logged.
     Skip(String),
+    /// The script could not run or did not give a verdict: the task's firing failed.
+    Failed(String),
     /// Shutdown was requested while the script ran (it was killed).
     Interrupted,
 }
@@ -49,12 +51,12 @@ pub fn run(script: &str, cwd: &Path, timeout: Duration, shutdown: &Shutdown) -> 
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Outcome::Skip(format!("cannot run /bin/sh: {e}")),
+        Err(e) => return Outcome::Failed(format!("cannot run /bin/sh: {e}")),
     };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
         let _ = child.wait();
-        return Outcome::Skip("script started without piped output".into());
+        return Outcome::Failed("script started without piped output".into());
     };
     let out_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -100,14 +102,14 @@ pub fn run(script: &str, cwd: &Path, timeout: Duration, shutdown: &Shutdown) -> 
     }
     let status = match status {
         Ok(s) => s,
-        Err(reason) => return Outcome::Skip(reason),
+        Err(reason) => return Outcome::Failed(reason),
     };
     if !status.success() {
-        return Outcome::Skip(format!("script failed ({status})"));
+        return Outcome::Failed(format!("script failed ({status})"));
     }
     let stdout = String::from_utf8_lossy(&stdout);
     let Some(last) = stdout.trim().lines().last() else {
-        return Outcome::Skip("script printed nothing".into());
+        return Outcome::Failed("script printed nothing".into());
     };
     match serde_json::from_str::<Verdict>(last.trim()) {
         Ok(Verdict {
@@ -117,7 +119,7 @@ pub fn run(script: &str, cwd: &Path, timeout: Duration, shutdown: &Shutdown) -> 
         Ok(Verdict {
             wake_agent: false, ..
         }) => Outcome::Skip("script said not to wake the agent".into()),
-        Err(e) => Outcome::Skip(format!(
+        Err(e) => Outcome::Failed(format!(
             "last line is not {{\"wake_agent\": bool, \"data\": ...}}: {e}"
         )),
     }
@@ -156,10 +158,10 @@ mod tests {
             go(r#"echo '{"wake_agent": false}'"#),
             Outcome::Skip(_)
         ));
-        assert!(matches!(go("echo not json"), Outcome::Skip(r) if r.contains("last line")));
-        assert!(matches!(go("true"), Outcome::Skip(r) if r.contains("nothing")));
+        assert!(matches!(go("echo not json"), Outcome::Failed(r) if r.contains("last line")));
+        assert!(matches!(go("true"), Outcome::Failed(r) if r.contains("nothing")));
         assert!(
-            matches!(go(r#"echo '{"wake_agent": true}'; exit 4"#), Outcome::Skip(r) if r.contains("failed"))
+            matches!(go(r#"echo '{"wake_agent": true}'; exit 4"#), Outcome::Failed(r) if r.contains("failed"))
         );
     }
 
@@ -172,7 +174,7 @@ mod tests {
             Duration::from_millis(200),
             &Shutdown::default(),
         );
-        assert!(matches!(out, Outcome::Skip(r) if r.contains("timed out")));
+        assert!(matches!(out, Outcome::Failed(r) if r.contains("timed out")));
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "the background sleep did not hold the pipe open"

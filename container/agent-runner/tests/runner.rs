@@ -688,3 +688,34 @@ fn task_scripts_decide_whether_the_agent_wakes() {
     assert!(input.contains(">context</message>"), "context rode along");
     assert_eq!(s.texts(), ["Mock agent: you said \"summarise the inbox\""]);
 }
+
+#[test]
+fn a_task_turn_the_provider_fails_is_acked_failed() {
+    let mut s = Session::new();
+    s.write_mock_script("[[rule]]\nmatch = \"^fail\"\nerror = \"model exploded\"\n");
+    let _agent = Agent::mock(&s, &[]).ready();
+    s.send(Msg::chat("c1", "context").context());
+    s.send(Msg::task("t1", "nightly", "fail the report", None));
+    assert!(replies(&s, 1));
+    // The host counts the firing against its task; the error reply names what went wrong.
+    assert!(wait_until(T, || s.ack("t1").as_deref() == Some("failed")));
+    assert_eq!(s.ack("c1").as_deref(), Some("completed"));
+    let out = s.out_rows();
+    assert_eq!(out[0].text, "Error: model exploded");
+    assert_eq!(out[0].in_reply_to.as_deref(), Some("t1"));
+
+    // A task turn that works is acked completed.
+    s.send(Msg::task("t2", "nightly", "write the report", None));
+    assert!(replies(&s, 2));
+    assert!(wait_until(T, || s.ack("t2").as_deref() == Some("completed")));
+}
+
+#[test]
+fn a_failing_task_script_acks_the_firing_failed_without_waking_the_agent() {
+    let mut s = Session::new();
+    let _agent = Agent::mock(&s, &[]).ready();
+    s.send(Msg::task("t1", "daily", "check", Some("exit 3")));
+    assert!(wait_until(T, || s.ack("t1").as_deref() == Some("failed")));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.recorded().is_empty(), "the agent was not woken");
+}

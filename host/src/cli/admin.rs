@@ -45,6 +45,7 @@ pub(super) fn run(paths: &Paths, format: Format, command: Command) -> anyhow::Re
         Command::Dropped(args) => dropped_cmd(&db, format, args),
         Command::Sessions(cmd) => sessions_cmd(&db, format, cmd),
         Command::Usage(args) => usage_cmd(&db, format, args),
+        Command::Tasks(cmd) => tasks_cmd(paths, &db, format, cmd),
         Command::Approvals(cmd) => approvals_cmd(paths, &db, format, cmd),
         Command::Run(_)
         | Command::Chat(_)
@@ -952,5 +953,128 @@ fn usage_cmd(db: &Db, format: Format, args: crate::cli::UsageArgs) -> anyhow::Re
             ]);
         }
         t
+    })
+}
+
+/// How much of a task's prompt the table shows.
+const PROMPT_PREVIEW_CHARS: usize = 40;
+
+fn preview(text: &str, max: usize) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TaskChange {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl std::fmt::Display for TaskChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TaskChange::Pause => "paused",
+            TaskChange::Resume => "resumed",
+            TaskChange::Cancel => "cancelled",
+        })
+    }
+}
+
+fn tasks_cmd(paths: &Paths, db: &Db, format: Format, cmd: TasksCmd) -> anyhow::Result<()> {
+    use crate::scheduling::{self, TaskStatus};
+    let (task_ref, change) = match cmd {
+        TasksCmd::List { agent: a, status } => {
+            let group = match &a {
+                Some(a) => Some(agent(db, a)?),
+                None => None,
+            };
+            let list =
+                db.read(|c| scheduling::list_all(c, group.as_ref().map(|g| &g.id), status))?;
+            return output::list(format, &list, |items| {
+                let mut t = Table::new(&[
+                    "ID",
+                    "AGENT",
+                    "SESSION",
+                    "STATUS",
+                    "NEXT RUN",
+                    "RECURRENCE",
+                    "FAILURES",
+                    "PROMPT",
+                ]);
+                for l in items {
+                    let task = &l.task;
+                    let failures = match (&task.last_error, task.consecutive_failures) {
+                        (Some(e), n) if n > 0 => format!("{n} ({})", preview(e, 60)),
+                        (_, n) => n.to_string(),
+                    };
+                    let next = match task.status {
+                        TaskStatus::Active | TaskStatus::Paused => opt(task.next_run.as_deref()),
+                        TaskStatus::Completed | TaskStatus::Cancelled => "-".to_string(),
+                    };
+                    t.row(vec![
+                        task.id.to_string(),
+                        l.agent.clone(),
+                        task.session_id.to_string(),
+                        task.status.to_string(),
+                        next,
+                        opt(task.recurrence.as_deref()),
+                        failures,
+                        preview(&task.prompt, PROMPT_PREVIEW_CHARS),
+                    ]);
+                }
+                t
+            });
+        }
+        TasksCmd::Pause { task } => (task, TaskChange::Pause),
+        TasksCmd::Resume { task } => (task, TaskChange::Resume),
+        TasksCmd::Cancel { task } => (task, TaskChange::Cancel),
+    };
+    let id = crate::ids::TaskId::parse(&task_ref)
+        .with_context(|| format!("{task_ref:?} is not a task id (see `nanoclaw tasks list`)"))?;
+    // The daemon's zone, for a recurring task's next occurrence.
+    let tz = jiff::tz::TimeZone::get(&crate::config::time_zone_name())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let task = db.write(|c| {
+        let Some(task) = scheduling::get(c, &id)? else {
+            return Err(crate::error::Error::not_found("task", id.as_str()));
+        };
+        match change {
+            TaskChange::Pause => scheduling::pause(c, &task)?,
+            TaskChange::Resume => scheduling::resume(c, &task, &tz)?,
+            TaskChange::Cancel => scheduling::cancel(c, &task)?,
+        }
+        Ok(task)
+    });
+    let task = match task {
+        Ok(t) => t,
+        Err(crate::error::Error::NotFound { .. }) => {
+            bail!("no task {id}; see `nanoclaw tasks list` for the ids")
+        }
+        Err(e) => return Err(e).context(format!("task {id} not {change}")),
+    };
+    tracing::info!(task = %id, session = %task.session_id, %change, "task changed by the operator");
+    // A running daemon refreshes the agent's task list and its timer now.
+    let notified = crate::control::request_blocking(
+        &paths.control_socket(),
+        &crate::control::Request::Tasks {
+            session: task.session_id.clone(),
+        },
+    );
+    let when = if matches!(notified, Ok(Some(ref r)) if r.ok) {
+        "now"
+    } else {
+        "when `nanoclaw run` next starts"
+    };
+    let fresh = db.read(|c| scheduling::get(c, &id))?;
+    output::item(format, &fresh, || {
+        format!("task {id} {change}; the daemon sees it {when}")
     })
 }

@@ -101,6 +101,38 @@ pub enum Command {
     Sessions(SessionsCmd),
     /// Model tokens used, by day and agent (what the model proxy recorded).
     Usage(UsageArgs),
+    /// Scheduled tasks agents set up: list them with their failures; pause, resume, cancel.
+    #[command(subcommand)]
+    Tasks(TasksCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCmd {
+    /// Tasks with their agent, session, status, next run, recurrence, failures in a row
+    /// (with the last error) and prompt. A task that failed 3 times in a row is `paused`.
+    List {
+        /// Only this agent group (id or folder).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only tasks in this status: active | paused | completed | cancelled.
+        #[arg(long)]
+        status: Option<crate::scheduling::TaskStatus>,
+    },
+    /// Stop an active task from running until it is resumed.
+    Pause {
+        /// The task's id (see `nanoclaw tasks list`).
+        task: String,
+    },
+    /// Let a paused task run again; its failure count starts over.
+    Resume {
+        /// The task's id (see `nanoclaw tasks list`).
+        task: String,
+    },
+    /// Stop a task for good.
+    Cancel {
+        /// The task's id (see `nanoclaw tasks list`).
+        task: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +188,10 @@ pub struct RunArgs {
     /// Seconds between checks of running containers.
     #[arg(long, env = "NANOCLAW_SWEEP_SECS", default_value_t = 30)]
     pub sweep_secs: u64,
+    /// For tests only: the first backoff of a failed scheduled task, in milliseconds (the
+    /// longest is 8 times that). Default: one minute, doubling up to an hour.
+    #[arg(long, env = "NANOCLAW_TASK_BACKOFF_MS", hide = true)]
+    pub task_backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -456,6 +492,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 supervisor,
                 webhook_listen: args.webhook_listen,
                 sweep_interval: Duration::from_secs(args.sweep_secs.max(1)),
+                task_backoff: match args.task_backoff_ms {
+                    Some(ms) => crate::scheduling::Backoff::short_for_tests(ms),
+                    None => crate::scheduling::Backoff::default(),
+                },
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

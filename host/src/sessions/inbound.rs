@@ -312,6 +312,19 @@ pub fn pending_ids(conn: &Connection) -> Result<Vec<String>> {
     Ok(rows)
 }
 
+/// Which of `ids` are scheduled-task firings (`task` rows the host queued).
+pub fn task_firings_among(conn: &Connection, ids: &[String]) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT 1 FROM messages_in WHERE id = ?1 AND kind = 'task'")?;
+    let mut out = Vec::new();
+    for id in ids {
+        if stmt.exists([id])? {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Pending messages that should wake the agent now.
 pub fn due_triggers(conn: &Connection, now: &str) -> Result<i64> {
     Ok(conn

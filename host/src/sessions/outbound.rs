@@ -443,6 +443,37 @@ pub fn finished_among(r: &Reader, ids: &[String]) -> Result<Vec<String>> {
     Ok(done)
 }
 
+/// Which of `ids` the container acked `failed`.
+pub fn failed_among(r: &Reader, ids: &[String]) -> Result<Vec<String>> {
+    let mut stmt = r.conn.prepare_cached(
+        "SELECT 1 FROM processing_ack WHERE message_id = ?1 AND status = 'failed'",
+    )?;
+    let mut out = Vec::new();
+    for id in ids {
+        if stmt.exists([id])? {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The text of the agent's last chat reply to message `id` (for a failed turn: the error
+/// the runner reported), at most `max_chars`. Written by the agent: show it as its words.
+pub fn last_reply_text(r: &Reader, id: &str, max_chars: usize) -> Result<Option<String>> {
+    Ok(r.conn
+        .prepare_cached(
+            "SELECT substr(json_extract(content, '$.text'), 1, ?2) FROM messages_out
+             WHERE in_reply_to = ?1 AND kind = 'chat' AND json_valid(content)
+               AND json_type(content, '$.text') = 'text'
+             ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![id, max_chars as i64], |r| {
+            r.get::<_, Option<String>>(0)
+        })
+        .optional()?
+        .flatten())
+}
+
 /// Whether the container has claimed (or finished) message `id`.
 pub fn claimed(r: &Reader, id: &str) -> Result<bool> {
     Ok(r.conn
@@ -519,6 +550,49 @@ mod tests {
         c.execute_batch("PRAGMA journal_mode = WAL").unwrap();
         c.execute_batch(OUTBOUND_SCHEMA).unwrap();
         (path, c)
+    }
+
+    #[test]
+    fn failed_acks_and_the_error_reply_are_read_defensively() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, c) = db(&tmp);
+        let reply = |seq: i64, id: &str, to: &str, content: &str| {
+            c.execute(
+                "INSERT INTO messages_out (id, seq, in_reply_to, timestamp, kind, content)
+                 VALUES (?1, ?2, ?3, '2026-01-01T00:00:00.000Z', 'chat', ?4)",
+                params![id, seq, to, content],
+            )
+            .unwrap();
+        };
+        reply(1, "o1", "t:1", r#"{"op":"send","text":"Error: first"}"#);
+        reply(
+            3,
+            "o2",
+            "t:1",
+            &format!(r#"{{"op":"send","text":"{}"}}"#, "x".repeat(5000)),
+        );
+        reply(5, "o3", "t:2", "not json at all");
+        reply(7, "o4", "t:3", r#"{"op":"send","text":{"nested":1}}"#);
+        c.execute(
+            "INSERT INTO processing_ack (message_id, status, status_changed) VALUES
+             ('t:1', 'failed', 'now'), ('t:2', 'completed', 'now'), ('other', 'failed', 'now')",
+            [],
+        )
+        .unwrap();
+        let r = Reader::open(&path).unwrap();
+        let ids = vec!["t:1".to_string(), "t:2".to_string()];
+        assert_eq!(
+            failed_among(&r, &ids).unwrap(),
+            ["t:1"],
+            "only ids asked about"
+        );
+        // The newest reply wins, cut to the bound.
+        let text = last_reply_text(&r, "t:1", 100).unwrap().unwrap();
+        assert_eq!(text.chars().count(), 100);
+        // Content that is not JSON, or whose text is not a string, yields nothing.
+        assert_eq!(last_reply_text(&r, "t:2", 100).unwrap(), None);
+        assert_eq!(last_reply_text(&r, "t:3", 100).unwrap(), None);
+        assert_eq!(last_reply_text(&r, "nothing", 100).unwrap(), None);
     }
 
     fn insert(c: &Connection, seq: i64, id: &str, kind: &str, ch: &str, pid: &str, content: &str) {
