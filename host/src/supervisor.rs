@@ -384,10 +384,18 @@ impl Supervisor {
         for dir in [&agent, &config, &global] {
             if !dir.exists() {
                 std::fs::create_dir_all(dir).io_context(|| format!("create {}", dir.display()))?;
-                if let Some((uid, gid)) = crate::config::session_owner().filter(|_| *dir == agent) {
-                    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-                        .io_context(|| format!("chown {}", dir.display()))?;
-                }
+            }
+        }
+        // The agent writes its memory here. The operator's commands (`groups create`,
+        // `init-first-agent`) may have made the folder as root, so its owner is checked on
+        // every wake; only the folder itself, never what the agent put inside.
+        if let Some((uid, gid)) = crate::config::session_owner() {
+            use std::os::unix::fs::MetadataExt as _;
+            let meta = std::fs::symlink_metadata(&agent)
+                .io_context(|| format!("inspect {}", agent.display()))?;
+            if meta.is_dir() && (meta.uid() != uid || meta.gid() != gid) {
+                std::os::unix::fs::lchown(&agent, Some(uid), Some(gid))
+                    .io_context(|| format!("chown {}", agent.display()))?;
             }
         }
         Ok(AgentDirs {

@@ -137,7 +137,12 @@ impl Fx {
 
     fn in_team(&self, from: &Person, text: &str) -> i64 {
         self.tg
-            .send_user_message(UserMessage::group(TEAM, "team", from.clone(), text))
+            .send_user_message(UserMessage::group(
+                TEAM,
+                "team",
+                from.clone(),
+                &format!("@nanoclaw_test_bot {text}"),
+            ))
             .expect("inject a group message")
             .message_id
     }
@@ -165,8 +170,13 @@ impl Fx {
     fn wait(&self, what: &str, mut f: impl FnMut() -> bool) {
         assert!(
             wait_until(AGENT, &mut f),
-            "{what} never happened; the bot sent {:#?}\n{}",
+            "{what} never happened; the bot sent {:#?}\nthe model was asked {:#?}\n{}",
             self.tg.sent(),
+            self.model
+                .requests()
+                .iter()
+                .map(|r| (r.user_texts(), r.tool_results()))
+                .collect::<Vec<_>>(),
             self.log()
         );
     }
@@ -256,6 +266,11 @@ fn claude_uses_the_agents_tools_and_the_host_applies_them() {
     };
     let mut fx = Fx::new(image);
     let m = &fx.model;
+    m.push_rule(
+        Rule::on_text("morning all", to("team", "Morning!"))
+            .with_tools()
+            .times(1),
+    );
     // A message to another destination mid-turn, then a name the agent does not have.
     m.push_rule(
         Rule::on_text(
@@ -285,7 +300,7 @@ fn claude_uses_the_agents_tools_and_the_host_applies_them() {
             .times(1),
     );
     // A file made with Bash, sent as a document.
-    m.push_rule(Rule::on_text("send me the report", Reply::tool_use("Bash", json!({"command": "printf 'q3: up 12%%' > /workspace/agent/report.txt", "description": "write"}))).with_tools().times(1));
+    m.push_rule(Rule::on_text("send me the report", Reply::tool_use("Bash", json!({"command": "printf 'q3: up 12%%' > /workspace/agent/report.txt && echo report-written", "description": "write"}))).with_tools().times(1));
     m.push_rule(
         Rule::on_tool_result(
             "",
@@ -315,6 +330,10 @@ fn claude_uses_the_agents_tools_and_the_host_applies_them() {
             .times(1),
     );
     fx.start();
+
+    // The bot meets the team group (a bot can only post where it is).
+    fx.in_team(&bob(), "morning all");
+    fx.wait_text(TEAM, "Morning!");
 
     fx.dm("please tell the team");
     fx.wait_text(TEAM, "Standup moved to 10:30");
