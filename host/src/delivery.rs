@@ -148,6 +148,8 @@ pub struct Drained {
     pub posted_to: Vec<ChatAddress>,
     /// The container committed something since the last drain.
     pub changed: bool,
+    /// New agent requests (self-modification) whose approval card is to be sent.
+    pub agent_requests: Vec<crate::ids::AgentRequestId>,
 }
 
 /// One row to act on, with what `inbound.db` says about it.

@@ -21,6 +21,7 @@ pub mod plugins;
 pub mod questions;
 pub mod router;
 pub mod scheduling;
+pub mod self_mod;
 pub mod sessions;
 pub mod store;
 pub mod supervisor;

@@ -1,10 +1,12 @@
-//! System rows: actions an agent asks the host to apply (scheduling). The host applies them
-//! to its own records for that session only, then tells the agent how it went.
+//! System rows: actions an agent asks the host to apply. Scheduling actions change the
+//! host's records for that session only, then the agent is told how it went; requests to
+//! change the agent itself (packages, MCP servers) go to `self_mod` and wait for an approver.
 
 use nanoclaw_schema::session::content::SystemAction;
 
 use super::{Delivery, Drained, Outcome, Platforms};
 use crate::scheduling;
+use crate::self_mod;
 use crate::sessions::Session;
 use crate::sessions::outbound::OutRow;
 
@@ -16,6 +18,22 @@ impl<P: Platforms> Delivery<P> {
         action: &SystemAction,
         out: &mut Drained,
     ) -> Outcome {
+        if self_mod::change_of(action).is_some() {
+            return match self_mod::submit(&self.db, session, action, &row.key.as_string()) {
+                Ok(submitted) => {
+                    if let self_mod::Submitted::Ask(id) = submitted {
+                        out.agent_requests.push(id);
+                    }
+                    // A refusal note may be waiting for the writer.
+                    out.flush.push(session.clone());
+                    Outcome::Delivered(None)
+                }
+                Err(e) => Outcome::Retry {
+                    message: e.to_string(),
+                    retry_after: None,
+                },
+            };
+        }
         let note_id = format!("note-{}", row.key);
         match scheduling::apply(&self.db, session, action, &self.tz, &note_id) {
             Ok(applied) => {
