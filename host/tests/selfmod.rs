@@ -295,7 +295,10 @@ fn rejected_invalid_and_cli_decided_requests() {
     let out = cli_ok(&s.data, &["approvals", "deny", &id]);
     assert!(out.contains("rejected"), "{out}");
     wait_for_note(&dir, &daemon, "was rejected by the operator");
-    assert!(cli_ok(&s.data, &["approvals", "allow", &id]).is_empty() || true);
+    // Decided once.
+    let again = harness::cli(&s.data, &["approvals", "allow", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("denied already"));
 
     let mut other = weather();
     other["name"] = json!("files");
@@ -604,5 +607,7 @@ fn an_approved_package_is_built_into_the_agents_image() {
     assert_eq!(String::from_utf8_lossy(&used.stdout).trim(), image);
     s.say("room", "alice", "m2", "still there?");
     s.expect_delivered(&daemon, "room", 2);
+    // The image goes once no container uses it.
+    drop(daemon);
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
 }
