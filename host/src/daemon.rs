@@ -376,6 +376,11 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
     }
     crate::footprint::release_idle_memory();
     daemon.settle_approvals();
+    // Agents' requests whose card was never sent (a stop in between) are asked again.
+    match crate::self_mod::without_card(&db) {
+        Ok(ids) => ids.into_iter().for_each(|id| daemon.ask_agent_request(id)),
+        Err(e) => tracing::warn!(error = %e, "agent requests without a card not looked at"),
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if plugins

@@ -765,6 +765,15 @@ impl SelfMod {
     }
 }
 
+/// Pending requests whose card was never posted (asked again when the daemon starts).
+pub fn without_card(db: &Db) -> Result<Vec<AgentRequestId>> {
+    Ok(list(db, false)?
+        .into_iter()
+        .filter(|r| r.card_messaging_group_id.is_none())
+        .map(|r| r.id)
+        .collect())
+}
+
 /// Requests as the CLI lists them.
 pub fn list(db: &Db, all: bool) -> Result<Vec<AgentRequest>> {
     db.read(|c| agent_requests::list(c, (!all).then_some(RequestStatus::Pending)))

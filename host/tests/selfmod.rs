@@ -340,6 +340,24 @@ fn rejected_invalid_and_cli_decided_requests() {
     );
 }
 
+#[test]
+fn without_an_approver_the_request_waits_for_the_cli() {
+    if !require_engine("without_an_approver_the_request_waits_for_the_cli") {
+        return;
+    }
+    let s = Setup::new();
+    s.agent("helper", "room", ECHO);
+    let (daemon, dir) = start_with_session(&s);
+    write_action(&dir, "mcp-1", 1001, weather());
+    let note = wait_for_note(&dir, &daemon, "no owner or admin could be asked");
+    assert!(note.contains("waits for the operator"), "{note}");
+    assert!(cards(&s).is_empty());
+    let id = requests(&s)[0]["id"].as_str().unwrap().to_string();
+    cli_ok(&s.data, &["approvals", "allow", &id]);
+    wait_for_note(&dir, &daemon, "MCP server weather added");
+    assert!(s.data.join("config/helper/mcp-servers.json").exists());
+}
+
 // ---- the image layer, built for real from a package served on loopback ----
 
 /// The Debian base image `container/build.sh --claude` builds (it has apt), if present.
@@ -525,13 +543,43 @@ fn an_approved_package_is_built_into_the_agents_image() {
     let (daemon, dir) = start_with_session(&s);
     let before = containers(&s.data);
 
+    // A package the sources do not have: the build fails, nothing changes, the agent is
+    // told with the build's last lines.
+    write_action(
+        &dir,
+        "pkg-0",
+        1001,
+        json!({"action": "install_packages", "apt": ["nanoclaw-missing"]}),
+    );
+    let card = wait_for_card(&s, &daemon, 1);
+    click(
+        &s,
+        OWNER_DM,
+        card["id"].as_str().unwrap(),
+        OWNER,
+        &button(&card, "Approve"),
+    );
+    let note = wait_for_note(&dir, &daemon, "was approved but failed");
+    assert!(note.contains("nanoclaw-missing"), "{note}");
+    assert!(note.contains("The build's last lines"), "{note}");
+    assert_eq!(
+        container_config(&s)["image"],
+        agent_image.as_str(),
+        "nothing changed"
+    );
+    assert!(container_config(&s).get("packages").is_none());
+    assert!(
+        containers(&s.data).contains(&before[0]),
+        "the agent was not restarted"
+    );
+
     write_action(
         &dir,
         "pkg-1",
-        1001,
+        1003,
         json!({"action": "install_packages", "apt": ["nanoclaw-hello"], "reason": "greetings"}),
     );
-    let card = wait_for_card(&s, &daemon, 1);
+    let card = wait_for_card(&s, &daemon, 3);
     click(
         &s,
         OWNER_DM,
