@@ -194,6 +194,22 @@ impl Ingress for Core {
             }
             ClickResult::NotOurs => {}
         }
+        match crate::self_mod::on_click(&self.db, &click)? {
+            crate::self_mod::ClickResult::Decided(r) => {
+                let text = crate::self_mod::confirmation(&r);
+                let _ = self.events.send(Event::Decided {
+                    click,
+                    text,
+                    wired: None,
+                });
+                return Ok(());
+            }
+            crate::self_mod::ClickResult::Ignored(why) => {
+                tracing::info!(reason = why, "button click ignored");
+                return Ok(());
+            }
+            crate::self_mod::ClickResult::NotOurs => {}
+        }
         match chat_requests::on_click(&self.db, &click)? {
             chat_requests::ClickResult::Decided(r) => {
                 let text = self.db.read(|c| chat_requests::confirmation(c, &r))?;
@@ -243,6 +259,8 @@ struct Daemon {
     task_plan: tokio::sync::Notify,
     /// How long failed scheduled tasks wait before they run again.
     task_backoff: crate::scheduling::Backoff,
+    /// Agents' approved changes to themselves, carried out.
+    self_mod: Arc<crate::self_mod::SelfMod>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -350,6 +368,7 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
         crowding: Default::default(),
         task_plan: tokio::sync::Notify::new(),
         task_backoff: opts.task_backoff,
+        self_mod: Arc::new(crate::self_mod::SelfMod::new(paths.clone())),
     });
 
     // Catch up on what the previous run left: claims to recover, work to wake, replies to send.
@@ -368,6 +387,11 @@ pub async fn run(paths: Paths, opts: RunOptions) -> anyhow::Result<()> {
     }
     crate::footprint::release_idle_memory();
     daemon.settle_approvals();
+    // Agents' requests whose card was never sent (a stop in between) are asked again.
+    match crate::self_mod::without_card(&db) {
+        Ok(ids) => ids.into_iter().for_each(|id| daemon.ask_agent_request(id)),
+        Err(e) => tracing::warn!(error = %e, "agent requests without a card not looked at"),
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if plugins
@@ -732,6 +756,9 @@ impl Daemon {
                 for s in out.flush {
                     self.writer.schedule(s);
                 }
+                for request in out.agent_requests {
+                    self.ask_agent_request(request);
+                }
                 for target in out.wake {
                     self.wake(target);
                 }
@@ -934,8 +961,58 @@ impl Daemon {
         });
     }
 
-    /// Releases or drops the messages held for decided sender approvals and new group chats.
+    /// Sends the approval card of an agent's request to change itself.
+    fn ask_agent_request(self: &Arc<Self>, id: crate::ids::AgentRequestId) {
+        let d = self.clone();
+        tokio::spawn(async move {
+            match crate::self_mod::ask(&d.db, &d.delivery, &d.channels, &id).await {
+                Ok(Some(told)) => d.writer.schedule(told),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(request = %id, error = %e, "could not ask about an agent request")
+                }
+            }
+        });
+    }
+
+    /// Tells agents about their rejected requests and carries out approved ones (each in its
+    /// own task, one at a time per agent; the next one is looked at when it ends).
+    fn settle_agent_requests(self: &Arc<Self>) {
+        let (told, claims) = match self.self_mod.due(&self.db) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "agent requests not settled now");
+                return;
+            }
+        };
+        for s in told {
+            self.writer.schedule(s.clone());
+            self.wake(s);
+        }
+        for claim in claims {
+            let d = self.clone();
+            tokio::spawn(async move {
+                let id = claim.request.id.clone();
+                match d.self_mod.carry_out(&d.db, &d.supervisor, claim).await {
+                    Ok(Some(s)) => {
+                        d.writer.schedule(s.clone());
+                        d.wake(s);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(request = %id, error = %e, "agent request not carried out; tried again later");
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                }
+                d.settle_agent_requests();
+            });
+        }
+    }
+
+    /// Releases or drops the messages held for decided sender approvals and new group chats,
+    /// and settles decided agent requests.
     fn settle_approvals(self: &Arc<Self>) {
+        self.settle_agent_requests();
         let settled = [
             approvals::settle(&self.db, &self.core.router),
             chat_requests::settle(&self.db, &self.core.router),

@@ -153,6 +153,8 @@ pub struct Drained {
     /// Scheduled tasks of this session changed (a firing's outcome was recorded): refresh
     /// the agent's task list and the task timer.
     pub tasks_changed: bool,
+    /// New agent requests (self-modification) whose approval card is to be sent.
+    pub agent_requests: Vec<crate::ids::AgentRequestId>,
 }
 
 /// One row to act on, with what `inbound.db` says about it.

@@ -166,6 +166,10 @@ string_id!(
     ChatRequestId, "chat request id", validate_plain
 );
 string_id!(
+    /// An agent's request to change itself (packages, an MCP server), `areq-…`.
+    AgentRequestId, "agent request id", validate_plain
+);
+string_id!(
     /// A scheduled task id, `task-…`.
     TaskId, "task id", validate_plain
 );

@@ -22,6 +22,7 @@ pub mod plugins;
 pub mod questions;
 pub mod router;
 pub mod scheduling;
+pub mod self_mod;
 pub mod sessions;
 pub mod store;
 pub mod supervisor;

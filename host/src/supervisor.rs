@@ -26,7 +26,7 @@ use crate::container::{
 };
 use crate::db::Db;
 use crate::error::{Error, IoContext, Result};
-use crate::ids::SessionId;
+use crate::ids::{AgentGroupId, SessionId};
 use crate::model_proxy::{Api, ModelProxy};
 use crate::sessions::inbound::{self, Retry};
 use crate::sessions::outbound;
@@ -398,6 +398,8 @@ impl Supervisor {
                     .io_context(|| format!("chown {}", agent.display()))?;
             }
         }
+        // The approved MCP servers, as the container config has them now.
+        crate::self_mod::write_mcp_servers_file(&config, &group.container_config)?;
         Ok(AgentDirs {
             agent,
             config,
@@ -554,6 +556,23 @@ impl Supervisor {
             tracing::warn!(session = %id, error = %e, "stop failed; killing");
             let _ = runner.kill(&name).await;
         }
+    }
+
+    /// Stops every running container of an agent group (its configuration changed: the next
+    /// wake uses the new one). Returns how many were stopped.
+    pub async fn stop_agent(&self, agent: &AgentGroupId, reason: &str) -> usize {
+        let ids: Vec<SessionId> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|r| r.session.agent_group_id == *agent)
+            .map(|r| r.session.id.clone())
+            .collect();
+        for id in &ids {
+            self.stop(id, reason).await;
+        }
+        ids.len()
     }
 
     /// Kills a session's container at once. Its turn counts as a failed try of the messages

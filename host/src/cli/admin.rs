@@ -832,6 +832,42 @@ fn approvals_cmd(paths: &Paths, db: &Db, format: Format, cmd: ApprovalsCmd) -> a
         ApprovalsCmd::List { all } => {
             let list =
                 db.read(|c| approvals::list(c, (!all).then_some(ApprovalStatus::Pending)))?;
+            let requests = crate::self_mod::list(db, all)?;
+            if format == Format::Json {
+                // One list: sender approvals, then agents' requests (env values left out).
+                let mut items: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<_, _>>()?;
+                items.extend(requests.iter().map(agent_request_json));
+                return output::list(format, &items, |_| Table::new(&[]));
+            }
+            if !requests.is_empty() {
+                let mut t = Table::new(&[
+                    "ID",
+                    "AGENT GROUP",
+                    "REQUEST",
+                    "STATUS",
+                    "ASKED",
+                    "DECIDED BY",
+                ]);
+                for r in &requests {
+                    t.row(vec![
+                        r.id.to_string(),
+                        r.agent_group_id.to_string(),
+                        crate::self_mod::describe(&r.change),
+                        r.status.to_string(),
+                        opt(r.approver_user_id.as_ref().map(|u| u.as_str())),
+                        opt(r.decided_by.as_ref().map(|u| u.as_str())),
+                    ]);
+                }
+                println!("Agent requests:");
+                t.write(&mut std::io::stdout().lock())?;
+                if list.is_empty() {
+                    return Ok(());
+                }
+                println!("\nSender approvals:");
+            }
             output::list(format, &list, |items| {
                 let mut t = Table::new(&[
                     "ID",
@@ -880,7 +916,48 @@ fn settle_held(paths: &Paths) -> &'static str {
     }
 }
 
+/// An agent request as `approvals list --json` shows it: the MCP server's environment by
+/// name only (values may be secrets).
+fn agent_request_json(r: &crate::store::agent_requests::AgentRequest) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["kind"] = serde_json::json!(r.change.kind().as_str());
+    v["request"] = serde_json::json!(crate::self_mod::describe(&r.change));
+    if let Some(env) = v
+        .pointer_mut("/change/server/env")
+        .and_then(|e| e.as_object_mut())
+    {
+        for value in env.values_mut() {
+            *value = serde_json::json!("(hidden)");
+        }
+    }
+    v
+}
+
+fn decide_agent_request(
+    paths: &Paths,
+    db: &Db,
+    id: &crate::ids::AgentRequestId,
+    allow: bool,
+) -> anyhow::Result<()> {
+    let r = db.write(|c| crate::self_mod::decide(c, id, allow, None))?;
+    let when = settle_held(paths);
+    let what = crate::self_mod::describe(&r.change);
+    if allow {
+        println!("approved: {what}; the daemon carries it out and tells the agent {when}");
+    } else {
+        println!("rejected: {what}; the agent is told {when}");
+    }
+    Ok(())
+}
+
 fn decide_cmd(paths: &Paths, db: &Db, approval: &str, allow: bool) -> anyhow::Result<()> {
+    if let Ok(id) = crate::ids::AgentRequestId::parse(approval)
+        && db
+            .read(|c| crate::store::agent_requests::get(c, &id))?
+            .is_some()
+    {
+        return decide_agent_request(paths, db, &id, allow);
+    }
     let id = crate::ids::ApprovalId::parse(approval)?;
     let a = db.write(|c| crate::approvals::decide(c, &id, allow, None))?;
     let who = a

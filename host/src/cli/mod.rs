@@ -211,14 +211,16 @@ pub enum PluginsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCmd {
-    /// Pending requests (all with --all).
+    /// Pending requests (all with --all): unknown senders, and agents asking for packages or
+    /// MCP servers.
     List {
         #[arg(long)]
         all: bool,
     },
-    /// Let the sender in (they become a member) and release their held messages.
+    /// Let the sender in (they become a member) and release their held messages; or carry
+    /// out an agent's request.
     Allow { approval: String },
-    /// Refuse the sender; their held messages are dropped.
+    /// Refuse the sender (their held messages are dropped), or an agent's request.
     Deny { approval: String },
 }
 

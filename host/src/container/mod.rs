@@ -30,6 +30,7 @@
 //!    `kill(name)`; both return once it is gone, and the exit event still arrives.
 
 mod docker;
+pub mod image_build;
 pub mod mounts;
 mod naming;
 mod spec;

@@ -1,11 +1,13 @@
-//! System rows: actions an agent asks the host to apply (scheduling, `create_agent`). The
-//! host applies them to its own records for that session only, then tells the agent how it
-//! went.
+//! System rows: actions an agent asks the host to apply. Scheduling actions change the
+//! host's records for that session only, then the agent is told how it went; `create_agent`
+//! is re-checked and applied by `agent_creation`; requests to change the agent itself
+//! (packages, MCP servers) go to `self_mod` and wait for an approver.
 
 use nanoclaw_schema::session::content::SystemAction;
 
 use super::{Delivery, Drained, Outcome, Platforms};
 use crate::scheduling;
+use crate::self_mod;
 use crate::sessions::Session;
 use crate::sessions::outbound::OutRow;
 
@@ -22,6 +24,22 @@ impl<P: Platforms> Delivery<P> {
                 .create_agent(session, row, name, instructions.as_deref(), out)
                 .await;
         }
+        if self_mod::change_of(action).is_some() {
+            return match self_mod::submit(&self.db, session, action, &row.key.as_string()) {
+                Ok(submitted) => {
+                    if let self_mod::Submitted::Ask(id) = submitted {
+                        out.agent_requests.push(id);
+                    }
+                    // A refusal note may be waiting for the writer.
+                    out.flush.push(session.clone());
+                    Outcome::Delivered(None)
+                }
+                Err(e) => Outcome::Retry {
+                    message: e.to_string(),
+                    retry_after: None,
+                },
+            };
+        }
         let note_id = format!("note-{}", row.key);
         match scheduling::apply(&self.db, session, action, &self.tz, &note_id) {
             Ok(applied) => {
@@ -33,6 +51,8 @@ impl<P: Platforms> Delivery<P> {
                         "task list of the session not refreshed now; it is with the next change");
                 }
                 out.flush.push(session.clone());
+                // The task timer looks again: a new or resumed task may be due soon.
+                out.tasks_changed = true;
                 Outcome::Delivered(None)
             }
             Err(e) => Outcome::Retry {

@@ -3,6 +3,7 @@
 //! [`crate::db::Db::write`].
 
 pub mod agent_groups;
+pub mod agent_requests;
 pub mod approvals;
 pub mod chat_requests;
 pub mod destinations;
