@@ -19,6 +19,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The package-install tests serve a local apt repository (dpkg-scanpackages).
+command -v dpkg-scanpackages >/dev/null 2>&1 || need+=(dpkg-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

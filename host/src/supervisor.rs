@@ -559,7 +559,8 @@ impl Supervisor {
     }
 
     /// Stops every running container of an agent group (its configuration changed: the next
-    /// wake uses the new one). Returns how many were stopped.
+    /// wake uses the new one) and waits, up to 15 s, until their exits are processed.
+    /// Returns how many were stopped.
     pub async fn stop_agent(&self, agent: &AgentGroupId, reason: &str) -> usize {
         let ids: Vec<SessionId> = self
             .running
@@ -571,6 +572,12 @@ impl Supervisor {
             .collect();
         for id in &ids {
             self.stop(id, reason).await;
+        }
+        // Return once the exits are processed, so a wake that follows starts a new container
+        // instead of finding the old one still counted as running.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while ids.iter().any(|id| self.is_running(id)) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         ids.len()
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use harness::apt;
 use harness::testchat::{ECHO, Setup, post};
 use harness::{Daemon, cli_ok, containers, require_engine, wait_until};
 use serde_json::{Value, json};
@@ -408,113 +409,13 @@ fn apt_agent_image(base: &str) -> String {
     tag
 }
 
-/// A flat apt repository holding one package, `nanoclaw-hello`, which installs
-/// `/usr/bin/nanoclaw-hello`.
-fn apt_repo(dir: &Path) {
-    let pkg = dir.join("pkg");
-    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(pkg.join("usr/bin")).unwrap();
-    std::fs::write(
-        pkg.join("DEBIAN/control"),
-        "Package: nanoclaw-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: NanoClaw tests <tests@localhost>\nDescription: a package served by the test\n",
-    )
-    .unwrap();
-    let bin = pkg.join("usr/bin/nanoclaw-hello");
-    std::fs::write(&bin, "#!/bin/sh\necho hello from the test package\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let repo = dir.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    let st = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(&pkg)
-        .arg(repo.join("nanoclaw-hello_1.0_all.deb"))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let scan = Command::new("dpkg-scanpackages")
-        .args([".", "/dev/null"])
-        .current_dir(&repo)
-        .output()
-        .unwrap();
-    assert!(
-        scan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&scan.stderr)
-    );
-    std::fs::write(repo.join("Packages"), &scan.stdout).unwrap();
-}
-
-/// Serves `dir` on 127.0.0.1 (a tiny HTTP/1.0 GET server) until dropped.
-struct Served {
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Served {
-    fn start(dir: PathBuf) -> Served {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((mut conn, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = [0u8; 4096];
-                let n = conn.read(&mut buf).unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let mut parts = req.split_whitespace();
-                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-                let name = path.trim_start_matches('/').trim_start_matches("./");
-                let file = (!name.contains("..") && !name.is_empty())
-                    .then(|| std::fs::read(dir.join(name)).ok())
-                    .flatten();
-                let _ = match file {
-                    Some(body) => {
-                        let _ = write!(
-                            conn,
-                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        );
-                        if method == "GET" {
-                            conn.write_all(&body)
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    None => write!(
-                        conn,
-                        "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    ),
-                };
-            }
-        });
-        Served { port, stop }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 #[test]
 fn an_approved_package_is_built_into_the_agents_image() {
     if !require_engine("an_approved_package_is_built_into_the_agents_image") {
         return;
     }
+    // The Claude image's build makes the Debian base this test layers on.
+    let _ = harness::claude_image();
     let Some(base) = debian_base() else {
         eprintln!(
             "SKIP an_approved_package_is_built_into_the_agents_image: no Debian base image \
@@ -523,8 +424,15 @@ fn an_approved_package_is_built_into_the_agents_image() {
         return;
     };
     let repo_dir = tempfile::tempdir().unwrap();
-    apt_repo(repo_dir.path());
-    let served = Served::start(repo_dir.path().join("repo"));
+    let repo = apt::repo(
+        repo_dir.path(),
+        "nanoclaw-hello",
+        &[(
+            "usr/bin/nanoclaw-hello",
+            "#!/bin/sh\necho hello from the test package\n",
+        )],
+    );
+    let served = apt::Served::start(repo);
     let agent_image = apt_agent_image(&base);
 
     let s = setup(ECHO);

@@ -618,3 +618,188 @@ fn create_agent_works_for_an_admin_and_never_for_anyone_else() {
     });
     assert!(!fx.groups().iter().any(|g| g == "spy"), "{:?}", fx.groups());
 }
+
+/// A minimal MCP server on stdio (one tool, `greet`), shipped in the test's apt package.
+const HELLO_MCP: &str = r#"#!/bin/sh
+# The test package's MCP server: answers initialize, tools/list and tools/call.
+while IFS= read -r line; do
+  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9][0-9]*\).*/\1/p')
+  [ -n "$id" ] || continue
+  case "$line" in
+    *'"method":"initialize"'*)
+      v=$(printf '%s' "$line" | sed -n 's/.*"protocolVersion":"\([^"]*\)".*/\1/p')
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"%s","capabilities":{"tools":{}},"serverInfo":{"name":"hello","version":"1.0"}}}\n' "$id" "$v" ;;
+    *'"method":"tools/list"'*)
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"greet","description":"Says hello","inputSchema":{"type":"object","properties":{}}}]}}\n' "$id" ;;
+    *'"method":"tools/call"'*)
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"hello from the packaged MCP server"}]}}\n' "$id" ;;
+    *)
+      printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+  esac
+done
+"#;
+
+impl Fx {
+    /// Waits for the next approval card in Ann's DM after `seen` of them, and clicks `label`.
+    fn decide(&self, seen: usize, label: &str) {
+        let cards = || -> Vec<Sent> {
+            self.sent("sendMessage", DM)
+                .into_iter()
+                .filter(|s| s.buttons.iter().flatten().any(|b| b.text == "Approve"))
+                .collect()
+        };
+        self.wait("an approval card", || cards().len() > seen);
+        let card = cards().remove(seen);
+        let button = card
+            .buttons
+            .iter()
+            .flatten()
+            .find(|b| b.text == label)
+            .expect("the button");
+        self.tg
+            .click(DM, card.message_id.unwrap(), &ann(), &button.callback_data)
+            .expect("click");
+    }
+
+    fn image_of(&self, folder: &str) -> String {
+        self.install.json(&["groups", "show", folder])["group"]["container_config"]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+#[test]
+fn approved_packages_and_mcp_servers_change_the_agent_and_denied_ones_do_not() {
+    if !require_engine("approved_packages_and_mcp_servers_change_the_agent_and_denied_ones_do_not")
+    {
+        return;
+    }
+    let Some(image) = claude_image() else {
+        return;
+    };
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = harness::apt::repo(
+        repo_dir.path(),
+        "nanoclaw-hello",
+        &[("usr/bin/hello-mcp", HELLO_MCP)],
+    );
+    let served = harness::apt::Served::start(repo);
+    let mut fx = Fx::new(image);
+    let env = fx.install.data.join(".env");
+    let mut text = std::fs::read_to_string(&env).unwrap();
+    text.push_str(&format!(
+        "NANOCLAW_APT_SOURCES=deb [trusted=yes] http://127.0.0.1:{}/ ./\n",
+        served.port
+    ));
+    std::fs::write(&env, text).unwrap();
+
+    let m = &fx.model;
+    m.push_rule(
+        Rule::on_text(
+            "install the hello package",
+            tool(
+                "install_packages",
+                json!({"apt": ["nanoclaw-hello"], "reason": "a greeting server"}),
+            ),
+        )
+        .with_tools()
+        .times(1),
+    );
+    m.push_rule(
+        Rule::on_tool_result("Install of", to("ann", "Waiting for approval."))
+            .with_tools()
+            .times(2),
+    );
+    m.push_rule(
+        Rule::on_text(
+            "Packages installed: nanoclaw-hello",
+            tool(
+                "add_mcp_server",
+                json!({"name": "hello", "command": "/usr/bin/hello-mcp"}),
+            ),
+        )
+        .with_tools()
+        .times(1),
+    );
+    m.push_rule(
+        Rule::on_tool_result(
+            "MCP server \"hello\" submitted",
+            to("ann", "Asked for the server."),
+        )
+        .with_tools()
+        .times(1),
+    );
+    m.push_rule(
+        Rule::on_text(
+            "MCP server hello added",
+            Reply::tool_use("mcp__hello__greet", json!({})),
+        )
+        .with_tools()
+        .times(1),
+    );
+    m.push_rule(
+        Rule::on_tool_result(
+            "hello from the packaged MCP server",
+            to("ann", "The new server says hello."),
+        )
+        .with_tools()
+        .times(1),
+    );
+    m.push_rule(
+        Rule::on_text(
+            "install cowsay",
+            tool("install_packages", json!({"apt": ["cowsay"]})),
+        )
+        .with_tools()
+        .times(1),
+    );
+    m.push_rule(
+        Rule::on_text("was rejected by", to("ann", "No cowsay then."))
+            .with_tools()
+            .times(1),
+    );
+    fx.start();
+
+    // Approved: the package is built into a new image layer from the local repository.
+    fx.dm("please install the hello package");
+    fx.wait_text(DM, "Waiting for approval.");
+    let base = fx.image_of("boss");
+    fx.decide(0, "Approve");
+    // Approved: the container restarts on the new image; the agent asks for the server.
+    fx.wait_text(DM, "Asked for the server.");
+    let layered = fx.image_of("boss");
+    assert_ne!(layered, base, "the agent runs a new image");
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "test",
+            &layered,
+            "-x",
+            "/usr/bin/hello-mcp",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the package's file is in the image");
+    fx.decide(1, "Approve");
+    // The restarted agent calls the new server's tool; its answer goes back to the model.
+    fx.wait_text(DM, "The new server says hello.");
+    let mcp =
+        std::fs::read_to_string(fx.install.data.join("config/boss/mcp-servers.json")).unwrap();
+    assert!(mcp.contains("/usr/bin/hello-mcp"), "{mcp}");
+
+    // Denied: nothing is built and the agent is told.
+    fx.dm("please install cowsay");
+    fx.wait_text(DM, "Waiting for approval.");
+    fx.decide(2, "Reject");
+    fx.wait_text(DM, "No cowsay then.");
+    assert_eq!(
+        fx.image_of("boss"),
+        layered,
+        "a denied request changes nothing"
+    );
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::common::{Profile, cargo_build, workspace_root};
 
+pub mod apt;
 pub mod discord;
 pub mod matrix;
 pub mod testchat;
