@@ -32,6 +32,7 @@ const PLACEHOLDERS: &[(&str, &str)] = &[
     ("<your name>", "Ann"),
     ("<agent name>", "Helper"),
     ("<session>", "sess-1"),
+    ("<task id>", "task-1"),
     ("<approval id>", "appr-1"),
     ("<dm id>", "42"),
     ("<instruction>", "Say hello"),

@@ -508,7 +508,7 @@ fn create_agent_works_for_an_admin_and_never_for_anyone_else() {
     );
     m.push_rule(
         Rule::on_text(
-            "Agent \"researcher\" created",
+            "created. Message it with",
             tool(
                 "send_message",
                 json!({"to": "researcher", "text": "Welcome, find sources on tides"}),

@@ -719,3 +719,56 @@ fn a_failing_task_script_acks_the_firing_failed_without_waking_the_agent() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(s.recorded().is_empty(), "the agent was not woken");
 }
+
+#[test]
+fn the_mock_calls_the_agents_tools_from_its_script() {
+    let mut s = Session::new();
+    s.destination("team", None, "channel", Some("slack"), Some("C42"), None);
+    s.write_mock_script(
+        r#"
+        [[rule]]
+        match = "^remind"
+        tools = [
+          { name = "send_message", args = { to = "team", text = "{sender} asked for a reminder" } },
+          { name = "schedule_task", args = { prompt = "Remind {sender}", every = "1h" } },
+        ]
+        reply = "Done: {tool_result}"
+
+        [[rule]]
+        match = "^bad"
+        tools = [{ name = "send_message", args = { to = "nowhere", text = "x" } }]
+        reply = "{tool_result}"
+        "#,
+    );
+    let _agent = Agent::mock(&s, &[]).ready();
+    s.send(Msg::chat("m1", "remind me hourly").sender("cli:ann", "Ann"));
+    assert!(wait_until(T, || s.out_rows().len() >= 3), "{:?}", s.texts());
+    let out = s.out_rows();
+    let team = out
+        .iter()
+        .find(|o| o.platform_id.as_deref() == Some("C42"))
+        .expect("to team");
+    assert_eq!(team.text, "Ann asked for a reminder");
+    assert_eq!(team.in_reply_to.as_deref(), Some("m1"));
+    let task = out
+        .iter()
+        .find(|o| o.kind == "system")
+        .expect("a system row");
+    assert_eq!(task.in_reply_to.as_deref(), Some("m1"));
+    let reply = out
+        .iter()
+        .find(|o| o.text.starts_with("Done:"))
+        .expect("the reply");
+    assert!(reply.text.contains("repeating ("), "{}", reply.text);
+
+    // A refused call's error reaches the script as `{tool_result}`; nothing else is written.
+    s.send(Msg::chat("m2", "bad idea"));
+    assert!(wait_until(T, || s.out_rows().len() >= 4));
+    let last = s.out_rows().pop().unwrap();
+    assert!(
+        last.text.starts_with("Error: unknown destination"),
+        "{}",
+        last.text
+    );
+    assert_eq!(s.out_rows().len(), 4);
+}

@@ -152,7 +152,17 @@ const FIRST_AGENT_MOCK: &str = r#"# Replies of the mock provider (no account or 
 
 [[rule]]
 match = "(?i)set you up as their personal agent"
-reply = "Hi! I'm {assistant}, your NanoClaw agent (running the mock provider). Say anything and I'll echo it back."
+reply = "Hi! I'm {assistant}, your NanoClaw agent (running the mock provider). Say anything and I'll echo it back, or try \"remind me every minute\"."
+
+# The mock calls the same tools Claude gets: here, a scheduled task (see `nanoclaw tasks list`).
+[[rule]]
+match = "(?i)^remind me every minute"
+tools = [{ name = "schedule_task", args = { prompt = "Remind {sender}: {text}", every = "1m" } }]
+reply = "Okay: {tool_result}"
+
+[[rule]]
+match = "(?i)^Remind .*: remind me"
+reply = "Reminder! (stop it with: nanoclaw tasks list, then nanoclaw tasks cancel <id>)"
 
 [[rule]]
 match = ".*"
