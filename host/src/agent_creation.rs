@@ -21,7 +21,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
-use nanoclaw_schema::session::content::{ChatIn, SystemIn};
+use nanoclaw_schema::session::content::ChatIn;
 use nanoclaw_schema::session::{AGENT_CHANNEL, InKind};
 use nanoclaw_schema::time;
 
@@ -228,19 +228,10 @@ fn queue_note(
     text: String,
     ok: bool,
 ) -> Result<()> {
-    let note = SystemIn {
-        text,
-        action: Some("create_agent".into()),
-        ok: Some(ok),
-    };
-    let content = serde_json::to_string(&note).map_err(|e| Error::Json {
-        context: "note".into(),
-        source: e,
-    })?;
     queue::push(
         c,
         &session.id,
-        &Queued::new(note_id, InKind::System, time::now(), content),
+        &Queued::note(note_id, "create_agent", Some(ok), text),
     )?;
     Ok(())
 }

@@ -10,9 +10,6 @@ use nanoclaw_plugin_api::kit::{ButtonChoice, decode_button_id};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-use nanoclaw_schema::session::InKind;
-use nanoclaw_schema::session::content::SystemIn;
-
 use crate::access::{self, Gate};
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -176,24 +173,15 @@ pub fn on_click(db: &Db, click: &Click) -> Result<Answer> {
             return Ok(Answer::Ignored("already answered, or timed out".into()));
         }
         let name = click.clicker.name.clone().unwrap_or_else(|| clicker.to_string());
-        let note = SystemIn {
-            text: format!("{name} ({clicker}) answered question {question_id}: {option}"),
-            action: Some("question_answer".into()),
-            ok: Some(true),
-        };
-        let content = serde_json::to_string(&note).map_err(|e| Error::Json {
-            context: "answer".into(),
-            source: e,
-        })?;
         let row = Queued {
             channel_type: Some(channel.to_string()),
             platform_id: Some(chat_id.to_string()),
             thread_id: click.thread_id.clone(),
-            ..Queued::new(
+            ..Queued::note(
                 format!("answer-{card_id}"),
-                InKind::System,
-                nanoclaw_schema::time::now(),
-                content,
+                "question_answer",
+                Some(true),
+                format!("{name} ({clicker}) answered question {question_id}: {option}"),
             )
         };
         queue::push(c, &session.id, &row)?;
@@ -236,23 +224,14 @@ pub fn expire_due(db: &Db, now: jiff::Timestamp) -> Result<Vec<Session>> {
                 (Some(a), Some(b)) => format!(" after {} s", b.as_second() - a.as_second()),
                 _ => String::new(),
             };
-            let note = SystemIn {
-                text: format!("Nobody answered question {question_id}{waited}; it is closed."),
-                action: Some("question_timeout".into()),
-                ok: Some(false),
-            };
-            let content = serde_json::to_string(&note).map_err(|e| Error::Json {
-                context: "timeout note".into(),
-                source: e,
-            })?;
             let row = Queued {
                 channel_type: Some(channel.to_string()),
                 platform_id: Some(chat_id.to_string()),
-                ..Queued::new(
+                ..Queued::note(
                     format!("timeout-{card_id}"),
-                    InKind::System,
-                    now_s.clone(),
-                    content,
+                    "question_timeout",
+                    Some(false),
+                    format!("Nobody answered question {question_id}{waited}; it is closed."),
                 )
             };
             queue::push(c, &session.id, &row)?;
@@ -271,6 +250,7 @@ mod tests {
     use crate::store::testing::{agent, chat};
     use crate::store::wirings::{self, SessionMode, WiringRules};
     use nanoclaw_plugin_api::kit::encode_button_id;
+    use nanoclaw_schema::session::content::SystemIn;
 
     #[test]
     fn an_unanswered_card_times_out_once_and_then_takes_no_clicks() {

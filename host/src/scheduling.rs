@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use nanoclaw_schema::session::InKind;
-use nanoclaw_schema::session::content::{SystemAction, SystemIn, TaskIn};
+use nanoclaw_schema::session::content::{SystemAction, TaskIn};
 use nanoclaw_schema::time;
 
 use crate::db::{Db, text_enum};
@@ -234,21 +234,17 @@ pub fn apply(
             },
             Err(e) => return Err(e),
         };
-        let note = SystemIn {
-            text: applied.note.clone(),
-            action: Some(action.name().to_string()),
-            ok: Some(applied.ok),
-        };
-        let content = serde_json::to_string(&note).map_err(|e| Error::Json {
-            context: "note".into(),
-            source: e,
-        })?;
         queue::push(
             c,
             &session.id,
             &Queued {
                 trigger: !applied.ok,
-                ..Queued::new(note_id, InKind::System, time::now(), content)
+                ..Queued::note(
+                    note_id,
+                    action.name(),
+                    Some(applied.ok),
+                    applied.note.clone(),
+                )
             },
         )?;
         Ok(applied)
@@ -726,20 +722,12 @@ pub fn record_outcome(
             )?;
             tracing::error!(task = %task.id, session = %session, failures, error,
                 "scheduled task paused itself after failing repeatedly; resume it with `nanoclaw tasks resume`");
-            let note = SystemIn {
-                text: format!(
-                    "Task {id} was paused after {failures} failed runs in a row. Last error: {error}. \
-                     Fix the cause, then resume it with resume_task (task_id \"{id}\"), or cancel it \
-                     with cancel_task.",
-                    id = task.id
-                ),
-                action: Some("task_paused".into()),
-                ok: Some(false),
-            };
-            let content = serde_json::to_string(&note).map_err(|e| Error::Json {
-                context: "note".into(),
-                source: e,
-            })?;
+            let text = format!(
+                "Task {id} was paused after {failures} failed runs in a row. Last error: {error}. \
+                 Fix the cause, then resume it with resume_task (task_id \"{id}\"), or cancel it \
+                 with cancel_task.",
+                id = task.id
+            );
             // Addressed like the task's firings, so the agent's answer reaches the same chat.
             let (channel_type, platform_id, thread_id) = task_address(c, &task.id)?;
             queue::push(
@@ -749,11 +737,11 @@ pub fn record_outcome(
                     channel_type,
                     platform_id,
                     thread_id,
-                    ..Queued::new(
+                    ..Queued::note(
                         format!("task-paused-{message_id}"),
-                        InKind::System,
-                        now_s,
-                        content,
+                        "task_paused",
+                        Some(false),
+                        text,
                     )
                 },
             )?;
@@ -1123,7 +1111,8 @@ mod tests {
                 )?)
             })
             .unwrap();
-        let note: SystemIn = serde_json::from_str(&note).unwrap();
+        let note: nanoclaw_schema::session::content::SystemIn =
+            serde_json::from_str(&note).unwrap();
         assert!(
             note.text.contains("paused after 3 failed runs"),
             "{}",

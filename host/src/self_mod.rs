@@ -16,8 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use nanoclaw_plugin_api::kit::{ButtonChoice, decode_button_id, encode_button_id};
-use nanoclaw_schema::session::InKind;
-use nanoclaw_schema::session::content::{SystemAction, SystemIn};
+use nanoclaw_schema::session::content::SystemAction;
 use nanoclaw_schema::session::selfmod::{self, MAX_MCP_SERVERS, MCP_SERVERS_FILE, McpServer};
 use rusqlite::Connection;
 use serde_json::{Value, json};
@@ -95,26 +94,12 @@ fn note(
     text: String,
     on_wake: bool,
 ) -> Result<()> {
-    let content = serde_json::to_string(&SystemIn {
-        text,
-        action: Some(action.to_string()),
-        ok: Some(ok),
-    })
-    .map_err(|e| Error::Json {
-        context: "note".into(),
-        source: e,
-    })?;
     queue::push(
         c,
         session,
         &Queued {
             on_wake,
-            ..Queued::new(
-                note_id,
-                InKind::System,
-                nanoclaw_schema::time::now(),
-                content,
-            )
+            ..Queued::note(note_id, action, Some(ok), text)
         },
     )?;
     Ok(())

@@ -1,4 +1,5 @@
 use super::*;
+use nanoclaw_schema::session::content::SystemIn;
 
 use nanoclaw_schema::session::content::TaskIn;
 

@@ -2,9 +2,6 @@
 //! the agent it is gone. A held message (waiting for an approver or for its chat to be
 //! wired) is forgotten, so an approval never replays what its sender took back.
 
-use nanoclaw_schema::session::InKind;
-use nanoclaw_schema::session::content::SystemIn;
-
 use super::{RouteOutcome, Routed, Router, row_id};
 use crate::error::{Error, Result};
 use crate::ids::{ChannelName, PlatformId};
@@ -114,25 +111,16 @@ impl Router {
         seq: i64,
         outcome: &mut RouteOutcome,
     ) -> Result<()> {
-        let content = SystemIn {
-            text: format!(
-                "The sender deleted message {seq}. Treat it as withdrawn; if you replied to it, \
-                 consider whether your reply still stands."
-            ),
-            action: Some("message_deleted".into()),
-            ok: None,
-        };
-        let content = serde_json::to_string(&content).map_err(|e| Error::Json {
-            context: "deletion note".into(),
-            source: e,
-        })?;
         let row = Queued {
             trigger: false,
-            ..Queued::new(
+            ..Queued::note(
                 format!("{id}:deleted"),
-                InKind::System,
-                nanoclaw_schema::time::now(),
-                content,
+                "message_deleted",
+                None,
+                format!(
+                    "The sender deleted message {seq}. Treat it as withdrawn; if you replied to \
+                     it, consider whether your reply still stands."
+                ),
             )
         };
         let queued = match self.sessions.try_insert(session, &row) {

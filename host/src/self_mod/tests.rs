@@ -4,6 +4,7 @@ use crate::router::Sender;
 use crate::sessions::{ContainerStatus, SessionStatus};
 use crate::store::roles::{self, Role, Scope};
 use crate::store::testing::{agent, chat, user};
+use nanoclaw_schema::session::content::SystemIn;
 
 struct Fx {
     db: Db,

@@ -39,6 +39,24 @@ pub struct Queued {
 
 impl Queued {
     /// A triggering message with no reply address; set the other fields with struct update.
+    /// A note from the host to the agent (a `system` row, triggering): how something it
+    /// asked for, or something about it, turned out. Set the other fields with struct update.
+    pub fn note(
+        id: impl Into<String>,
+        action: &str,
+        ok: Option<bool>,
+        text: impl Into<String>,
+    ) -> Self {
+        let note = nanoclaw_schema::session::content::SystemIn {
+            text: text.into(),
+            action: Some(action.to_string()),
+            ok,
+        };
+        // A struct of strings always serializes.
+        let content = serde_json::to_string(&note).unwrap_or_default();
+        Queued::new(id, InKind::System, nanoclaw_schema::time::now(), content)
+    }
+
     pub fn new(
         id: impl Into<String>,
         kind: InKind,
