@@ -135,7 +135,13 @@ impl Setup {
 }
 
 pub fn post(port: u16, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the webhook server");
+    // The daemon answers on its control socket a moment before the webhook server is bound.
+    let mut connected = None;
+    wait_until(Duration::from_secs(10), || {
+        connected = TcpStream::connect(("127.0.0.1", port)).ok();
+        connected.is_some()
+    });
+    let mut s = connected.expect("connect to the webhook server");
     write!(
         s,
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
