@@ -8,12 +8,11 @@ mod common;
 mod harness;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use harness::testchat::Setup;
-use harness::{Daemon, built, cli, cli_ok, require_engine, wait_until};
+use harness::{Daemon, cli, cli_ok, require_engine, wait_until};
 use serde_json::Value;
 
 /// This file's own agent image: the shared e2e tag may be rebuilt meanwhile by another
@@ -22,21 +21,7 @@ const IMAGE: &str = "nanoclaw-agent:e2e-tasks";
 
 fn image() -> &'static str {
     static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let out = Command::new("bash")
-            .arg(root.join("container/build.sh"))
-            .arg("--binary")
-            .arg(built().join("nanoclaw-agent"))
-            .args(["--tag", IMAGE])
-            .output()
-            .expect("run container/build.sh");
-        assert!(
-            out.status.success(),
-            "image build failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    DONE.get_or_init(|| harness::build_agent_image(IMAGE));
     IMAGE
 }
 

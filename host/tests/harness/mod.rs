@@ -65,22 +65,24 @@ pub fn built() -> &'static Path {
 /// Builds the agent image from the freshly built runner, once per process.
 pub fn image() -> &'static str {
     static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let agent = built().join("nanoclaw-agent");
-        let out = Command::new("bash")
-            .arg(workspace_root().join("container/build.sh"))
-            .arg("--binary")
-            .arg(&agent)
-            .args(["--tag", IMAGE])
-            .output()
-            .expect("run container/build.sh");
-        assert!(
-            out.status.success(),
-            "image build failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    DONE.get_or_init(|| build_agent_image(IMAGE));
     IMAGE
+}
+
+/// Builds the minimal agent image from the freshly built runner under `tag`.
+pub fn build_agent_image(tag: &str) {
+    let out = Command::new("bash")
+        .arg(workspace_root().join("container/build.sh"))
+        .arg("--binary")
+        .arg(built().join("nanoclaw-agent"))
+        .args(["--tag", tag])
+        .output()
+        .expect("run container/build.sh");
+    assert!(
+        out.status.success(),
+        "image build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The image of the test-only hostile agent (built from `tests/hostile-agent`).
