@@ -347,7 +347,7 @@ fn claude_uses_the_agents_tools_and_the_host_applies_them() {
         fx.tool_results()
     );
 
-    fx.dm("send me the report");
+    let asked = fx.dm("send me the report");
     fx.wait("the report as a document", || {
         !fx.sent("sendDocument", DM).is_empty()
     });
@@ -361,9 +361,10 @@ fn claude_uses_the_agents_tools_and_the_host_applies_them() {
     );
     fx.wait_text(DM, "Report sent.");
 
-    // A reaction to Ann's message and an edit of the agent's own reply, by the ids it sees.
-    let mine = fx.dm("nice work");
-    let seq = fx.seq_of_inbound(DM, mine);
+    // A reaction to Ann's earlier message and an edit of the agent's own reply, by the ids
+    // it sees. Both ids are known before "nice work" is sent, so the rules are in place
+    // before the agent can take the turn.
+    let seq = fx.seq_of_inbound(DM, asked);
     let done = fx.seq_of_reply(DM, "Report sent.");
     fx.model.push_rule(
         Rule::on_text(
@@ -389,11 +390,12 @@ fn claude_uses_the_agents_tools_and_the_host_applies_them() {
             .with_tools()
             .times(1),
     );
+    fx.dm("nice work");
     fx.wait("a reaction", || {
         !fx.sent("setMessageReaction", DM).is_empty()
     });
     let reaction = fx.sent("setMessageReaction", DM).remove(0);
-    assert_eq!(reaction.message_id, Some(mine));
+    assert_eq!(reaction.message_id, Some(asked));
     assert_eq!(reaction.reaction, ["👍"]);
     fx.wait("an edit", || !fx.sent("editMessageText", DM).is_empty());
     let edit = fx.sent("editMessageText", DM).remove(0);
