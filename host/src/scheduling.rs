@@ -19,8 +19,8 @@ use jiff::tz::TimeZone;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use nanoclaw_schema::session::InKind;
 use nanoclaw_schema::session::content::{SystemAction, TaskIn};
+use nanoclaw_schema::session::{AGENT_CHANNEL, InKind};
 use nanoclaw_schema::time;
 
 use crate::db::{Db, text_enum};
@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::ids::{AgentGroupId, SessionId, TaskId};
 use crate::sessions::queue::{self, Queued};
 use crate::sessions::{Session, SessionStore, registry};
+use crate::store::destinations::{self, Target};
 
 text_enum! {
     TaskStatus, "task status" {
@@ -53,10 +54,14 @@ pub struct Task {
     pub consecutive_failures: i64,
     pub last_error: Option<String>,
     pub last_failure_at: Option<String>,
+    /// The destination (local name) its runs are addressed to; `None`: the session's chat.
+    pub destination: Option<String>,
 }
 
 const COLUMNS: &str = "id, session_id, prompt, script, recurrence, next_run, status, last_run, run_count, \
-     consecutive_failures, last_error, last_failure_at";
+     consecutive_failures, last_error, last_failure_at, destination";
+/// How many columns [`COLUMNS`] names.
+const COLUMN_COUNT: usize = 13;
 
 /// Failed firings in a row after which a task pauses itself.
 pub const MAX_CONSECUTIVE_FAILURES: i64 = 3;
@@ -112,6 +117,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         consecutive_failures: r.get(9)?,
         last_error: r.get(10)?,
         last_failure_at: r.get(11)?,
+        destination: r.get(12)?,
     })
 }
 
@@ -189,8 +195,8 @@ pub fn list_all(
         .query_map(params![agent, status], |r| {
             Ok(ListedTask {
                 task: from_row(r)?,
-                agent_group_id: r.get(12)?,
-                agent: r.get(13)?,
+                agent_group_id: r.get(COLUMN_COUNT)?,
+                agent: r.get(COLUMN_COUNT + 1)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -274,6 +280,7 @@ fn apply_in(
             process_after,
             recurrence,
             script,
+            to,
         } => {
             let id = TaskId::parse(task_id)?;
             if prompt.trim().is_empty() {
@@ -288,12 +295,12 @@ fn apply_in(
                     "task id {task_id:?} is already used"
                 )));
             }
-            let routing = routing(c, session)?;
+            let (destination, address) = task_target(c, session, to.as_deref())?;
             c.execute(
                 &format!(
                     "INSERT INTO scheduled_tasks ({COLUMNS}, agent_group_id, channel_type, platform_id, thread_id,
                      created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', NULL, 0, 0, NULL, NULL,
-                     ?7, ?8, ?9, ?10, ?11, ?11)"
+                     ?7, ?8, ?9, ?10, ?11, ?12, ?12)"
                 ),
                 params![
                     id,
@@ -302,19 +309,23 @@ fn apply_in(
                     script.as_deref().filter(|s| !s.trim().is_empty()),
                     recurrence.as_deref().map(str::trim),
                     time::format(first),
+                    destination,
                     session.agent_group_id,
-                    routing.0,
-                    routing.1,
-                    routing.2,
+                    address.0,
+                    address.1,
+                    address.2,
                     now
                 ],
             )?;
+            let to = destination
+                .map(|d| format!(", runs sent to {d}"))
+                .unwrap_or_default();
             Ok(match recurrence {
                 Some(r) => format!(
-                    "task {task_id} scheduled from {} repeating ({r})",
+                    "task {task_id} scheduled from {} repeating ({r}){to}",
                     time::format(first)
                 ),
-                None => format!("task {task_id} scheduled for {}", time::format(first)),
+                None => format!("task {task_id} scheduled for {}{to}", time::format(first)),
             })
         }
         SystemAction::CancelTask { task_id } => {
@@ -338,6 +349,7 @@ fn apply_in(
             process_after,
             recurrence,
             script,
+            to,
         } => {
             let t = own_task(c, session, task_id)?;
             if matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled) {
@@ -347,6 +359,7 @@ fn apply_in(
                 && process_after.is_none()
                 && recurrence.is_none()
                 && script.is_none()
+                && to.is_none()
             {
                 return Err(Error::invalid("nothing to update"));
             }
@@ -381,6 +394,15 @@ fn apply_in(
                 c.execute(
                     "UPDATE scheduled_tasks SET script = ?2 WHERE id = ?1",
                     params![t.id, (!s.is_empty()).then_some(s)],
+                )?;
+            }
+            if let Some(to) = to {
+                let (destination, (channel_type, platform_id, thread_id)) =
+                    task_target(c, session, Some(to.as_str()))?;
+                c.execute(
+                    "UPDATE scheduled_tasks SET destination = ?2, channel_type = ?3, platform_id = ?4,
+                     thread_id = ?5 WHERE id = ?1",
+                    params![t.id, destination, channel_type, platform_id, thread_id],
                 )?;
             }
             c.execute(
@@ -459,11 +481,40 @@ fn set_status(c: &Connection, id: &TaskId, status: TaskStatus) -> Result<()> {
     Ok(())
 }
 
-/// The reply address of a session's origin chat (tasks answer there).
-fn routing(
+/// Where a task's runs go: the destination `to` of the session's agent (its name and
+/// address), or the session's own chat when `to` is absent or empty. The outbound ACL still
+/// checks every reply, so a destination removed later reaches nobody.
+fn task_target(
     c: &Connection,
     session: &Session,
-) -> Result<(Option<String>, Option<String>, Option<String>)> {
+    to: Option<&str>,
+) -> Result<(Option<String>, Address)> {
+    let Some(name) = to.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok((None, routing(c, session)?));
+    };
+    let dest = destinations::find(c, &session.agent_group_id, name)?
+        .ok_or_else(|| Error::not_found("destination", name))?;
+    let address = match &dest.target {
+        Target::Channel(chat_id) => {
+            let chat = crate::store::messaging_groups::get(c, chat_id)?
+                .ok_or_else(|| Error::not_found("destination", name))?;
+            (
+                Some(chat.channel_type.to_string()),
+                Some(chat.platform_id.to_string()),
+                None,
+            )
+        }
+        Target::Agent(agent) => (
+            Some(AGENT_CHANNEL.to_string()),
+            Some(agent.to_string()),
+            None,
+        ),
+    };
+    Ok((Some(dest.local_name), address))
+}
+
+/// The reply address of a session's origin chat (tasks answer there by default).
+fn routing(c: &Connection, session: &Session) -> Result<Address> {
     let Some(chat_id) = &session.messaging_group_id else {
         return Ok((None, None, None));
     };
@@ -484,10 +535,14 @@ pub fn project(db: &Db, sessions: &SessionStore, session: &Session) -> Result<()
     sessions.with_inbound(session, |db| {
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM scheduled_tasks", [])?;
-        for t in tasks.iter().filter(|t| matches!(t.status, TaskStatus::Active | TaskStatus::Paused)) {
+        for t in tasks
+            .iter()
+            .filter(|t| matches!(t.status, TaskStatus::Active | TaskStatus::Paused))
+        {
             tx.execute(
-                "INSERT INTO scheduled_tasks (id, prompt, recurrence, next_run, status) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![t.id, t.prompt, t.recurrence, t.next_run, t.status],
+                "INSERT INTO scheduled_tasks (id, prompt, recurrence, next_run, status, destination)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![t.id, t.prompt, t.recurrence, t.next_run, t.status, t.destination],
             )?;
         }
         tx.commit()?;
@@ -810,6 +865,7 @@ mod tests {
             process_after: at.into(),
             recurrence: recurrence.map(str::to_string),
             script: None,
+            to: None,
         };
         apply(
             &f.db,
@@ -936,6 +992,111 @@ mod tests {
         assert!(r.ok);
     }
 
+    /// A task sent to another destination: its runs are addressed there (so the agent's
+    /// reply goes there), the agent can list where, and moving it back works.
+    #[test]
+    fn a_task_can_be_addressed_to_a_destination() {
+        let f = fx();
+        let team = chat(&f.db, "telegram:-100", Some("team"), true);
+        f.db.write(|c| {
+            destinations::add(
+                c,
+                &f.session.agent_group_id,
+                Some("team"),
+                Target::Channel(team.id.clone()),
+            )
+        })
+        .unwrap();
+        let run = |a: SystemAction| {
+            apply(
+                &f.db,
+                &f.session,
+                &a,
+                &TimeZone::UTC,
+                &crate::ids::generate("note"),
+            )
+            .unwrap()
+        };
+        let with_to = |id: &str, to: &str| SystemAction::ScheduleTask {
+            task_id: id.into(),
+            prompt: "post the standup".into(),
+            process_after: "2026-01-01T09:00:00Z".into(),
+            recurrence: None,
+            script: None,
+            to: Some(to.into()),
+        };
+        let r = run(with_to("lost", "nowhere"));
+        assert!(!r.ok && r.note.contains("nowhere"), "{}", r.note);
+        assert!(
+            f.db.read(|c| get(c, &TaskId::parse("lost")?))
+                .unwrap()
+                .is_none()
+        );
+
+        let r = run(with_to("standup", "team"));
+        assert!(r.ok && r.note.contains("sent to team"), "{}", r.note);
+        let id = TaskId::parse("standup").unwrap();
+        let address = || f.db.read(|c| task_address(c, &id)).unwrap();
+        assert_eq!(
+            address(),
+            (Some("telegram".into()), Some("-100".into()), None)
+        );
+        project(&f.db, &f.sessions, &f.session).unwrap();
+        let listed: Option<String> = f
+            .sessions
+            .with_inbound(&f.session, |c| {
+                Ok(c.query_row("SELECT destination FROM scheduled_tasks", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(listed.as_deref(), Some("team"));
+
+        let at: Timestamp = "2026-01-01T09:00:00Z".parse().unwrap();
+        assert_eq!(fire_due(&f.db, at, &TimeZone::UTC).unwrap().len(), 1);
+        let fired: (Option<String>, Option<String>) = {
+            crate::sessions::writer::flush(&f.db, &f.sessions, &f.session).unwrap();
+            f.sessions
+                .with_inbound(&f.session, |c| {
+                    Ok(c.query_row(
+                        "SELECT channel_type, platform_id FROM messages_in WHERE kind = 'task'",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?)
+                })
+                .unwrap()
+        };
+        assert_eq!(fired, (Some("telegram".into()), Some("-100".into())));
+
+        // Back to the session's own chat.
+        schedule(&f, "daily", "2026-01-02T09:00:00Z", Some("0 9 * * *"));
+        let back = SystemAction::UpdateTask {
+            task_id: "daily".into(),
+            prompt: None,
+            process_after: None,
+            recurrence: None,
+            script: None,
+            to: Some("team".into()),
+        };
+        assert!(run(back).ok);
+        let daily = TaskId::parse("daily").unwrap();
+        let t = f.db.read(|c| get(c, &daily)).unwrap().unwrap();
+        assert_eq!(t.destination.as_deref(), Some("team"));
+        let home = SystemAction::UpdateTask {
+            task_id: "daily".into(),
+            prompt: None,
+            process_after: None,
+            recurrence: None,
+            script: None,
+            to: Some(String::new()),
+        };
+        assert!(run(home).ok);
+        let t = f.db.read(|c| get(c, &daily)).unwrap().unwrap();
+        assert_eq!(t.destination, None);
+        assert_eq!(
+            f.db.read(|c| task_address(c, &daily)).unwrap(),
+            (Some("telegram".into()), Some("5".into()), None)
+        );
+    }
+
     #[test]
     fn pause_resume_update() {
         let f = fx();
@@ -973,6 +1134,7 @@ mod tests {
             process_after: None,
             recurrence: Some(String::new()),
             script: None,
+            to: None,
         };
         assert!(run(upd).ok);
         let task =

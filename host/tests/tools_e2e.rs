@@ -440,14 +440,15 @@ fn claude_uses_the_agents_tools_and_the_host_applies_them() {
         "the answer reached the model"
     );
 
-    // A task scheduled a few seconds ahead fires into the session; its answer is delivered.
+    // A task scheduled a few seconds ahead, for the team, fires into the session as a task
+    // from the team; its answer is delivered there.
     let at = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8)).to_string();
     fx.model.push_rule(
         Rule::on_text(
-            "remind me",
+            "remind the team",
             tool(
                 "schedule_task",
-                json!({"prompt": "Water the plants now", "at": at}),
+                json!({"prompt": "Water the plants now", "at": at, "to": "team"}),
             ),
         )
         .with_tools()
@@ -461,19 +462,25 @@ fn claude_uses_the_agents_tools_and_the_host_applies_them() {
     fx.model.push_rule(
         Rule::on_text(
             "Water the plants now",
-            to("ann", "Time to water the plants!"),
+            to("team", "Time to water the plants!"),
         )
         .with_tools()
         .times(1),
     );
-    fx.dm("remind me to water the plants");
+    fx.dm("remind the team to water the plants");
     fx.wait_text(DM, "Reminder set.");
-    fx.wait_text(DM, "Time to water the plants!");
+    fx.wait_text(TEAM, "Time to water the plants!");
+    let fired = fx
+        .model
+        .requests()
+        .iter()
+        .flat_map(|r| r.user_texts())
+        .find(|t| t.contains("Water the plants now") && t.contains("<task"))
+        .expect("the task reached the model");
+    assert!(fired.contains("from=\"team\""), "{fired}");
     let tasks = fx.install.json(&["tasks", "list"]);
-    assert!(
-        tasks.to_string().contains("Water the plants now"),
-        "{tasks}"
-    );
+    assert_eq!(tasks[0]["destination"], "team", "{tasks}");
+    assert_eq!(tasks[0]["prompt"], "Water the plants now", "{tasks}");
 
     // Every model request carried the host's key; the container never saw it.
     for r in fx.model.requests() {

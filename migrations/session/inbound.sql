@@ -86,5 +86,7 @@ CREATE TABLE IF NOT EXISTS scheduled_tasks (
     prompt      TEXT NOT NULL,
     recurrence  TEXT,
     next_run    TEXT,
-    status      TEXT NOT NULL
+    status      TEXT NOT NULL,
+    -- The destination (local name) its runs are addressed to; NULL: this session's chat.
+    destination TEXT
 );

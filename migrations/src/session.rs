@@ -23,8 +23,16 @@ pub use layout::{
 pub const INBOUND_SCHEMA: &str = include_str!("../session/inbound.sql");
 /// Schema of `outbound.db` (idempotent: `CREATE ... IF NOT EXISTS`).
 pub const OUTBOUND_SCHEMA: &str = include_str!("../session/outbound.sql");
-/// Version of both session schemas, stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+/// Version of both session schemas, stored in `PRAGMA user_version`. The host brings an older
+/// `inbound.db` up to it with [`INBOUND_UPGRADES`] before the session's container starts;
+/// `outbound.db` has not changed since version 2.
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The steps that bring an older `inbound.db` up to date: `(version reached, SQL)`, in order.
+pub const INBOUND_UPGRADES: &[(i64, &str)] = &[(
+    3,
+    "ALTER TABLE scheduled_tasks ADD COLUMN destination TEXT;",
+)];
 
 /// `channel_type` of rows addressed to or from another agent; `platform_id` is then the
 /// agent group id.

@@ -147,6 +147,8 @@ pub struct TaskView {
     pub recurrence: Option<String>,
     pub next_run: Option<String>,
     pub status: String,
+    /// The destination its runs are addressed to; `None`: this conversation.
+    pub destination: Option<String>,
 }
 
 /// `messages_in` rows the runner may take now. `?1` = now (stored timestamp format), `?2` =
@@ -525,7 +527,7 @@ impl SessionDb {
     pub fn tasks(&self) -> Result<Vec<TaskView>> {
         retry(|| {
             let mut stmt = self.inbound.prepare_cached(
-                "SELECT id, prompt, recurrence, next_run, status FROM scheduled_tasks ORDER BY id",
+                "SELECT id, prompt, recurrence, next_run, status, destination FROM scheduled_tasks ORDER BY id",
             )?;
             let rows = stmt
                 .query_map([], |r| {
@@ -535,6 +537,7 @@ impl SessionDb {
                         recurrence: r.get(2)?,
                         next_run: r.get(3)?,
                         status: r.get(4)?,
+                        destination: r.get(5)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -1083,6 +1083,7 @@ fn tasks_cmd(paths: &Paths, db: &Db, format: Format, cmd: TasksCmd) -> anyhow::R
                     "STATUS",
                     "NEXT RUN",
                     "RECURRENCE",
+                    "TO",
                     "FAILURES",
                     "PROMPT",
                 ]);
@@ -1103,6 +1104,7 @@ fn tasks_cmd(paths: &Paths, db: &Db, format: Format, cmd: TasksCmd) -> anyhow::R
                         task.status.to_string(),
                         next,
                         opt(task.recurrence.as_deref()),
+                        opt(task.destination.as_deref()),
                         failures,
                         preview(&task.prompt, PROMPT_PREVIEW_CHARS),
                     ]);

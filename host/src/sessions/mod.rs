@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use rusqlite::Connection;
 
-use nanoclaw_schema::session::{INBOUND_SCHEMA, OUTBOUND_SCHEMA, SCHEMA_VERSION};
+use nanoclaw_schema::session::{INBOUND_SCHEMA, INBOUND_UPGRADES, OUTBOUND_SCHEMA, SCHEMA_VERSION};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -183,7 +183,9 @@ impl SessionStore {
     ) -> Result<T> {
         let conn = cached(&self.inbound, &s.id, || {
             let dir = self.prepare(s)?;
-            open_session_db(&dir.inbound_db(), HOST_BUSY_TIMEOUT)
+            let conn = open_session_db(&dir.inbound_db(), HOST_BUSY_TIMEOUT)?;
+            upgrade_inbound(&conn)?;
+            Ok(conn)
         })?;
         let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
@@ -428,6 +430,22 @@ pub fn open_session_db(path: &Path, busy: Duration) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Brings an `inbound.db` made by an older nanoclaw up to [`SCHEMA_VERSION`], one step per
+/// transaction.
+fn upgrade_inbound(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (to, sql) in INBOUND_UPGRADES.iter().filter(|(to, _)| *to > version) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql} PRAGMA user_version = {to}; COMMIT;"
+        ))
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
+        tracing::info!(version = to, "session inbound.db upgraded");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,6 +621,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn an_older_inbound_db_is_upgraded_when_the_host_opens_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = db();
+        let store = SessionStore::new(tmp.path());
+        let a = agent(&db, "A");
+        let c = chat(&db, "telegram:1", None, false);
+        let (s, _) = db
+            .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
+            .unwrap();
+        let path = store.prepare(&s).unwrap().inbound_db();
+        // The shape version 2 had.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "ALTER TABLE scheduled_tasks DROP COLUMN destination; PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        let (version, has_column) = store
+            .with_inbound(&s, |c| {
+                let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                let n: i64 = c.query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('scheduled_tasks') WHERE name = 'destination'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((v, n == 1))
+            })
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert!(has_column);
     }
 
     #[test]

@@ -139,6 +139,10 @@ pub enum SystemAction {
         recurrence: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         script: Option<String>,
+        /// The destination (local name) each run is addressed to; the session's own chat if
+        /// absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
     },
     CancelTask {
         task_id: String,
@@ -161,6 +165,9 @@ pub enum SystemAction {
         /// `Some("")` clears the script.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         script: Option<String>,
+        /// `Some("")` addresses the runs to the session's own chat again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
     },
     /// A new agent group, created for the agent's admin (the host checks that the message the
     /// row answers, `in_reply_to`, is the session's newest trigger and came from an admin).

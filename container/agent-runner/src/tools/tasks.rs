@@ -41,6 +41,7 @@ pub(super) fn specs(destinations: &[Destination]) -> Vec<ToolSpec> {
         "properties": {
             "task_id": {"type": "string"},
             "prompt": {"type": "string"},
+            "to": to_schema(destinations),
             "script": {"type": "string", "description": "\"\" removes the script."},
         },
         "required": ["task_id"],
@@ -56,7 +57,8 @@ pub(super) fn specs(destinations: &[Destination]) -> Vec<ToolSpec> {
         ToolSpec {
             name: "schedule_task",
             description: "Schedule a task: once (`at`), or repeating (`every` or `cron`, \
-                          starting at `at` or the next occurrence)."
+                          starting at `at` or the next occurrence). Each run comes to you as a \
+                          task message from `to` (default: this chat); answer it there."
                 .into(),
             schema: schedule,
         },
@@ -108,6 +110,7 @@ pub(super) struct Update {
     every: Option<String>,
     cron: Option<String>,
     script: Option<String>,
+    to: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,14 +120,12 @@ pub(super) struct ById {
 
 impl Toolbox {
     pub(super) fn schedule_task(&mut self, a: Schedule) -> ToolResult {
-        let mut prompt = check_prompt(&a.prompt)?;
-        if let Some(to) = a.to.as_deref().filter(|t| !t.trim().is_empty()) {
-            let dest = self.resolve(Some(to))?;
-            prompt.push_str(&format!(
-                "\n\n(When this runs, send the result to {}.)",
-                dest.name
-            ));
-        }
+        let prompt = check_prompt(&a.prompt)?;
+        // Checked here for a clear answer; the host checks again against its own records.
+        let to = match a.to.as_deref().filter(|t| !t.trim().is_empty()) {
+            Some(to) => Some(self.resolve(Some(to))?.name),
+            None => None,
+        };
         let script = check_script(a.script)?;
         let recurrence = self.recurrence(a.every.as_deref(), a.cron.as_deref())?;
         let first = match (&a.at, &recurrence) {
@@ -143,11 +144,13 @@ impl Toolbox {
             process_after: time::format(first),
             recurrence: recurrence.clone(),
             script,
+            to: to.clone(),
         })?;
         let when = self.local(first);
+        let to = to.map(|d| format!(", sent to {d}")).unwrap_or_default();
         Ok(match recurrence {
-            Some(r) => format!("Task {task_id} requested: first run {when}, repeating ({r})."),
-            None => format!("Task {task_id} requested for {when}."),
+            Some(r) => format!("Task {task_id} requested: first run {when}, repeating ({r}){to}."),
+            None => format!("Task {task_id} requested for {when}{to}."),
         } + " The host confirms it with a system message only if it fails.")
     }
 
@@ -166,12 +169,16 @@ impl Toolbox {
                     .map_or_else(|| "-".to_string(), |ts| self.local(ts));
                 let preview: String = t.prompt.chars().take(80).collect();
                 format!(
-                    "- {} [{}] next {next}{}: {preview}",
+                    "- {} [{}] next {next}{}{}: {preview}",
                     t.id,
                     t.status,
                     t.recurrence
                         .as_deref()
                         .map(|r| format!(" repeating ({r})"))
+                        .unwrap_or_default(),
+                    t.destination
+                        .as_deref()
+                        .map(|d| format!(" to {d}"))
                         .unwrap_or_default()
                 )
             })
@@ -196,7 +203,18 @@ impl Toolbox {
             Some(s) if s.is_empty() => Some(s),
             other => check_script(other)?,
         };
-        if prompt.is_none() && recurrence.is_none() && process_after.is_none() && script.is_none() {
+        // "" sends the runs to this conversation again.
+        let to = match a.to {
+            Some(to) if to.trim().is_empty() => Some(String::new()),
+            Some(to) => Some(self.resolve(Some(&to))?.name),
+            None => None,
+        };
+        if prompt.is_none()
+            && recurrence.is_none()
+            && process_after.is_none()
+            && script.is_none()
+            && to.is_none()
+        {
             return Err(ToolError::new("nothing to change"));
         }
         self.write_system(&SystemAction::UpdateTask {
@@ -205,6 +223,7 @@ impl Toolbox {
             process_after,
             recurrence,
             script,
+            to,
         })?;
         Ok(format!("Update of task {} requested.", a.task_id))
     }

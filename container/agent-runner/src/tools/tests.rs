@@ -389,6 +389,13 @@ fn questions_tasks_and_requests_become_the_hosts_shapes() {
     tools
         .call("update_task", json!({"task_id": "task-1", "every": ""}))
         .unwrap();
+    assert!(
+        tools
+            .call("update_task", json!({"task_id": "task-1", "to": "nowhere"}))
+            .unwrap_err()
+            .0
+            .contains("nowhere")
+    );
     tools
         .call(
             "install_packages",
@@ -436,10 +443,17 @@ fn questions_tasks_and_requests_become_the_hosts_shapes() {
         .collect();
     match &actions[0] {
         SystemAction::ScheduleTask {
-            prompt, recurrence, ..
+            prompt,
+            recurrence,
+            to,
+            ..
         } => {
             assert_eq!(recurrence.as_deref(), Some("*/15 * * * *"));
-            assert!(prompt.contains("send the result to family"), "{prompt}");
+            assert_eq!(to.as_deref(), Some("family"));
+            assert!(
+                !prompt.contains("family"),
+                "the prompt stays the agent's: {prompt}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -477,13 +491,15 @@ fn list_tasks_reads_the_hosts_projection() {
     assert_eq!(tools.call("list_tasks", Value::Null).unwrap(), "No tasks.");
     s.inbound
         .execute(
-            "INSERT INTO scheduled_tasks (id, prompt, recurrence, next_run, status) VALUES ('task-1', 'water the plants', '0 9 * * *', '2099-01-01T09:00:00.000Z', 'paused')",
+            "INSERT INTO scheduled_tasks (id, prompt, recurrence, next_run, status, destination) VALUES ('task-1', 'water the plants', '0 9 * * *', '2099-01-01T09:00:00.000Z', 'paused', 'family')",
             [],
         )
         .unwrap();
     let listed = tools.call("list_tasks", Value::Null).unwrap();
     assert!(
-        listed.contains("task-1 [paused]") && listed.contains("water the plants"),
+        listed.contains("task-1 [paused]")
+            && listed.contains("to family")
+            && listed.contains("water the plants"),
         "{listed}"
     );
     assert!(tools.call("no_such_tool", Value::Null).is_err());
