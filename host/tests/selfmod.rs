@@ -424,13 +424,21 @@ fn an_approved_package_is_built_into_the_agents_image() {
         return;
     };
     let repo_dir = tempfile::tempdir().unwrap();
+    // Besides the package asked for, stand-ins for Debian's `nodejs` and `npm`: the Debian
+    // base has no npm, so npm packages bring them. This `npm` records how it was called.
     let repo = apt::repo(
         repo_dir.path(),
-        "nanoclaw-hello",
-        &[(
-            "usr/bin/nanoclaw-hello",
-            "#!/bin/sh\necho hello from the test package\n",
-        )],
+        &[
+            (
+                "nanoclaw-hello",
+                &[(
+                    "usr/bin/nanoclaw-hello",
+                    "#!/bin/sh\necho hello from the test package\n",
+                )],
+            ),
+            ("nodejs", &[("usr/bin/node", "#!/bin/sh\nexit 0\n")]),
+            ("npm", &[("usr/bin/npm", FAKE_NPM)]),
+        ],
     );
     let served = apt::Served::start(repo);
     let agent_image = apt_agent_image(&base);
@@ -443,8 +451,9 @@ fn an_approved_package_is_built_into_the_agents_image() {
     std::fs::write(
         s.data.join(".env"),
         format!(
-            "NANOCLAW_APT_SOURCES=deb [trusted=yes] http://127.0.0.1:{}/ ./\n",
-            served.port
+            "NANOCLAW_APT_SOURCES=deb [trusted=yes] http://127.0.0.1:{port}/ ./\n\
+             NANOCLAW_NPM_REGISTRY=http://127.0.0.1:{port}/npm/\n",
+            port = served.port
         ),
     )
     .unwrap();
@@ -563,7 +572,69 @@ fn an_approved_package_is_built_into_the_agents_image() {
     assert_eq!(String::from_utf8_lossy(&used.stdout).trim(), image);
     s.say("room", "alice", "m2", "still there?");
     s.expect_delivered(&daemon, "room", 2);
-    // The image goes once no container uses it.
+
+    // An npm package on a base without npm: the layer is rebuilt from the base with both
+    // requests, npm comes from the apt sources, and npm installs from the operator's registry.
+    write_action(
+        &dir,
+        "pkg-2",
+        // Above any seq the agent's replies have taken so far.
+        2001,
+        json!({"action": "install_packages", "npm": ["left-pad"], "reason": "padding"}),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || cards(&s).iter().any(|c| {
+            c["text"].as_str().unwrap_or_default().contains("left-pad")
+        })),
+        "no card for left-pad\n{}",
+        daemon.log()
+    );
+    let card = cards(&s)
+        .into_iter()
+        .rfind(|c| c["text"].as_str().unwrap_or_default().contains("left-pad"))
+        .unwrap();
+    click(
+        &s,
+        OWNER_DM,
+        card["id"].as_str().unwrap(),
+        OWNER,
+        &button(&card, "Approve"),
+    );
+    let note = wait_for_note(&dir, &daemon, "left-pad");
+    assert!(note.contains("Packages installed"), "{note}");
+    let config = container_config(&s);
+    assert_eq!(config["packages"]["apt"], json!(["nanoclaw-hello"]));
+    assert_eq!(config["packages"]["npm"], json!(["left-pad"]));
+    let with_npm = config["image"].as_str().unwrap().to_string();
+    assert_ne!(with_npm, image);
+    let calls = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "/bin/cat",
+            &with_npm,
+            "/usr/local/lib/npm-calls",
+        ])
+        .output()
+        .unwrap();
+    let calls = String::from_utf8_lossy(&calls.stdout);
+    assert!(
+        calls.contains(&format!(
+            "install -g --no-fund --no-audit left-pad registry=http://127.0.0.1:{}/npm/",
+            served.port
+        )),
+        "{calls}"
+    );
+    // The images go once no container uses them.
     drop(daemon);
-    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &image, &with_npm])
+        .output();
 }
+
+/// A stand-in for npm: appends each call and the registry it was given.
+const FAKE_NPM: &str =
+    "#!/bin/sh\necho \"$* registry=$npm_config_registry\" >> /usr/local/lib/npm-calls\n";

@@ -690,8 +690,7 @@ fn approved_packages_and_mcp_servers_change_the_agent_and_denied_ones_do_not() {
     let repo_dir = tempfile::tempdir().unwrap();
     let repo = harness::apt::repo(
         repo_dir.path(),
-        "nanoclaw-hello",
-        &[("usr/bin/hello-mcp", HELLO_MCP)],
+        &[("nanoclaw-hello", &[("usr/bin/hello-mcp", HELLO_MCP)])],
     );
     let served = harness::apt::Served::start(repo);
     let mut fx = Fx::new(image);

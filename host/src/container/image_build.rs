@@ -90,39 +90,44 @@ impl BuildError {
 }
 
 /// The Dockerfile of a layer. `user` is the base image's user, restored at the end.
+///
+/// npm packages need npm: a base without it (the Claude image ships no Node.js) gets Debian's
+/// `nodejs` and `npm` in the same apt step, from the same sources.
 pub fn dockerfile(base: &str, user: Option<&str>, apt: &[String], npm: &[String]) -> String {
     let mut f = format!("FROM {base}\nUSER root\n");
-    if !apt.is_empty() {
+    if !apt.is_empty() || !npm.is_empty() {
+        f.push_str("ARG NANOCLAW_APT_SOURCES\nRUN set -e; \\\n");
+        f.push_str(&format!("  pkgs=\"{}\"; \\\n", apt.join(" ")));
+        if !npm.is_empty() {
+            f.push_str(
+                "  if ! command -v npm >/dev/null 2>&1; then \\\n\
+                 \x20   command -v apt-get >/dev/null 2>&1 || { echo \"nanoclaw: the base image has neither npm nor apt-get, so npm packages cannot be installed in it\" >&2; exit 1; }; \\\n\
+                 \x20   pkgs=\"$pkgs nodejs npm\"; \\\n\
+                 \x20 fi; \\\n",
+            );
+        }
         // The operator's sources replace the image's for the build only, then are put back.
         f.push_str(
-            "ARG NANOCLAW_APT_SOURCES\n\
-             RUN set -e; \\\n\
-             \x20 if [ -n \"$NANOCLAW_APT_SOURCES\" ]; then \\\n\
-             \x20   mkdir /tmp/nanoclaw-apt; mv /etc/apt/sources.list.d /tmp/nanoclaw-apt/; \\\n\
-             \x20   if [ -e /etc/apt/sources.list ]; then mv /etc/apt/sources.list /tmp/nanoclaw-apt/; fi; \\\n\
-             \x20   mkdir /etc/apt/sources.list.d; \\\n\
-             \x20   printf '%s\\n' \"$NANOCLAW_APT_SOURCES\" > /etc/apt/sources.list.d/nanoclaw.list; \\\n\
-             \x20 fi; \\\n\
-             \x20 apt-get update; \\\n",
-        );
-        f.push_str(&format!(
-            "  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}; \\\n",
-            apt.join(" ")
-        ));
-        f.push_str(
-            "  rm -rf /var/lib/apt/lists/*; \\\n\
-             \x20 if [ -d /tmp/nanoclaw-apt ]; then \\\n\
-             \x20   rm -rf /etc/apt/sources.list.d; mv /tmp/nanoclaw-apt/* /etc/apt/; rm -rf /tmp/nanoclaw-apt; \\\n\
+            "  if [ -n \"$pkgs\" ]; then \\\n\
+             \x20   if [ -n \"$NANOCLAW_APT_SOURCES\" ]; then \\\n\
+             \x20     mkdir /tmp/nanoclaw-apt; mv /etc/apt/sources.list.d /tmp/nanoclaw-apt/; \\\n\
+             \x20     if [ -e /etc/apt/sources.list ]; then mv /etc/apt/sources.list /tmp/nanoclaw-apt/; fi; \\\n\
+             \x20     mkdir /etc/apt/sources.list.d; \\\n\
+             \x20     printf '%s\\n' \"$NANOCLAW_APT_SOURCES\" > /etc/apt/sources.list.d/nanoclaw.list; \\\n\
+             \x20   fi; \\\n\
+             \x20   apt-get update; \\\n\
+             \x20   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; \\\n\
+             \x20   rm -rf /var/lib/apt/lists/*; \\\n\
+             \x20   if [ -d /tmp/nanoclaw-apt ]; then \\\n\
+             \x20     rm -rf /etc/apt/sources.list.d; mv /tmp/nanoclaw-apt/* /etc/apt/; rm -rf /tmp/nanoclaw-apt; \\\n\
+             \x20   fi; \\\n\
              \x20 fi\n",
         );
     }
     if !npm.is_empty() {
-        f.push_str(
-            "ARG npm_config_registry\n\
-             RUN command -v npm >/dev/null 2>&1 || { echo \"nanoclaw: the base image has no npm, so npm packages cannot be installed in it\" >&2; exit 1; }; \\\n",
-        );
         f.push_str(&format!(
-            "  npm install -g --no-fund --no-audit {} && npm cache clean --force\n",
+            "ARG npm_config_registry\n\
+             RUN npm install -g --no-fund --no-audit {} && npm cache clean --force\n",
             npm.join(" ")
         ));
     }
@@ -327,8 +332,9 @@ mod tests {
     fn the_dockerfile_installs_the_names_and_restores_the_user() {
         let f = dockerfile("sha256:abc", Some("1000:1000"), &s(&["jq", "g++"]), &[]);
         assert!(f.starts_with("FROM sha256:abc\nUSER root\n"), "{f}");
+        assert!(f.contains("pkgs=\"jq g++\";"), "{f}");
         assert!(
-            f.contains("apt-get install -y --no-install-recommends jq g++;"),
+            f.contains("apt-get install -y --no-install-recommends $pkgs;"),
             "{f}"
         );
         assert!(f.contains("rm -rf /var/lib/apt/lists/*"), "{f}");
@@ -341,11 +347,16 @@ mod tests {
     }
 
     #[test]
-    fn npm_needs_npm_in_the_base() {
+    fn npm_comes_from_apt_when_the_base_has_none() {
         let f = dockerfile("b", None, &[], &s(&["@scope/pkg", "left-pad"]));
-        assert!(f.contains("command -v npm"), "{f}");
-        assert!(f.contains("npm install -g --no-fund --no-audit @scope/pkg left-pad"));
-        assert!(!f.contains("apt-get"), "{f}");
+        assert!(f.contains("if ! command -v npm"), "{f}");
+        assert!(f.contains("pkgs=\"$pkgs nodejs npm\""), "{f}");
+        assert!(f.contains("neither npm nor apt-get"), "{f}");
+        let apt = f.find("apt-get install").unwrap();
+        let npm = f
+            .find("npm install -g --no-fund --no-audit @scope/pkg left-pad")
+            .unwrap();
+        assert!(apt < npm, "npm is there before it is used: {f}");
         assert!(!f.contains("\nUSER \n"), "no empty USER line: {f}");
     }
 

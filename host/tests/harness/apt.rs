@@ -5,39 +5,43 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Builds `<dir>/repo/`, a flat repository (`deb [trusted=yes] http://…/ ./`) holding one
-/// package `name` (version 1.0, all architectures) with `files` (path under `/`, contents;
-/// executable). Returns the repository directory.
-pub fn repo(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+/// A package for [`repo`]: its name and files (path under `/`, contents; executable).
+pub type Package<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+/// Builds `<dir>/repo/`, a flat repository (`deb [trusted=yes] http://…/ ./`) holding
+/// `packages` (version 1.0, all architectures). Returns the repository directory.
+pub fn repo(dir: &Path, packages: &[Package<'_>]) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let pkg = dir.join("pkg");
-    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
-    std::fs::write(
-        pkg.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: NanoClaw tests <tests@localhost>\nDescription: a package served by the test\n"
-        ),
-    )
-    .unwrap();
-    for (path, contents) in files {
-        let file = pkg.join(path);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, contents).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    let st = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "--build"])
-        .arg(&pkg)
-        .arg(repo.join(format!("{name}_1.0_all.deb")))
-        .output()
+    for (name, files) in packages {
+        let pkg = dir.join("pkg").join(name);
+        std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+        std::fs::write(
+            pkg.join("DEBIAN/control"),
+            format!(
+                "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: NanoClaw tests <tests@localhost>\nDescription: a package served by the test\n"
+            ),
+        )
         .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+        for (path, contents) in *files {
+            let file = pkg.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, contents).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let st = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&pkg)
+            .arg(repo.join(format!("{name}_1.0_all.deb")))
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
     let scan = Command::new("dpkg-scanpackages")
         .args([".", "/dev/null"])
         .current_dir(&repo)
