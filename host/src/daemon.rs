@@ -518,6 +518,9 @@ impl Daemon {
         for r in outcome.routed.iter().filter(|r| r.queued) {
             self.writer.schedule(r.session.clone());
         }
+        for s in &outcome.to_flush {
+            self.writer.schedule(s.clone());
+        }
         for r in outcome.routed.iter().filter(|r| r.trigger) {
             self.wake(r.session.clone());
             if let Some(chat) = &r.session.messaging_group_id

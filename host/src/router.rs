@@ -218,6 +218,9 @@ pub struct RouteOutcome {
     pub dropped: Option<DropReason>,
     /// Redeliveries of a message already written (ignored).
     pub duplicates: usize,
+    /// Sessions with work waiting in the central DB for the writer (withdrawals of deleted
+    /// messages whose session DB was busy).
+    pub to_flush: Vec<Session>,
 }
 
 impl RouteOutcome {

@@ -5,10 +5,9 @@
 use super::{RouteOutcome, Routed, Router, row_id};
 use crate::error::{Error, Result};
 use crate::ids::{ChannelName, PlatformId};
-use crate::sessions::dir::inbox_folder;
-use crate::sessions::inbound::{self, Insert, Withdrawal};
-use crate::sessions::queue::{self, Queued};
-use crate::sessions::{Session, outbound, registry};
+use crate::sessions::inbound::{Insert, Withdrawal};
+use crate::sessions::queue;
+use crate::sessions::{Session, registry, withdrawal};
 use crate::store::{self, messaging_groups, wirings};
 
 /// A deletion, as a plugin reports it (ids raw, not namespaced).
@@ -66,29 +65,22 @@ impl Router {
         })?;
 
         let mut outcome = RouteOutcome::default();
-        let (mut withdrawn, mut noted) = (forgotten, 0);
+        let (mut withdrawn, mut noted, mut waiting) = (forgotten, 0, 0);
         for (session, id) in targets {
-            // The container's claim is its own (hostile) word: believing it only decides
-            // between withdrawing silently and adding a note. No readable outbound.db (no
-            // container has run yet, or it broke its own DB) means no claim.
-            let claimed = self
-                .sessions
-                .with_outbound(&session, |r| outbound::claimed(r, &id))
-                .unwrap_or(false);
-            match self
-                .sessions
-                .with_inbound(&session, |c| inbound::withdraw(c, &id, claimed))?
-            {
-                Withdrawal::Absent => {}
-                Withdrawal::Withdrawn => {
-                    withdrawn += 1;
-                    if let Ok(dir) = self.sessions.session_dir(&session) {
-                        dir.remove_inbox(&inbox_folder(&id));
-                    }
-                }
-                Withdrawal::Taken { seq } => {
+            match withdrawal::take_back(&self.sessions, &session, &id, withdrawal::Wait::No) {
+                Ok(Withdrawal::Absent) => {}
+                Ok(Withdrawal::Withdrawn) => withdrawn += 1,
+                Ok(Withdrawal::Taken { seq }) => {
                     noted += 1;
                     self.note(&session, &id, seq, &mut outcome)?;
+                }
+                // Busy (its container may hold it): the writer takes it back later. The
+                // other sessions go on.
+                Err(e) => {
+                    tracing::debug!(session = %session.id, error = %e, "session DB busy; withdrawal queued");
+                    self.db.write(|tx| withdrawal::push(tx, &session.id, &id))?;
+                    waiting += 1;
+                    outcome.to_flush.push(session);
                 }
             }
         }
@@ -98,6 +90,7 @@ impl Router {
             message = message_id,
             withdrawn,
             noted,
+            waiting,
             "message deleted by its sender"
         );
         Ok(outcome)
@@ -111,18 +104,7 @@ impl Router {
         seq: i64,
         outcome: &mut RouteOutcome,
     ) -> Result<()> {
-        let row = Queued {
-            trigger: false,
-            ..Queued::note(
-                format!("{id}:deleted"),
-                "message_deleted",
-                None,
-                format!(
-                    "The sender deleted message {seq}. Treat it as withdrawn; if you replied to \
-                     it, consider whether your reply still stands."
-                ),
-            )
-        };
+        let row = withdrawal::note(id, seq);
         let queued = match self.sessions.try_insert(session, &row) {
             Ok(Insert::Inserted { .. }) => false,
             Ok(Insert::Duplicate) => return Ok(()),

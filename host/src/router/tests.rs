@@ -897,6 +897,43 @@ fn a_message_deleted_before_its_agent_read_it_is_withdrawn_with_its_files() {
     assert!(f.router().withdraw(&deletion("100", " ")).is_err());
 }
 
+/// A deletion while the session's DB is held locked (as its container can) does not wait
+/// for it and is not lost: it waits centrally, and the writer takes the message back later.
+#[test]
+fn a_deletion_that_finds_the_session_db_locked_is_applied_later() {
+    let f = Fixture::new();
+    dm_setup(&f, "100", Public);
+    let mut m = dm("100", "oops");
+    m.message_id = Some("7".into());
+    let out = f.router().route(&m).unwrap();
+    let session = out.routed[0].session.clone();
+    let path = f.sessions.session_dir(&session).unwrap().inbound_db();
+    let mut holder = rusqlite::Connection::open(&path).unwrap();
+    let lock = holder
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let out = f.router().withdraw(&deletion("100", "7")).unwrap();
+    assert!(
+        started.elapsed() < crate::sessions::HOST_BUSY_TIMEOUT,
+        "no wait: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.to_flush.len(), 1, "the writer is asked to finish it");
+    assert!(
+        f.db.read(crate::sessions::queue::sessions_waiting)
+            .unwrap()
+            .contains(&session.id),
+        "recorded centrally"
+    );
+
+    drop(lock);
+    let done = crate::sessions::writer::flush(&f.db, &f.sessions, &session).unwrap();
+    assert_eq!(done.withdrawn, 1);
+    assert_eq!(statuses(&f, &session)[0].1, "deleted");
+}
+
 #[test]
 fn an_agent_that_already_read_a_deleted_message_is_told_without_a_wake() {
     let f = Fixture::new();

@@ -20,6 +20,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod queue;
 pub mod registry;
+pub mod withdrawal;
 pub mod writer;
 
 use std::num::NonZeroUsize;
@@ -191,15 +192,25 @@ impl SessionStore {
         f(&mut guard)
     }
 
-    /// Writes one message into the session's `inbound.db` only if that takes no waiting: a
-    /// busy DB (its container may hold it) fails at once, and the caller queues the message.
-    pub fn try_insert(&self, s: &Session, m: &queue::Queued) -> Result<inbound::Insert> {
+    /// Like [`Self::with_inbound`], but a busy DB (its container may hold it) fails at once
+    /// instead of after [`HOST_BUSY_TIMEOUT`]: for callers that queue the work instead.
+    pub fn with_inbound_now<T>(
+        &self,
+        s: &Session,
+        f: impl FnOnce(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
         self.with_inbound(s, |c| {
             c.busy_timeout(Duration::ZERO)?;
-            let result = inbound::insert_message(c, m);
+            let result = f(c);
             c.busy_timeout(HOST_BUSY_TIMEOUT)?;
             result
         })
+    }
+
+    /// Writes one message into the session's `inbound.db` only if that takes no waiting: a
+    /// busy DB fails at once, and the caller queues the message.
+    pub fn try_insert(&self, s: &Session, m: &queue::Queued) -> Result<inbound::Insert> {
+        self.with_inbound_now(s, |c| inbound::insert_message(c, m))
     }
 
     /// Runs `f` on a bounded, read-only reader of the session's `outbound.db` (cached).

@@ -156,9 +156,11 @@ pub fn remove(conn: &Connection, session: &SessionId, message_id: &str) -> Resul
         > 0)
 }
 
-/// Sessions with rows waiting.
+/// Sessions with rows (or withdrawals, see [`super::withdrawal`]) waiting.
 pub fn sessions_waiting(conn: &Connection) -> Result<Vec<SessionId>> {
-    let mut stmt = conn.prepare("SELECT DISTINCT session_id FROM inbound_queue")?;
+    let mut stmt = conn.prepare(
+        "SELECT session_id FROM inbound_queue UNION SELECT session_id FROM inbound_withdrawals",
+    )?;
     let rows = stmt
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::inbound::{self, Insert};
+use super::inbound::{self, Insert, Withdrawal};
 use super::queue::{self, Queued};
+use super::withdrawal;
 use super::{Session, SessionStore};
 use crate::db::Db;
 use crate::error::Result;
@@ -32,15 +33,29 @@ pub struct Flushed {
     pub written: usize,
     /// Redeliveries of messages the session already had (ignored).
     pub duplicates: usize,
+    /// Deleted messages taken back (see [`withdrawal`]).
+    pub withdrawn: usize,
 }
 
-/// Moves every queued message of `s` into its `inbound.db`. Blocking.
+/// Moves every queued message of `s` into its `inbound.db`, then applies the withdrawals
+/// waiting for it. Blocking.
 pub fn flush(db: &Db, sessions: &SessionStore, s: &Session) -> Result<Flushed> {
     let mut total = Flushed::default();
     loop {
+        write_queued(db, sessions, s, &mut total)?;
+        // A withdrawal may queue a note: written on the next round.
+        if !take_back_waiting(db, sessions, s, &mut total)? {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+fn write_queued(db: &Db, sessions: &SessionStore, s: &Session, total: &mut Flushed) -> Result<()> {
+    loop {
         let rows = db.read(|c| queue::peek(c, &s.id, BATCH))?;
         let Some(&(upto, _)) = rows.last() else {
-            break;
+            return Ok(());
         };
         let full = rows.len() == BATCH;
         let batch: Vec<Queued> = rows.into_iter().map(|(_, q)| q).collect();
@@ -53,10 +68,32 @@ pub fn flush(db: &Db, sessions: &SessionStore, s: &Session) -> Result<Flushed> {
             }
         }
         if !full {
-            break;
+            return Ok(());
         }
     }
-    Ok(total)
+}
+
+/// Applies waiting withdrawals; true when there is more to do (a note was queued, or a full
+/// batch was taken).
+fn take_back_waiting(
+    db: &Db,
+    sessions: &SessionStore,
+    s: &Session,
+    total: &mut Flushed,
+) -> Result<bool> {
+    let ids = db.read(|c| withdrawal::waiting(c, &s.id, BATCH))?;
+    let mut more = ids.len() == BATCH;
+    for id in ids {
+        let taken = withdrawal::take_back(sessions, s, &id, withdrawal::Wait::Briefly)?;
+        db.write(|c| {
+            if let Withdrawal::Taken { seq } = taken {
+                more |= queue::push(c, &s.id, &withdrawal::note(&id, seq))?;
+            }
+            withdrawal::remove(c, &s.id, &id)
+        })?;
+        total.withdrawn += 1;
+    }
+    Ok(more)
 }
 
 /// Something the daemon should act on.
@@ -208,7 +245,7 @@ mod tests {
             done,
             Flushed {
                 written: 2,
-                duplicates: 0
+                ..Flushed::default()
             }
         );
         assert_eq!(db.read(|c| queue::waiting(c, &s.id)).unwrap(), 0);
@@ -218,8 +255,8 @@ mod tests {
         assert_eq!(
             done,
             Flushed {
-                written: 0,
-                duplicates: 1
+                duplicates: 1,
+                ..Flushed::default()
             }
         );
         let seqs: Vec<i64> = sessions
@@ -231,5 +268,70 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seqs, [2, 4]);
+    }
+
+    /// A deletion that found the session's DB busy waits centrally; the writer takes the
+    /// message back later: a pending one silently, one the agent read with a note.
+    #[test]
+    fn waiting_withdrawals_are_applied_with_a_note_for_read_messages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Db::open_in_memory().unwrap();
+        let sessions = SessionStore::new(tmp.path());
+        let a = agent(&db, "A");
+        let c = chat(&db, "telegram:1", None, false);
+        let (s, _) = db
+            .write(|t| sessions.resolve(t, &a.id, &c, None, SessionMode::Shared))
+            .unwrap();
+        for id in ["m1", "m2"] {
+            db.write(|t| queue::push(t, &s.id, &queued(id))).unwrap();
+        }
+        flush(&db, &sessions, &s).unwrap();
+        // The agent has read m2.
+        sessions
+            .with_inbound(&s, |c| {
+                c.execute(
+                    "UPDATE messages_in SET status = 'completed' WHERE id = 'm2'",
+                    [],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        for id in ["m1", "m2", "never-arrived"] {
+            assert!(db.write(|t| withdrawal::push(t, &s.id, id)).unwrap());
+        }
+        assert!(
+            !db.write(|t| withdrawal::push(t, &s.id, "m1")).unwrap(),
+            "once"
+        );
+        assert!(
+            db.read(queue::sessions_waiting).unwrap().contains(&s.id),
+            "a restart finds it"
+        );
+        let done = flush(&db, &sessions, &s).unwrap();
+        assert_eq!(done.withdrawn, 3);
+        assert_eq!(done.written, 1, "the note about m2");
+        let rows: Vec<(String, String, bool)> = sessions
+            .with_inbound(&s, |c| {
+                let mut st =
+                    c.prepare("SELECT id, status, trigger FROM messages_in ORDER BY seq")?;
+                Ok(st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("m1".to_string(), "deleted".to_string(), true),
+                ("m2".to_string(), "completed".to_string(), true),
+                ("m2:deleted".to_string(), "pending".to_string(), false),
+            ]
+        );
+        assert!(
+            db.read(|c| withdrawal::waiting(c, &s.id, 10))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!db.read(queue::sessions_waiting).unwrap().contains(&s.id));
     }
 }
