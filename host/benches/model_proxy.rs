@@ -21,10 +21,10 @@ use axum::body::Body;
 use axum::response::Response;
 use axum::routing::post;
 use axum::serve::ListenerExt as _;
+use nanoclaw::config::secrets::SecretSource;
 use nanoclaw::db::Db;
 use nanoclaw::ids::SessionId;
 use nanoclaw::model_proxy::{Api, ModelProxy, ProxySettings};
-use nanoclaw::plugins::settings::SecretSource;
 use nanoclaw::store::agent_groups::{self, NewAgentGroup};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 

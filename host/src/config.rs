@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod secrets;
+
 /// The file layout of one install.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::approvals::{self, ClickResult};
 use crate::chat_requests;
+use crate::config::secrets::SecretSource;
 use crate::config::{self, Paths};
 use crate::control::{self, Request, Response};
 use crate::db::Db;
@@ -31,7 +32,6 @@ use crate::model_proxy::{ModelProxy, ProxySettings};
 use crate::pairing::{self, Intercept};
 use crate::plugins::channels::PluginChannels;
 use crate::plugins::services::{Click, Ingress, IngressSlot, Services};
-use crate::plugins::settings::SecretSource;
 use crate::plugins::{LoadOptions, PluginsConfig, registry};
 use crate::questions::{self, Answer};
 use crate::router::{ChannelCaps, Deletion, DirectReply, Inbound, RouteOutcome, Router};

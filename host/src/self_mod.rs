@@ -660,7 +660,7 @@ impl SelfMod {
             apt: all_apt.clone(),
             npm: all_npm.clone(),
         };
-        let sources = PackageSources::load(&crate::plugins::settings::SecretSource::new(
+        let sources = PackageSources::load(&crate::config::secrets::SecretSource::new(
             self.paths.home(),
         ));
         let image = match image_build::build(&spec, &sources).await {

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{Profile, cargo_build};
 use nanoclaw::cli::chat::{self, ChatArgs};
+use nanoclaw::config::secrets::SecretSource;
 use nanoclaw::plugins::registry::{self, LoadOptions};
-use nanoclaw::plugins::{
-    InstanceName, LibraryLocator, PluginManifest, PluginsConfig, SecretSource,
-};
+use nanoclaw::plugins::{InstanceName, LibraryLocator, PluginManifest, PluginsConfig};
 use nanoclaw_plugin_api::abi::{Capabilities, HealthStatus, HostServicesBox, OutboundMessage};
 use nanoclaw_plugin_api::kit::testing::MemoryHost;
 

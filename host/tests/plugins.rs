@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Profile, copy_with_marker, example_plugin, is_mapped, plugin_dir, test_plugin};
+use nanoclaw::config::secrets::SecretSource;
 use nanoclaw::plugins::registry::{self, LoadOptions};
 use nanoclaw::plugins::{
     CallError, InstanceName, LibraryLocator, LoadError, LoadedPlugins, PluginManifest,
-    PluginReport, PluginStatus, PluginsConfig, SecretSource, SettingsError, render_report,
+    PluginReport, PluginStatus, PluginsConfig, SettingsError, render_report,
 };
 use nanoclaw_plugin_api::abi::{
     Capabilities, HealthStatus, HostServicesBox, OutboundMessage, WebhookRequest,

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use nanoclaw::config::secrets::SecretSource;
 use nanoclaw::plugins::settings::resolve_settings;
-use nanoclaw::plugins::{PluginsConfig, SecretSource, SettingsError};
+use nanoclaw::plugins::{PluginsConfig, SettingsError};
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins.toml")

@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use super::output::Format;
 use crate::config::Paths;
+use crate::config::secrets::SecretSource;
 use crate::container::{DockerRunner, InstallId, RunnerConfig};
 use crate::control::{self, Request};
 use crate::db::Db;
 use crate::model_proxy::{Api, ModelProxy, ProxySettings};
 use crate::plugins::services::Services;
-use crate::plugins::settings::SecretSource;
 use crate::plugins::{LoadOptions, PluginsConfig, registry};
 use crate::store::agent_groups::{self, AgentProvider};
 use crate::store::{dropped, roles};

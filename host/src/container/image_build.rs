@@ -34,7 +34,7 @@ pub const APT_SOURCES_VAR: &str = "NANOCLAW_APT_SOURCES";
 pub const NPM_REGISTRY_VAR: &str = "NANOCLAW_NPM_REGISTRY";
 
 impl PackageSources {
-    pub fn load(secrets: &crate::plugins::settings::SecretSource) -> PackageSources {
+    pub fn load(secrets: &crate::config::secrets::SecretSource) -> PackageSources {
         let get = |v: &str| {
             secrets
                 .get(v)

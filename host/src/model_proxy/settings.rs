@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::plugins::settings::SecretSource;
+use crate::config::secrets::SecretSource;
 use crate::store::agent_groups::AgentProvider;
 
 /// The model API family a session's provider speaks. A session may reach only its own.

@@ -28,7 +28,7 @@ pub use loader::{AbiMismatch, LoadError, PluginManifest};
 pub use registry::{
     HostServicesFactory, LoadOptions, LoadedPlugins, PluginReport, PluginStatus, render_report,
 };
-pub use settings::{SecretSource, SettingsError};
+pub use settings::SettingsError;
 
 use nanoclaw_plugin_api::abi::LogLevel;
 

@@ -25,7 +25,8 @@ use semver::Version;
 use super::config::{InstanceName, LibraryLocator, PluginEntry, PluginsConfig};
 use super::handle::{CallError, CallLimits, DEFAULT_MAX_IN_FLIGHT, PluginHandle};
 use super::loader::{self, LoadError, PluginManifest};
-use super::settings::{SecretSource, resolve_settings};
+use super::settings::resolve_settings;
+use crate::config::secrets::SecretSource;
 
 /// Builds the [`HostServicesBox`] for one plugin instance: `(instance name, manifest)`.
 /// The host's implementation namespaces state and ids by the instance name.

@@ -7,10 +7,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nanoclaw::config::secrets::SecretSource;
 use nanoclaw::plugins::registry::{self, LoadOptions};
-use nanoclaw::plugins::{
-    InstanceName, LibraryLocator, PluginManifest, PluginsConfig, SecretSource,
-};
+use nanoclaw::plugins::{InstanceName, LibraryLocator, PluginManifest, PluginsConfig};
 use nanoclaw_fake_discord::{ANN, BOB, FakeDiscord, TOKEN, fixture};
 use nanoclaw_plugin_api::abi::{
     Button, Capabilities, HealthStatus, HostServicesBox, OutboundMessage,

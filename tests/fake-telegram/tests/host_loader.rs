@@ -7,10 +7,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nanoclaw::config::secrets::SecretSource;
 use nanoclaw::plugins::registry::{self, LoadOptions};
-use nanoclaw::plugins::{
-    InstanceName, LibraryLocator, PluginManifest, PluginsConfig, SecretSource,
-};
+use nanoclaw::plugins::{InstanceName, LibraryLocator, PluginManifest, PluginsConfig};
 use nanoclaw_fake_telegram::{FakeTelegram, Person, UserMessage};
 use nanoclaw_plugin_api::abi::{Capabilities, HealthStatus, HostServicesBox, OutboundMessage};
 use nanoclaw_plugin_api::kit::testing::MemoryHost;
