@@ -109,10 +109,11 @@ impl ClientConfig {
 
 /// An API root from a channel's settings (`api_base_url`, so tests and operators can point
 /// the channel at a fake or a proxy): `http`/`https` with a host, no query, fragment or
-/// credentials, kept without its trailing slash.
+/// credentials, kept without its trailing slash. Build request URLs with [`ApiBase::join`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiBase {
     url: String,
+    parsed: reqwest::Url,
     path: String,
     plain_remote: bool,
 }
@@ -139,8 +140,12 @@ impl ApiBase {
                 .trim_matches(['[', ']'])
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
+        let trimmed = url.as_str().trim_end_matches('/');
+        // `https://h/api/` and `https://h/api` are one root: joining never doubles a slash.
+        let parsed = reqwest::Url::parse(trimmed).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
-            url: url.as_str().trim_end_matches('/').to_owned(),
+            url: trimmed.to_owned(),
+            parsed,
             path: url.path().to_owned(),
             plain_remote: url.scheme() == "http" && !loopback,
         })
@@ -159,6 +164,40 @@ impl ApiBase {
     /// Plain `http` to another machine: credentials would travel unencrypted (warn).
     pub fn is_plain_remote(&self) -> bool {
         self.plain_remote
+    }
+
+    /// The root, parsed (its origin, say, to recognise the API's own links).
+    pub fn url(&self) -> &reqwest::Url {
+        &self.parsed
+    }
+
+    /// `<root>/<segment>/…`, each segment one percent-encoded path segment (`/`, `?`, `#`
+    /// inside it are escaped). Ids often come from outside, so `""`, `.` and `..` are
+    /// refused (`INVALID_INPUT`): a URL would drop or resolve them and call another
+    /// endpoint. A fixed prefix such as `v1` is just the first segments.
+    pub fn join<S: AsRef<str>>(
+        &self,
+        segments: impl IntoIterator<Item = S>,
+    ) -> Result<reqwest::Url, PluginError> {
+        let mut url = self.parsed.clone();
+        {
+            // An http(s) URL with a host always takes a path.
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|()| PluginError::config("the API root cannot take a path"))?;
+            path.pop_if_empty();
+            for segment in segments {
+                let segment = segment.as_ref();
+                if matches!(segment, "" | "." | "..") {
+                    return Err(PluginError::invalid_input(format!(
+                        "`{segment}` is not a valid id or URL path segment: it would change \
+                         which endpoint is called"
+                    )));
+                }
+                path.push(segment);
+            }
+        }
+        Ok(url)
     }
 }
 
@@ -660,6 +699,49 @@ mod tests {
         }
         let err = parse("https://x/TOKEN123?q").expect_err("query");
         assert!(!err.message.contains("TOKEN123"), "{err}");
+    }
+
+    #[test]
+    fn joining_segments() {
+        let join = |raw: &str, segments: &[&str]| {
+            ApiBase::parse("api_base_url", raw, &[])
+                .expect(raw)
+                .join(segments)
+                .map(|u| u.to_string())
+        };
+        for root in ["https://x.org", "https://x.org/"] {
+            assert_eq!(join(root, &["a", "b"]).unwrap(), "https://x.org/a/b");
+            assert_eq!(join(root, &[]).unwrap(), "https://x.org/");
+        }
+        for root in ["http://127.0.0.1:9/api/v1", "http://127.0.0.1:9/api/v1/"] {
+            assert_eq!(
+                join(root, &["rooms", "r1"]).unwrap(),
+                "http://127.0.0.1:9/api/v1/rooms/r1"
+            );
+        }
+        assert_eq!(
+            join("https://x.org/api", &["a/b", "c?d=1#e", "f g", "%2e%2e"]).unwrap(),
+            "https://x.org/api/a%2Fb/c%3Fd=1%23e/f%20g/%252e%252e"
+        );
+        // Dots inside a segment are just characters.
+        assert_eq!(
+            join("https://x.org", &["chat.postMessage", "...", ".a"]).unwrap(),
+            "https://x.org/chat.postMessage/.../.a"
+        );
+        // Any iterator of strings: a fixed prefix chained before caller segments.
+        let base = ApiBase::parse("api_base_url", "https://x.org/", &[]).expect("ok");
+        let ids = ["m1".to_owned()];
+        assert_eq!(
+            base.join(["v1"].iter().copied().chain(ids.iter().map(String::as_str)))
+                .unwrap()
+                .as_str(),
+            "https://x.org/v1/m1"
+        );
+        for hostile in ["", ".", ".."] {
+            let err = join("https://x.org/api", &["messages", hostile, "x"]).expect_err(hostile);
+            assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
+            assert!(err.message.starts_with(&format!("`{hostile}` ")), "{err}");
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl RouteKey {
 /// A client for one bot.
 pub(crate) struct Api {
     http: reqwest::Client,
-    base: Url,
+    base: ApiBase,
     token: Secret,
     authorization: Secret,
     limits: Mutex<Limits>,
@@ -104,12 +104,10 @@ impl Api {
         let http = ClientConfig::for_channel(info)
             .timeout(Some(REQUEST_TIMEOUT))
             .build()?;
-        let base = Url::parse(base.as_str())
-            .map_err(|e| PluginError::config(format!("api_base_url: {e}")))?;
         let authorization = Secret::new(format!("Bot {}", token.expose()));
         Ok(Self {
             http,
-            base,
+            base: base.clone(),
             token,
             authorization,
             limits: Mutex::default(),
@@ -120,26 +118,6 @@ impl Api {
         self.limits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `<api_base_url>/<segments>`, each segment percent-encoded; `.`/`..` and empty
-    /// segments (ids from outside) are refused.
-    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, PluginError> {
-        let mut url = self.base.clone();
-        let mut path = url
-            .path_segments_mut()
-            .map_err(|()| PluginError::config("api_base_url cannot take a path"))?;
-        path.pop_if_empty();
-        for segment in segments {
-            if matches!(*segment, "" | "." | "..") {
-                return Err(PluginError::invalid_input(format!(
-                    "`{segment}` is not a Discord id"
-                )));
-            }
-            path.push(segment);
-        }
-        drop(path);
-        Ok(url)
-    }
-
     pub(crate) fn request(
         &self,
         method: Method,
@@ -147,7 +125,7 @@ impl Api {
     ) -> Result<RequestBuilder, PluginError> {
         Ok(self
             .http
-            .request(method, self.url(segments)?)
+            .request(method, self.base.join(segments)?)
             .header("Authorization", self.authorization.expose()))
     }
 
@@ -341,7 +319,12 @@ impl Api {
         self.call("acknowledge interaction", &key, || {
             Ok(self
                 .http
-                .post(self.url(&["interactions", id, interaction_token.expose(), "callback"])?)
+                .post(self.base.join([
+                    "interactions",
+                    id,
+                    interaction_token.expose(),
+                    "callback",
+                ])?)
                 .json(&body))
         })
         .await
@@ -374,9 +357,10 @@ impl Api {
         match url.scheme() {
             "https" if url.host_str().is_some_and(|h| CDN_HOSTS.contains(&h)) => true,
             "http" | "https" => {
-                url.host_str() == self.base.host_str()
-                    && url.port_or_known_default() == self.base.port_or_known_default()
-                    && url.scheme() == self.base.scheme()
+                let base = self.base.url();
+                url.host_str() == base.host_str()
+                    && url.port_or_known_default() == base.port_or_known_default()
+                    && url.scheme() == base.scheme()
             }
             _ => false,
         }

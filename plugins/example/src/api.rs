@@ -36,7 +36,7 @@ struct Created {
 /// A client for one bot account.
 pub(crate) struct Api {
     http: reqwest::Client,
-    base: Url,
+    base: ApiBase,
     token: Secret,
 }
 
@@ -49,29 +49,17 @@ impl Api {
         let http = ClientConfig::for_channel(info)
             .timeout(Some(REQUEST_TIMEOUT))
             .build()?;
-        let base = Url::parse(base.as_str())
-            .map_err(|e| PluginError::config(format!("api_base_url: {e}")))?;
-        Ok(Self { http, base, token })
+        Ok(Self {
+            http,
+            base: base.clone(),
+            token,
+        })
     }
 
-    /// `<api_base_url>/v1/<segments>`. Chat and message ids come from outside: each is one
-    /// percent-encoded path segment, and `.`/`..` (which URLs drop silently) are refused.
+    /// `<api_base_url>/v1/<segments>`. Chat and message ids come from outside: the kit
+    /// escapes each as one segment and refuses `.`/`..`.
     fn url(&self, segments: &[&str]) -> Result<Url, PluginError> {
-        let mut url = self.base.clone();
-        let mut path = url
-            .path_segments_mut()
-            .map_err(|()| PluginError::config("api_base_url cannot take a path"))?;
-        path.pop_if_empty().push("v1");
-        for segment in segments {
-            if matches!(*segment, "" | "." | "..") {
-                return Err(PluginError::invalid_input(format!(
-                    "`{segment}` is not an Example id"
-                )));
-            }
-            path.push(segment);
-        }
-        drop(path);
-        Ok(url)
+        self.base.join(["v1"].iter().chain(segments))
     }
 
     /// Sends `request` with the token and, when the host gave one, its idempotency key;

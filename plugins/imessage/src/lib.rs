@@ -91,7 +91,7 @@ pub type IMessageChannel = Hosted<IMessage>;
 pub struct IMessage {
     life: Lifecycle,
     client: reqwest::Client,
-    base: String,
+    base: ApiBase,
     password: Secret,
     country_code: &'static str,
     private_api: bool,
@@ -156,7 +156,7 @@ impl AsyncChannel for IMessage {
         Ok(Self {
             life: life.clone(),
             client,
-            base: base.as_str().to_owned(),
+            base,
             password: settings.password,
             country_code,
             private_api: settings.private_api,
@@ -344,16 +344,9 @@ struct AttachmentInfo {
 }
 
 impl IMessage {
-    /// `/api/v1/<segments…>?password=…`.
+    /// `/api/v1/<segments…>?password=…`; guids from outside are escaped, `.`/`..` refused.
     fn url(&self, segments: &[&str]) -> Result<Url, PluginError> {
-        let mut url =
-            Url::parse(&self.base).map_err(|_| PluginError::config("server_url does not parse"))?;
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|_| PluginError::config("server_url cannot take a path"))?;
-            path.pop_if_empty().extend(["api", "v1"]).extend(segments);
-        }
+        let mut url = self.base.join(["api", "v1"].iter().chain(segments))?;
         url.query_pairs_mut()
             .append_pair("password", self.password.expose());
         Ok(url)
@@ -766,5 +759,37 @@ mod tests {
             Some("p&ss=")
         );
         assert_eq!(query_value("a=1", "password"), None);
+    }
+
+    #[test]
+    fn hostile_guids_do_not_change_the_endpoint() {
+        let rt = nanoclaw_plugin_api::kit::runtime("imessage-test", 1).expect("runtime");
+        let mem = nanoclaw_plugin_api::kit::testing::MemoryHost::new();
+        let life = Lifecycle::detached(rt.handle().clone(), mem.host(), "imessage_test");
+        let _in_runtime = rt.enter();
+        let settings = json!({"server_url": "http://127.0.0.1:9/bb/", "password": "pw&1"});
+        let channel = IMessage::create(
+            Context {
+                instance_name: "imessage".into(),
+                settings_json: settings.to_string(),
+                data_dir: std::env::temp_dir(),
+                extra_json: String::new(),
+                host: mem.host(),
+            },
+            &life,
+        )
+        .unwrap_or_else(|e| panic!("create: {e}"));
+        let url = |segments: &[&str]| channel.url(segments).map(|u| u.to_string());
+        assert_eq!(
+            url(&["attachment", "p:0/a?b", "download"]).unwrap(),
+            "http://127.0.0.1:9/bb/api/v1/attachment/p:0%2Fa%3Fb/download?password=pw%261"
+        );
+        // An attachment guid `..` used to become `/api/v1/attachment/download`.
+        for guid in ["", ".", ".."] {
+            let err = url(&["attachment", guid, "download"]).expect_err(guid);
+            assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
+            assert!(!err.message.contains("pw"), "{err}");
+        }
+        life.stop();
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::http::reqwest::{Method, RequestBuilder, Url};
+use nanoclaw_plugin_api::kit::http::reqwest::{Method, RequestBuilder};
 use nanoclaw_plugin_api::kit::http::{self, ApiBase, ClientConfig, HttpError, reqwest};
 use nanoclaw_plugin_api::kit::prelude::*;
 use nanoclaw_plugin_api::kit::tokio::time::sleep;
@@ -125,7 +125,7 @@ pub(crate) fn matrix_error(status: u16, body: &[u8], header_retry: Option<Durati
 /// A client for one account.
 pub(crate) struct Api {
     http: reqwest::Client,
-    base: Url,
+    base: ApiBase,
     token: Secret,
     authorization: Secret,
 }
@@ -138,35 +138,13 @@ impl Api {
     ) -> Result<Self, PluginError> {
         // `/sync` holds a request up to its timeout: calls set their own.
         let http = ClientConfig::for_channel(info).timeout(None).build()?;
-        let base = Url::parse(base.as_str())
-            .map_err(|e| PluginError::config(format!("api_base_url: {e}")))?;
         let authorization = Secret::new(format!("Bearer {}", token.expose()));
         Ok(Self {
             http,
-            base,
+            base: base.clone(),
             token,
             authorization,
         })
-    }
-
-    /// `<api_base_url>/<segments>`, each segment percent-encoded; `.`/`..` and empty
-    /// segments (ids from outside) are refused.
-    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, PluginError> {
-        let mut url = self.base.clone();
-        let mut path = url
-            .path_segments_mut()
-            .map_err(|()| PluginError::config("api_base_url cannot take a path"))?;
-        path.pop_if_empty();
-        for segment in segments {
-            if matches!(*segment, "" | "." | "..") {
-                return Err(PluginError::invalid_input(format!(
-                    "`{segment}` is not a Matrix id"
-                )));
-            }
-            path.push(segment);
-        }
-        drop(path);
-        Ok(url)
     }
 
     fn request(
@@ -177,7 +155,7 @@ impl Api {
     ) -> Result<RequestBuilder, PluginError> {
         Ok(self
             .http
-            .request(method, self.url(segments)?)
+            .request(method, self.base.join(segments)?)
             .timeout(timeout)
             .header("Authorization", self.authorization.expose()))
     }

@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use nanoclaw_plugin_api::kit::http::reqwest::{self, Url};
-use nanoclaw_plugin_api::kit::http::{self, ApiBase, ClientConfig};
+use nanoclaw_plugin_api::kit::http::{self, ApiBase, ClientConfig, reqwest};
 use nanoclaw_plugin_api::kit::prelude::*;
 use nanoclaw_plugin_api::kit::{Rate, RateLimiter};
 use serde::Deserialize;
@@ -238,7 +237,7 @@ pub(crate) struct UploadUrl {
 /// A Web API client with the bot token (and the app-level token for Socket Mode).
 pub(crate) struct Api {
     http: reqwest::Client,
-    base: Url,
+    base: ApiBase,
     bot_token: Secret,
     app_token: Option<Secret>,
     pub(crate) limits: Limits,
@@ -261,11 +260,9 @@ impl Api {
         let http = ClientConfig::for_channel(info)
             .timeout(Some(REQUEST_TIMEOUT))
             .build()?;
-        let base = Url::parse(base.as_str())
-            .map_err(|e| PluginError::config(format!("api_base_url: {e}")))?;
         Ok(Self {
             http,
-            base,
+            base: base.clone(),
             bot_token,
             app_token,
             limits: Limits::new(post_per_sec),
@@ -278,15 +275,6 @@ impl Api {
 
     pub(crate) fn bot_token(&self) -> &Secret {
         &self.bot_token
-    }
-
-    fn url(&self, method: &str) -> Result<Url, PluginError> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| PluginError::config("api_base_url cannot take a path"))?
-            .pop_if_empty()
-            .push(method);
-        Ok(url)
     }
 
     /// Calls `method` with the bot token, paced by its rate tier (`channel` keys
@@ -337,7 +325,7 @@ impl Api {
             .collect();
         let request = self
             .http
-            .post(self.url(method)?)
+            .post(self.base.join([method])?)
             .bearer_auth(token.expose());
         let request = match args {
             Args::Json(body) => request.json(body),

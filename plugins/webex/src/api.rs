@@ -104,7 +104,7 @@ pub(crate) enum Body<'a> {
 /// The REST client.
 pub(crate) struct Api {
     http: reqwest::Client,
-    base: Url,
+    base: ApiBase,
     token: Secret,
     /// Posts per space (and all posts together).
     posts: RateLimiter,
@@ -122,11 +122,9 @@ impl Api {
         let http = ClientConfig::for_channel(info)
             .timeout(Some(REQUEST_TIMEOUT))
             .build()?;
-        let base = Url::parse(base.as_str())
-            .map_err(|e| PluginError::config(format!("api_base_url: {e}")))?;
         Ok(Self {
             http,
-            base,
+            base: base.clone(),
             token,
             posts: RateLimiter::new(
                 Some(Rate::per_second(post_per_sec * 10.0).burst(20)),
@@ -144,19 +142,9 @@ impl Api {
         &self.token
     }
 
-    /// `<base>/<segments…>`, each segment escaped.
+    /// `<api_base_url>/<segments…>`: ids from outside are escaped, and `.`/`..` refused.
     pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, PluginError> {
-        let mut url = self.base.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|()| PluginError::config("api_base_url cannot take a path"))?;
-            path.pop_if_empty();
-            for s in segments {
-                path.push(s);
-            }
-        }
-        Ok(url)
+        self.base.join(segments)
     }
 
     /// One call: `what` names it in errors; `room` (for posts) keys the per-space pace.

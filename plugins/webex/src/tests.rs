@@ -82,3 +82,19 @@ fn webex_ids() {
     assert!(!is_webex_id("../x"));
     assert!(!is_webex_id(&"a".repeat(600)));
 }
+
+#[test]
+fn hostile_ids_do_not_change_the_endpoint() {
+    let base = ApiBase::parse("api_base_url", "http://127.0.0.1:9/v1/", &[]).expect("base");
+    let api = Api::new(&Webex::INFO, &base, Secret::new(TOKEN), 1.0).expect("api");
+    let url = |segments: &[&str]| api.url(segments).map(|u| u.to_string());
+    assert_eq!(
+        url(&["webhooks", "Y2lzY29z/a?b"]).unwrap(),
+        "http://127.0.0.1:9/v1/webhooks/Y2lzY29z%2Fa%3Fb"
+    );
+    // `webhooks/..` used to become `PUT /v1/webhooks` or `PUT /v1/`.
+    for id in ["", ".", ".."] {
+        let err = url(&["webhooks", id]).expect_err(id);
+        assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
+    }
+}

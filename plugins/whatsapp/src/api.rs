@@ -57,7 +57,7 @@ pub(crate) fn classify_graph_error(
 /// The Graph client.
 pub(crate) struct Api {
     http: reqwest::Client,
-    base: Url,
+    base: ApiBase,
     token: Secret,
     /// Sends: per recipient (the pair rate limit) and per business number (throughput).
     sends: RateLimiter,
@@ -82,11 +82,9 @@ impl Api {
         let http = ClientConfig::for_channel(info)
             .timeout(Some(REQUEST_TIMEOUT))
             .build()?;
-        let base = Url::parse(base.as_str())
-            .map_err(|e| PluginError::config(format!("api_base_url: {e}")))?;
         Ok(Self {
             http,
-            base,
+            base: base.clone(),
             token,
             sends: RateLimiter::new(
                 Some(Rate::per_second(per_number_per_sec).burst(20)),
@@ -106,18 +104,9 @@ impl Api {
         &self.token
     }
 
+    /// `<api_base_url>/<segments…>`: ids from outside are escaped, and `.`/`..` refused.
     pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, PluginError> {
-        let mut url = self.base.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|()| PluginError::config("api_base_url cannot take a path"))?;
-            path.pop_if_empty();
-            for s in segments {
-                path.push(s);
-            }
-        }
-        Ok(url)
+        self.base.join(segments)
     }
 
     /// One call; `to` (for sends) keys the per-recipient pace.

@@ -90,3 +90,23 @@ fn wa_ids() {
     assert!(!is_wa_id("1234"));
     assert!(!is_wa_id(""));
 }
+
+#[test]
+fn hostile_ids_do_not_change_the_endpoint() {
+    let base = ApiBase::parse("api_base_url", "http://127.0.0.1:9/v21.0", &[]).expect("base");
+    let api = Api::new(&WhatsApp::INFO, &base, Secret::new(TOKEN), 10.0).expect("api");
+    let url = |segments: &[&str]| api.url(segments).map(|u| u.to_string());
+    assert_eq!(
+        url(&["106540352242922", "media"]).unwrap(),
+        "http://127.0.0.1:9/v21.0/106540352242922/media"
+    );
+    assert_eq!(
+        url(&["a/b c"]).unwrap(),
+        "http://127.0.0.1:9/v21.0/a%2Fb%20c"
+    );
+    // A media id `..` used to become `GET /` on the Graph host.
+    for id in ["", ".", ".."] {
+        let err = url(&[id]).expect_err(id);
+        assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
+    }
+}
