@@ -829,19 +829,12 @@ mod tests {
     }
 
     fn fx() -> Fx {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = Db::open_in_memory().unwrap();
-        let sessions = SessionStore::new(tmp.path());
-        let a = agent(&db, "A");
-        let c = chat(&db, "telegram:5", None, false);
-        let (session, _) = db
-            .write(|t| sessions.resolve(t, &a.id, &c, None, SessionMode::Shared))
-            .unwrap();
+        let one = crate::sessions::testing::one_session();
         Fx {
-            _tmp: tmp,
-            db,
-            sessions,
-            session,
+            _tmp: one.tmp,
+            db: one.db,
+            sessions: one.store,
+            session: one.session,
         }
     }
 
@@ -905,7 +898,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(addr.channel_type.as_deref(), Some("telegram"));
-        assert_eq!(addr.platform_id.as_deref(), Some("5"));
+        assert_eq!(addr.platform_id.as_deref(), Some("1"));
     }
 
     #[test]
@@ -1093,7 +1086,7 @@ mod tests {
         assert_eq!(t.destination, None);
         assert_eq!(
             f.db.read(|c| task_address(c, &daily)).unwrap(),
-            (Some("telegram".into()), Some("5".into()), None)
+            (Some("telegram".into()), Some("1".into()), None)
         );
     }
 

@@ -457,6 +457,39 @@ fn upgrade_inbound(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Fixtures for tests across the host.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::store::testing::{agent, chat};
+
+    /// One agent ("A") with a shared session for the chat `telegram:1`; the session files
+    /// live in `tmp`.
+    pub struct OneSession {
+        pub tmp: tempfile::TempDir,
+        pub db: Db,
+        pub store: SessionStore,
+        pub session: Session,
+    }
+
+    pub fn one_session() -> OneSession {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Db::open_in_memory().unwrap();
+        let store = SessionStore::new(tmp.path());
+        let a = agent(&db, "A");
+        let c = chat(&db, "telegram:1", None, false);
+        let (session, _) = db
+            .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
+            .unwrap();
+        OneSession {
+            tmp,
+            db,
+            store,
+            session,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,14 +590,12 @@ mod tests {
 
     #[test]
     fn messages_get_even_seqs_and_duplicates_are_ignored() {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = db();
-        let store = SessionStore::new(tmp.path());
-        let a = agent(&db, "A");
-        let c = chat(&db, "telegram:1", None, false);
-        let (s, _) = db
-            .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
-            .unwrap();
+        let testing::OneSession {
+            tmp: _tmp,
+            db: _,
+            store,
+            session: s,
+        } = testing::one_session();
         let got = store
             .with_inbound(&s, |db| {
                 inbound::insert_batch(db, &[msg("m1"), msg("m2"), msg("m1")])
@@ -582,14 +613,12 @@ mod tests {
 
     #[test]
     fn concurrent_writers_never_share_a_seq() {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = db();
-        let store = SessionStore::new(tmp.path());
-        let a = agent(&db, "A");
-        let c = chat(&db, "telegram:1", None, false);
-        let (s, _) = db
-            .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
-            .unwrap();
+        let testing::OneSession {
+            tmp: _tmp,
+            db: _,
+            store,
+            session: s,
+        } = testing::one_session();
         let path = store.prepare(&s).unwrap().inbound_db();
         const THREADS: usize = 6;
         const EACH: usize = 150;
@@ -636,14 +665,12 @@ mod tests {
 
     #[test]
     fn an_older_inbound_db_is_upgraded_when_the_host_opens_it() {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = db();
-        let store = SessionStore::new(tmp.path());
-        let a = agent(&db, "A");
-        let c = chat(&db, "telegram:1", None, false);
-        let (s, _) = db
-            .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
-            .unwrap();
+        let testing::OneSession {
+            tmp: _tmp,
+            db: _,
+            store,
+            session: s,
+        } = testing::one_session();
         let path = store.prepare(&s).unwrap().inbound_db();
         // The shape version 2 had.
         Connection::open(&path)

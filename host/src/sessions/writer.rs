@@ -214,8 +214,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::{agent, chat};
-    use crate::store::wirings::SessionMode;
+    use crate::sessions::testing::{OneSession, one_session};
     use nanoclaw_schema::session::InKind;
 
     fn queued(id: &str) -> Queued {
@@ -229,14 +228,12 @@ mod tests {
 
     #[test]
     fn queued_messages_move_once_and_redeliveries_are_ignored() {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = Db::open_in_memory().unwrap();
-        let sessions = SessionStore::new(tmp.path());
-        let a = agent(&db, "A");
-        let c = chat(&db, "telegram:1", None, false);
-        let (s, _) = db
-            .write(|t| sessions.resolve(t, &a.id, &c, None, SessionMode::Shared))
-            .unwrap();
+        let OneSession {
+            tmp: _tmp,
+            db,
+            store: sessions,
+            session: s,
+        } = one_session();
         for id in ["m1", "m2", "m1"] {
             db.write(|t| queue::push(t, &s.id, &queued(id))).unwrap();
         }
@@ -274,14 +271,12 @@ mod tests {
     /// message back later: a pending one silently, one the agent read with a note.
     #[test]
     fn waiting_withdrawals_are_applied_with_a_note_for_read_messages() {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = Db::open_in_memory().unwrap();
-        let sessions = SessionStore::new(tmp.path());
-        let a = agent(&db, "A");
-        let c = chat(&db, "telegram:1", None, false);
-        let (s, _) = db
-            .write(|t| sessions.resolve(t, &a.id, &c, None, SessionMode::Shared))
-            .unwrap();
+        let OneSession {
+            tmp: _tmp,
+            db,
+            store: sessions,
+            session: s,
+        } = one_session();
         for id in ["m1", "m2"] {
             db.write(|t| queue::push(t, &s.id, &queued(id))).unwrap();
         }
