@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use harness::apt;
 use harness::testchat::{ECHO, Setup, post};
-use harness::{Daemon, cli_ok, containers, require_engine, wait_until};
+use harness::{Daemon, cli_ok, containers, require_engine, run_in_image, wait_until};
 use serde_json::{Value, json};
 
 /// Approver of the tests: the owner, reached in the test plugin's DM `dm-1`.
@@ -93,6 +93,17 @@ fn click(s: &Setup, chat: &str, message_id: &str, clicker: &str, action_id: &str
     let body = json!({"chat_id": chat, "message_id": message_id, "clicker_handle": clicker, "action_id": action_id});
     let (status, answer) = post(s.port, "/webhook/test/action", &body.to_string());
     assert_eq!(status, 200, "click failed: {answer}");
+}
+
+/// The owner clicks `label` on `card` in their DM.
+fn owner_decides(s: &Setup, card: &Value, label: &str) {
+    click(
+        s,
+        OWNER_DM,
+        card["id"].as_str().unwrap(),
+        OWNER,
+        &button(card, label),
+    );
 }
 
 fn button(card: &Value, label: &str) -> String {
@@ -264,13 +275,7 @@ fn rejected_invalid_and_cli_decided_requests() {
         text.contains("install packages (apt: jq)") && text.contains("to read JSON"),
         "{text}"
     );
-    click(
-        &s,
-        OWNER_DM,
-        card["id"].as_str().unwrap(),
-        OWNER,
-        &button(&card, "Reject"),
-    );
+    owner_decides(&s, &card, "Reject");
     let note = wait_for_note(&dir, &daemon, "was rejected by");
     assert!(note.contains("Olive (test:1)"), "{note}");
     assert_eq!(
@@ -469,13 +474,7 @@ fn an_approved_package_is_built_into_the_agents_image() {
         json!({"action": "install_packages", "apt": ["nanoclaw-missing"]}),
     );
     let card = wait_for_card(&s, &daemon, 1);
-    click(
-        &s,
-        OWNER_DM,
-        card["id"].as_str().unwrap(),
-        OWNER,
-        &button(&card, "Approve"),
-    );
+    owner_decides(&s, &card, "Approve");
     let note = wait_for_note(&dir, &daemon, "was approved but failed");
     assert!(note.contains("nanoclaw-missing"), "{note}");
     assert!(note.contains("The build's last lines"), "{note}");
@@ -497,13 +496,7 @@ fn an_approved_package_is_built_into_the_agents_image() {
         json!({"action": "install_packages", "apt": ["nanoclaw-hello"], "reason": "greetings"}),
     );
     let card = wait_for_card(&s, &daemon, 3);
-    click(
-        &s,
-        OWNER_DM,
-        card["id"].as_str().unwrap(),
-        OWNER,
-        &button(&card, "Approve"),
-    );
+    owner_decides(&s, &card, "Approve");
     let note = wait_for_note(&dir, &daemon, "nanoclaw-hello");
     assert!(
         note.contains("Packages installed: nanoclaw-hello"),
@@ -516,18 +509,7 @@ fn an_approved_package_is_built_into_the_agents_image() {
     assert_eq!(config["packages"]["apt"], json!(["nanoclaw-hello"]));
     assert_eq!(config["packages"]["base"], agent_image.as_str());
     // The package's program is really in the image.
-    let run = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "/usr/bin/nanoclaw-hello",
-            &image,
-        ])
-        .output()
-        .unwrap();
+    let run = run_in_image(&image, "/usr/bin/nanoclaw-hello", &[]);
     assert_eq!(
         String::from_utf8_lossy(&run.stdout).trim(),
         "hello from the test package",
@@ -540,20 +522,14 @@ fn an_approved_package_is_built_into_the_agents_image() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), "1000:1000");
-    let sources = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "/bin/sh",
-            &image,
+    let sources = run_in_image(
+        &image,
+        "/bin/sh",
+        &[
             "-c",
             "test ! -e /etc/apt/sources.list.d/nanoclaw.list && echo restored",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(String::from_utf8_lossy(&sources.stdout).trim(), "restored");
     // The old container was stopped; the next one runs the new image and takes the note.
     assert!(
@@ -593,13 +569,7 @@ fn an_approved_package_is_built_into_the_agents_image() {
         .into_iter()
         .rfind(|c| c["text"].as_str().unwrap_or_default().contains("left-pad"))
         .unwrap();
-    click(
-        &s,
-        OWNER_DM,
-        card["id"].as_str().unwrap(),
-        OWNER,
-        &button(&card, "Approve"),
-    );
+    owner_decides(&s, &card, "Approve");
     let note = wait_for_note(&dir, &daemon, "left-pad");
     assert!(note.contains("Packages installed"), "{note}");
     let config = container_config(&s);
@@ -607,19 +577,7 @@ fn an_approved_package_is_built_into_the_agents_image() {
     assert_eq!(config["packages"]["npm"], json!(["left-pad"]));
     let with_npm = config["image"].as_str().unwrap().to_string();
     assert_ne!(with_npm, image);
-    let calls = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "/bin/cat",
-            &with_npm,
-            "/usr/local/lib/npm-calls",
-        ])
-        .output()
-        .unwrap();
+    let calls = run_in_image(&with_npm, "/bin/cat", &["/usr/local/lib/npm-calls"]);
     let calls = String::from_utf8_lossy(&calls.stdout);
     assert!(
         calls.contains(&format!(

@@ -778,20 +778,7 @@ fn approved_packages_and_mcp_servers_change_the_agent_and_denied_ones_do_not() {
     fx.wait_text(DM, "Asked for the server.");
     let layered = fx.image_of("boss");
     assert_ne!(layered, base, "the agent runs a new image");
-    let out = std::process::Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "test",
-            &layered,
-            "-x",
-            "/usr/bin/hello-mcp",
-        ])
-        .output()
-        .unwrap();
+    let out = harness::run_in_image(&layered, "test", &["-x", "/usr/bin/hello-mcp"]);
     assert!(out.status.success(), "the package's file is in the image");
     fx.decide(1, "Approve");
     // The restarted agent calls the new server's tool; its answer goes back to the model.

@@ -407,6 +407,23 @@ pub fn outbound_db(session_dir: &Path) -> rusqlite::Result<rusqlite::Connection>
     )
 }
 
+/// Runs `entrypoint args…` in a throwaway container of `image`, with no network.
+pub fn run_in_image(image: &str, entrypoint: &str, args: &[&str]) -> Output {
+    Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            entrypoint,
+            image,
+        ])
+        .args(args)
+        .output()
+        .expect("docker run")
+}
+
 /// The ids of running containers of the install at `data`.
 pub fn containers(data: &Path) -> Vec<String> {
     let install = nanoclaw::container::InstallId::from_data_dir(data).expect("install id");
