@@ -5,7 +5,7 @@
 //! `inbound.db` is written only by the host and mounted read-only into the container;
 //! `outbound.db` is written only by the container. Both use WAL journaling, so each side reads
 //! the other's commits through the shared page cache of the bind mount; `PRAGMA user_version`
-//! holds [`SCHEMA_VERSION`].
+//! holds [`INBOUND_SCHEMA_VERSION`] or [`OUTBOUND_SCHEMA_VERSION`]; each file keeps its own.
 
 pub mod content;
 pub mod env;
@@ -23,10 +23,17 @@ pub use layout::{
 pub const INBOUND_SCHEMA: &str = include_str!("../session/inbound.sql");
 /// Schema of `outbound.db` (idempotent: `CREATE ... IF NOT EXISTS`).
 pub const OUTBOUND_SCHEMA: &str = include_str!("../session/outbound.sql");
-/// Version of both session schemas, stored in `PRAGMA user_version`. The host brings an older
-/// `inbound.db` up to it with [`INBOUND_UPGRADES`] before the session's container starts;
-/// `outbound.db` has not changed since version 2.
-pub const SCHEMA_VERSION: i64 = 3;
+/// Version of the `inbound.db` schema, stored in its `PRAGMA user_version`. The host brings an
+/// older one up to it with [`INBOUND_UPGRADES`] before the session's container starts.
+pub const INBOUND_SCHEMA_VERSION: i64 = 3;
+/// Version of the `outbound.db` schema, stored in its `PRAGMA user_version`.
+pub const OUTBOUND_SCHEMA_VERSION: i64 = 2;
+
+/// Each session DB: its file name, schema and version.
+pub const SESSION_DBS: [(&str, &str, i64); 2] = [
+    (INBOUND_DB, INBOUND_SCHEMA, INBOUND_SCHEMA_VERSION),
+    (OUTBOUND_DB, OUTBOUND_SCHEMA, OUTBOUND_SCHEMA_VERSION),
+];
 
 /// The steps that bring an older `inbound.db` up to date: `(version reached, SQL)`, in order.
 pub const INBOUND_UPGRADES: &[(i64, &str)] = &[(

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use nanoclaw_schema::session::{
-    AckStatus, BUSY_TIMEOUT_MS, DestinationType, INBOUND_DB, OUTBOUND_DB, OUTBOUND_SCHEMA, OutKind,
-    SCHEMA_VERSION, next_container_seq,
+    AckStatus, BUSY_TIMEOUT_MS, DestinationType, INBOUND_DB, INBOUND_SCHEMA_VERSION, OUTBOUND_DB,
+    OUTBOUND_SCHEMA, OUTBOUND_SCHEMA_VERSION, OutKind, next_container_seq,
 };
 use nanoclaw_schema::time;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -24,18 +24,26 @@ pub enum DbError {
         source: rusqlite::Error,
     },
     #[error(
-        "{} has session schema version {found}, newer than version {SCHEMA_VERSION} that this \
+        "{} has session schema version {found}, newer than version {expected} that this \
          nanoclaw-agent understands; update the agent image to match the host",
         path.display()
     )]
-    NewerSchema { path: PathBuf, found: i64 },
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
     #[error(
         "{} has session schema version {found}, but this nanoclaw-agent needs version \
-         {SCHEMA_VERSION}; the host creates and migrates session databases (is this a session \
+         {expected}; the host creates and migrates session databases (is this a session \
          directory?)",
         path.display()
     )]
-    OlderSchema { path: PathBuf, found: i64 },
+    OlderSchema {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
     #[error("session database: {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -178,12 +186,12 @@ impl SessionDb {
         let inbound_path = inbound_dir.join(INBOUND_DB);
         let outbound_path = dir.join(OUTBOUND_DB);
         let outbound = open_rw(&outbound_path)?;
-        check_version(&outbound, &outbound_path)?;
+        check_version(&outbound, &outbound_path, OUTBOUND_SCHEMA_VERSION)?;
         outbound.pragma_update(None, "synchronous", "NORMAL")?;
         outbound.execute_batch(OUTBOUND_SCHEMA)?;
 
         let inbound = open_ro(&inbound_path)?;
-        check_version(&inbound, &inbound_path)?;
+        check_version(&inbound, &inbound_path, INBOUND_SCHEMA_VERSION)?;
         let mode: String = inbound.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(journal_mode = %mode, "inbound.db is not in WAL mode; change notification may lag");
@@ -618,17 +626,20 @@ fn open_ro(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn check_version(conn: &Connection, path: &Path) -> Result<()> {
+fn check_version(conn: &Connection, path: &Path, expected: i64) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    match found.cmp(&SCHEMA_VERSION) {
+    let path = path.to_path_buf();
+    match found.cmp(&expected) {
         std::cmp::Ordering::Equal => Ok(()),
         std::cmp::Ordering::Greater => Err(DbError::NewerSchema {
-            path: path.to_path_buf(),
+            path,
             found,
+            expected,
         }),
         std::cmp::Ordering::Less => Err(DbError::OlderSchema {
-            path: path.to_path_buf(),
+            path,
             found,
+            expected,
         }),
     }
 }
@@ -725,7 +736,7 @@ mod tests {
         assert!(got.is_err());
         assert_eq!(calls, 1, "a real error is not retried");
     }
-    use nanoclaw_schema::session::INBOUND_SCHEMA;
+    use nanoclaw_schema::session::SESSION_DBS;
 
     struct Host {
         _dir: tempfile::TempDir,
@@ -738,12 +749,11 @@ mod tests {
         fn new() -> Host {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().to_path_buf();
-            for (file, schema) in [(INBOUND_DB, INBOUND_SCHEMA), (OUTBOUND_DB, OUTBOUND_SCHEMA)] {
+            for (file, schema, version) in SESSION_DBS {
                 let c = Connection::open(path.join(file)).unwrap();
                 c.pragma_update(None, "journal_mode", "wal").unwrap();
                 c.execute_batch(schema).unwrap();
-                c.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .unwrap();
+                c.pragma_update(None, "user_version", version).unwrap();
             }
             let inbound = Connection::open(path.join(INBOUND_DB)).unwrap();
             Host {
@@ -882,7 +892,7 @@ mod tests {
     fn refuses_other_schema_versions() {
         let host = Host::new();
         let c = Connection::open(host.path.join(INBOUND_DB)).unwrap();
-        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        c.pragma_update(None, "user_version", INBOUND_SCHEMA_VERSION + 1)
             .unwrap();
         let err = SessionDb::open(&host.path, &host.path).err().unwrap();
         assert!(err.is_incompatible());

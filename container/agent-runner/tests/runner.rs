@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Agent, Msg, Session, wait_until};
-use nanoclaw_schema::session::SCHEMA_VERSION;
+use nanoclaw_schema::session::INBOUND_SCHEMA_VERSION;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -565,7 +565,7 @@ fn sigterm_mid_turn_abandons_it_cleanly() {
 fn newer_schema_is_refused() {
     let s = Session::new();
     s.inbound()
-        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .pragma_update(None, "user_version", INBOUND_SCHEMA_VERSION + 1)
         .unwrap();
     let mut agent = Agent::mock(&s, &[]);
     let status = agent.wait_exit(T).expect("exits");

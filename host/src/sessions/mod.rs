@@ -31,7 +31,10 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use rusqlite::Connection;
 
-use nanoclaw_schema::session::{INBOUND_SCHEMA, INBOUND_UPGRADES, OUTBOUND_SCHEMA, SCHEMA_VERSION};
+use nanoclaw_schema::session::{
+    INBOUND_SCHEMA, INBOUND_SCHEMA_VERSION, INBOUND_UPGRADES, OUTBOUND_SCHEMA,
+    OUTBOUND_SCHEMA_VERSION,
+};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -167,9 +170,9 @@ impl SessionStore {
         let dir = self.session_dir(s)?;
         let new_workspace = dir.ensure(self.owner)?;
         // The router and the supervisor may prepare one new session at once.
-        init_db(&dir.inbound_db(), INBOUND_SCHEMA)?;
+        init_db(&dir.inbound_db(), INBOUND_SCHEMA, INBOUND_SCHEMA_VERSION)?;
         if new_workspace {
-            init_db(&dir.outbound_db(), OUTBOUND_SCHEMA)?;
+            init_db(&dir.outbound_db(), OUTBOUND_SCHEMA, OUTBOUND_SCHEMA_VERSION)?;
             dir.hand_over_outbound(self.owner)?;
         }
         Ok(dir)
@@ -184,9 +187,7 @@ impl SessionStore {
     ) -> Result<T> {
         let conn = cached(&self.inbound, &s.id, || {
             let dir = self.prepare(s)?;
-            let conn = open_session_db(&dir.inbound_db(), HOST_BUSY_TIMEOUT)?;
-            upgrade_inbound(&conn)?;
-            Ok(conn)
+            open_inbound(&dir.inbound_db(), HOST_BUSY_TIMEOUT)
         })?;
         let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
@@ -359,7 +360,7 @@ fn evict<C>(cache: &ConnCache<C>, idle: Duration) -> usize {
 /// replaces), so a file at `path` is always complete. Two connections switching one new file
 /// to WAL at once would deadlock each other into `SQLITE_BUSY`, and a file seen before its
 /// tables exist would fail its first write.
-fn init_db(path: &Path, schema: &str) -> Result<()> {
+fn init_db(path: &Path, schema: &str, version: i64) -> Result<()> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if path.exists() {
         return Ok(());
@@ -368,13 +369,14 @@ fn init_db(path: &Path, schema: &str) -> Result<()> {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".new-{}-{n}", std::process::id()));
     let fresh = PathBuf::from(name);
-    let built = build_db(&fresh, schema).and_then(|()| match std::fs::hard_link(&fresh, path) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Error::Io {
-            context: format!("link the new {} into place", path.display()),
-            source: e,
-        }),
-        _ => Ok(()),
-    });
+    let built =
+        build_db(&fresh, schema, version).and_then(|()| match std::fs::hard_link(&fresh, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Error::Io {
+                context: format!("link the new {} into place", path.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        });
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut leftover = fresh.as_os_str().to_owned();
         leftover.push(suffix);
@@ -391,7 +393,7 @@ fn init_db(path: &Path, schema: &str) -> Result<()> {
 }
 
 /// Builds a complete session DB at a path nobody else uses; WAL mode persists in the file.
-fn build_db(path: &Path, schema: &str) -> Result<()> {
+fn build_db(path: &Path, schema: &str, version: i64) -> Result<()> {
     let conn = Connection::open(path).map_err(|e| crate::db::corrupt_or(path, e))?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -401,14 +403,13 @@ fn build_db(path: &Path, schema: &str) -> Result<()> {
         )));
     }
     conn.execute_batch(schema)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    conn.pragma_update(None, "user_version", version)?;
     // Closing the only connection checkpoints the WAL into the file.
     conn.close().map_err(|(_, e)| e)?;
     Ok(())
 }
 
-/// Opens a session DB the host owns with the pragmas both sides agree on, refusing a newer
-/// schema.
+/// Opens a session DB with the pragmas both sides agree on.
 pub fn open_session_db(path: &Path, busy: Duration) -> Result<Connection> {
     let conn = Connection::open(path).map_err(|e| crate::db::corrupt_or(path, e))?;
     conn.busy_timeout(busy)?;
@@ -431,20 +432,20 @@ pub fn open_session_db(path: &Path, busy: Duration) -> Result<Connection> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
         true,
     )?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(Error::invalid(format!(
-            "{} has session schema {version}, newer than this nanoclaw's {SCHEMA_VERSION}; upgrade nanoclaw",
-            path.display()
-        )));
-    }
     Ok(conn)
 }
 
-/// Brings an `inbound.db` made by an older nanoclaw up to [`SCHEMA_VERSION`], one step per
-/// transaction.
-fn upgrade_inbound(conn: &Connection) -> Result<()> {
+/// Opens a session's `inbound.db` (see [`open_session_db`]): one made by a newer nanoclaw is
+/// refused, one made by an older one is brought up to date, one step per transaction.
+pub fn open_inbound(path: &Path, busy: Duration) -> Result<Connection> {
+    let conn = open_session_db(path, busy)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > INBOUND_SCHEMA_VERSION {
+        return Err(Error::invalid(format!(
+            "{} has session schema {version}, newer than this nanoclaw's {INBOUND_SCHEMA_VERSION}; upgrade nanoclaw",
+            path.display()
+        )));
+    }
     for (to, sql) in INBOUND_UPGRADES.iter().filter(|(to, _)| *to > version) {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {sql} PRAGMA user_version = {to}; COMMIT;"
@@ -452,9 +453,9 @@ fn upgrade_inbound(conn: &Connection) -> Result<()> {
         .inspect_err(|_| {
             let _ = conn.execute_batch("ROLLBACK");
         })?;
-        tracing::info!(version = to, "session inbound.db upgraded");
+        tracing::info!(version = to, path = %path.display(), "session inbound.db upgraded");
     }
-    Ok(())
+    Ok(conn)
 }
 
 /// Fixtures for tests across the host.
@@ -544,7 +545,7 @@ mod tests {
         let v: i64 = out
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, SCHEMA_VERSION);
+        assert_eq!(v, OUTBOUND_SCHEMA_VERSION);
         // Resolving again finds the same session.
         let (again, created) = db
             .write(|t| store.resolve(t, &a.id, &c, None, SessionMode::Shared))
@@ -652,12 +653,12 @@ mod tests {
     fn newer_session_schema_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join(INBOUND_DB);
-        init_db(&path, INBOUND_SCHEMA).unwrap();
+        init_db(&path, INBOUND_SCHEMA, INBOUND_SCHEMA_VERSION).unwrap();
         Connection::open(&path)
             .unwrap()
-            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .pragma_update(None, "user_version", INBOUND_SCHEMA_VERSION + 1)
             .unwrap();
-        let err = open_session_db(&path, HOST_BUSY_TIMEOUT)
+        let err = open_inbound(&path, HOST_BUSY_TIMEOUT)
             .unwrap_err()
             .to_string();
         assert!(err.contains("newer"), "{err}");
@@ -690,7 +691,7 @@ mod tests {
                 Ok((v, n == 1))
             })
             .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(version, INBOUND_SCHEMA_VERSION);
         assert!(has_column);
     }
 

@@ -2,9 +2,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use nanoclaw_schema::session::content::{ChatOut, SystemAction};
-use nanoclaw_schema::session::{
-    INBOUND_DB, INBOUND_SCHEMA, OUTBOUND_DB, OUTBOUND_SCHEMA, SCHEMA_VERSION,
-};
+use nanoclaw_schema::session::{INBOUND_DB, OUTBOUND_DB, SESSION_DBS};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
@@ -20,12 +18,11 @@ struct Session {
 impl Session {
     fn new() -> Session {
         let dir = tempfile::tempdir().unwrap();
-        for (file, schema) in [(INBOUND_DB, INBOUND_SCHEMA), (OUTBOUND_DB, OUTBOUND_SCHEMA)] {
+        for (file, schema, version) in SESSION_DBS {
             let c = Connection::open(dir.path().join(file)).unwrap();
             c.pragma_update(None, "journal_mode", "wal").unwrap();
             c.execute_batch(schema).unwrap();
-            c.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .unwrap();
+            c.pragma_update(None, "user_version", version).unwrap();
         }
         std::fs::create_dir(dir.path().join("agent")).unwrap();
         let inbound = Connection::open(dir.path().join(INBOUND_DB)).unwrap();

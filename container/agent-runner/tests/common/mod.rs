@@ -7,16 +7,14 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nanoclaw_schema::session::content::{ChatIn, ChatOut, TaskIn};
 use nanoclaw_schema::session::layout::{INBOUND_DIR, WORKSPACE_DIR};
-use nanoclaw_schema::session::{
-    INBOUND_DB, INBOUND_SCHEMA, OUTBOUND_DB, OUTBOUND_SCHEMA, SCHEMA_VERSION,
-};
+use nanoclaw_schema::session::{INBOUND_DB, OUTBOUND_DB, SESSION_DBS};
 use nanoclaw_schema::time;
 use rusqlite::{Connection, params};
 use serde_json::Value;
@@ -130,17 +128,19 @@ impl Session {
         for sub in [INBOUND_DIR, WORKSPACE_DIR] {
             std::fs::create_dir(dir.path().join(sub)).expect("session dirs");
         }
-        for (file, schema) in [
-            (Path::new(INBOUND_DIR).join(INBOUND_DB), INBOUND_SCHEMA),
-            (Path::new(WORKSPACE_DIR).join(OUTBOUND_DB), OUTBOUND_SCHEMA),
-        ] {
-            let c = Connection::open(dir.path().join(file)).expect("create db");
+        for (file, schema, version) in SESSION_DBS {
+            let sub = if file == INBOUND_DB {
+                INBOUND_DIR
+            } else {
+                WORKSPACE_DIR
+            };
+            let c = Connection::open(dir.path().join(sub).join(file)).expect("create db");
             let mode: String = c
                 .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
                 .expect("wal");
             assert_eq!(mode, "wal");
             c.execute_batch(schema).expect("schema");
-            c.pragma_update(None, "user_version", SCHEMA_VERSION)
+            c.pragma_update(None, "user_version", version)
                 .expect("user_version");
         }
         let agent_dir = dir.path().join("agent");
