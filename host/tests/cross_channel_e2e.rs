@@ -11,12 +11,12 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::discord::{self, button, click, pairing_code, posts, say_in_channel};
+use harness::discord::{self, button, click, posts, say_in_channel};
+use harness::journey::{AGENT, find_code};
 use harness::{Daemon, Install, built, require_engine, wait_until};
 use nanoclaw_fake_discord::FakeDiscord;
 use nanoclaw_fake_slack::FakeSlack;
 
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 /// The owner on Discord, and someone else there.
 const ANN: &str = discord::ANN;
@@ -112,7 +112,7 @@ fn a_slack_stranger_is_approved_from_the_owners_discord_dm_opened_for_it() {
 
     // Ann pairs on Discord in a server channel, not in a DM, and becomes the owner.
     let printed = i.ok(&["pair", "discord", "--no-wait"]);
-    let code = pairing_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
+    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
     say_in_channel(&i.discord, ANN, "Ann", &code, true);
     let paired = wait_until(AGENT, || {
         posts(&i.discord, discord::GUILD_CHANNEL)

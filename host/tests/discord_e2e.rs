@@ -10,12 +10,11 @@ mod harness;
 use std::time::Duration;
 
 use harness::discord::{
-    self, ANN, BOB, GUILD_CHANNEL, button, click, pairing_code, posts, say_in_channel, say_in_dm,
+    self, ANN, BOB, GUILD_CHANNEL, button, click, posts, say_in_channel, say_in_dm,
 };
+use harness::journey::{self, AGENT, Platform};
 use harness::{Daemon, Install, require_engine, wait_until};
-use nanoclaw_fake_discord::FakeDiscord;
-
-const AGENT: Duration = Duration::from_secs(90);
+use nanoclaw_fake_discord::{FakeDiscord, Posted};
 
 /// An install with the Discord plugin, and the fake Discord.
 struct Dc {
@@ -48,22 +47,18 @@ impl Dc {
         std::thread::sleep(Duration::from_millis(300));
         daemon
     }
+}
 
-    fn texts(&self, channel: &str) -> Vec<String> {
+impl Platform for Dc {
+    type Chat = str;
+    type Posted = Posted;
+
+    fn posted(&self, channel: &str) -> Vec<Posted> {
         posts(&self.fake, channel)
-            .into_iter()
-            .map(|m| m.content)
-            .collect()
     }
 
-    fn wait_text(&self, daemon: &Daemon, channel: &str, what: &str, f: impl Fn(&str) -> bool) {
-        let ok = wait_until(AGENT, || self.texts(channel).iter().any(|t| f(t)));
-        assert!(
-            ok,
-            "no message {what} in {channel}; it got {:?}\n{}",
-            self.texts(channel),
-            daemon.log()
-        );
+    fn shown(m: &Posted) -> String {
+        m.content.clone()
     }
 }
 
@@ -71,20 +66,10 @@ impl Dc {
 /// agent: the daemon has the plugin open her DM, and the welcome arrives there. Returns the
 /// DM's channel id.
 fn first_agent(dc: &Dc, daemon: &Daemon) -> String {
-    let printed = dc.ok(&["pair", "discord", "--no-wait"]);
-    let code = pairing_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    say_in_channel(&dc.fake, ANN, "Ann", &code, true);
-    dc.wait_text(daemon, GUILD_CHANNEL, "confirming the pairing", |t| {
-        t.starts_with("Paired!")
+    journey::pair(dc, daemon, "discord", GUILD_CHANNEL, |code| {
+        say_in_channel(&dc.fake, ANN, "Ann", code, true);
     });
-    let out = dc.ok(&[
-        "init-first-agent",
-        "--user",
-        &format!("discord:{ANN}"),
-        "--name",
-        "Ann",
-    ]);
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
+    journey::init_first_agent(dc, &format!("discord:{ANN}"), None);
     let mut dm = None;
     let ok = wait_until(AGENT, || {
         dm = dc
@@ -128,12 +113,7 @@ fn a_server_channel_engages_on_mentions_asks_about_strangers_and_splits_long_rep
         return;
     }
     // ~5,000 characters: numbered words, so order and loss both show.
-    let mut long = String::new();
-    for i in 1..=550 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(550);
     let dc = Dc::new();
     dc.agent(
         "team",

@@ -10,14 +10,13 @@ mod harness;
 
 use std::time::Duration;
 
+use harness::journey::{self, AGENT, Owner, Platform, approvals};
 use harness::{Daemon, Install, built, free_port, require_engine, wait_until};
 use nanoclaw_fake_gchat::{
     ANN, BOB, DM_ANN, FakeGchat, GENERAL, PROJECT_NUMBER, Posted, post_event_to,
 };
 use serde_json::Value;
 
-/// How long anything involving a container start may take (2 cores in CI, debug builds).
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 
 /// One install: a temp data dir whose `.env` holds the service account key, and a fake
@@ -63,17 +62,9 @@ impl Gchat {
 
     /// Starts the daemon with its webhook server and waits until it answers.
     fn start(&self) -> Daemon {
-        let daemon = Daemon::start_event_driven(
-            &self.data,
-            &self.plugins_toml(),
-            &["--webhook-listen", &format!("127.0.0.1:{}", self.port)],
-        );
-        let up = wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && !self.fake.harness().calls_to("token").is_empty()
-        });
-        assert!(up, "the webhook server never came up:\n{}", daemon.log());
-        daemon
+        journey::start_with_webhooks(self, &self.plugins_toml(), self.port, || {
+            !self.fake.harness().calls_to("token").is_empty()
+        })
     }
 
     fn url(&self) -> String {
@@ -101,70 +92,32 @@ impl Gchat {
             .unwrap()
             .to_owned()
     }
-
-    fn texts(&self, chat: &str) -> Vec<String> {
-        self.fake
-            .app_messages(chat)
-            .iter()
-            .map(|m| m.text.clone())
-            .collect()
-    }
-
-    fn wait_message(
-        &self,
-        daemon: &Daemon,
-        chat: &str,
-        what: &str,
-        f: impl Fn(&Posted) -> bool,
-    ) -> Posted {
-        let mut found = None;
-        let ok = wait_until(AGENT, || {
-            found = self.fake.app_messages(chat).into_iter().find(|m| f(m));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "no message {what} in {chat}; it got {:?}\n{}",
-            self.texts(chat),
-            daemon.log()
-        );
-        found.unwrap()
-    }
 }
 
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 4 || c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .map(str::to_string)
+impl Platform for Gchat {
+    type Chat = str;
+    type Posted = Posted;
+
+    fn posted(&self, chat: &str) -> Vec<Posted> {
+        self.fake.app_messages(chat)
+    }
+
+    fn shown(m: &Posted) -> String {
+        m.text.clone()
+    }
 }
 
 /// Ann pairs in her DM with the app and becomes owner, then gets her DM agent
 /// from `init-first-agent` with the chat's conversation id, as skills/add-gchat says.
 fn first_agent(t: &Gchat, daemon: &Daemon) {
-    let printed = t.ok(&["pair", "gchat", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    t.say(DM_ANN, ANN, &code, None, false);
-    t.wait_message(daemon, DM_ANN, "confirming the pairing", |m| {
-        m.text.starts_with("Paired!")
-    });
-    let out = t.ok(&[
-        "init-first-agent",
-        "--user",
-        &format!("gchat:{ANN}"),
-        "--chat",
-        DM_ANN,
-        "--name",
-        "Ann",
-    ]);
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
-    t.wait_message(daemon, DM_ANN, "welcoming Ann", |m| {
-        m.text.contains("your NanoClaw agent")
+    let ann = Owner {
+        channel: "gchat",
+        id: ANN,
+        chat: DM_ANN,
+        dm: DM_ANN,
+    };
+    journey::first_agent(t, daemon, &ann, |code| {
+        t.say(DM_ANN, ANN, code, None, false);
     });
 }
 
@@ -175,12 +128,7 @@ fn the_owner_dm_is_answered_forgeries_refused_retries_stored_once_and_long_repli
     ) {
         return;
     }
-    let mut long = String::new();
-    for i in 1..=1100 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(1100);
     let t = Gchat::new();
     t.mock(
         "dm-with-ann",
@@ -258,20 +206,6 @@ fn card_in(t: &Gchat, chat: &str, who: &str) -> Option<Posted> {
         .find(|m| !m.buttons().is_empty() && m.text.contains(who))
 }
 
-fn approvals(t: &Gchat) -> Vec<(String, String)> {
-    t.json(&["approvals", "list", "--all"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["subject_user_id"].as_str().unwrap_or("").to_string(),
-                a["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_channel_engages_on_mentions_and_an_unknown_sender_waits_for_the_owners_click() {
     if !require_engine(
@@ -342,13 +276,5 @@ fn a_channel_engages_on_mentions_and_an_unknown_sender_waits_for_the_owners_clic
         "{:?}",
         t.texts(GENERAL)
     );
-    let dropped = t.json(&["dropped"]);
-    assert!(
-        dropped
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["reason"] == "no_agent_engaged"),
-        "the unmentioned message was not for the agent: {dropped}"
-    );
+    journey::assert_unengaged_dropped(&t);
 }

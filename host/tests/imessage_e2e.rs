@@ -8,12 +8,12 @@ mod harness;
 
 use std::time::Duration;
 
+use harness::journey::{self, AGENT, Owner, Platform};
 use harness::{Daemon, Install, built, free_port, require_engine, wait_until};
 use nanoclaw_fake_bluebubbles::{
     ANN_PHONE, BOB_EMAIL, FakeBlueBubbles, GROUP, Incoming, PASSWORD, Sent, post_webhook,
 };
 
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 const ANN_DM: &str = "iMessage;-;+15551234567";
 
@@ -48,17 +48,9 @@ impl Phone {
             built().join("libnanoclaw_plugin_channels.so"),
             self.fake.base_url(),
         );
-        let daemon = Daemon::start_event_driven(
-            &self.data,
-            &toml,
-            &["--webhook-listen", &format!("127.0.0.1:{}", self.port)],
-        );
-        let up = wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && !self.fake.harness().calls_to("server.info").is_empty()
-        });
-        assert!(up, "the webhook server never came up:\n{}", daemon.log());
-        daemon
+        journey::start_with_webhooks(self, &toml, self.port, || {
+            !self.fake.harness().calls_to("server.info").is_empty()
+        })
     }
 
     /// A message from a phone: BlueBubbles' webhook reaches the daemon.
@@ -72,63 +64,31 @@ impl Phone {
         assert_eq!(status, 200);
         guid
     }
-
-    fn texts(&self, chat: &str) -> Vec<String> {
-        self.fake
-            .sent_to(chat)
-            .iter()
-            .map(|s| s.text.clone())
-            .collect()
-    }
-
-    fn wait(&self, daemon: &Daemon, chat: &str, what: &str, f: impl Fn(&Sent) -> bool) -> Sent {
-        let mut found = None;
-        let ok = wait_until(AGENT, || {
-            found = self.fake.sent_to(chat).into_iter().find(|m| f(m));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "no message {what} in {chat}; it got {:?}\n{}",
-            self.texts(chat),
-            daemon.log()
-        );
-        found.unwrap()
-    }
 }
 
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 4 || c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .map(str::to_string)
+impl Platform for Phone {
+    type Chat = str;
+    type Posted = Sent;
+
+    fn posted(&self, chat: &str) -> Vec<Sent> {
+        self.fake.sent_to(chat)
+    }
+
+    fn shown(m: &Sent) -> String {
+        m.text.clone()
+    }
 }
 
 /// Ann pairs from her phone (a national number: the same person) and gets her agent.
 fn first_agent(p: &Phone, daemon: &Daemon) {
-    let printed = p.ok(&["pair", "imessage", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    p.say(&Incoming::dm(ANN_PHONE, &code));
-    p.wait(daemon, ANN_DM, "confirming the pairing", |m| {
-        m.text.starts_with("Paired!")
-    });
-    let out = p.ok(&[
-        "init-first-agent",
-        "--user",
-        &format!("imessage:{ANN_PHONE}"),
-        "--chat",
-        ANN_PHONE,
-        "--name",
-        "Ann",
-    ]);
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
-    p.wait(daemon, ANN_DM, "welcoming Ann", |m| {
-        m.text.contains("your NanoClaw agent")
+    let ann = Owner {
+        channel: "imessage",
+        id: ANN_PHONE,
+        chat: ANN_PHONE,
+        dm: ANN_DM,
+    };
+    journey::first_agent(p, daemon, &ann, |code| {
+        p.say(&Incoming::dm(ANN_PHONE, code));
     });
 }
 
@@ -153,7 +113,7 @@ fn the_owner_dm_is_answered_once() {
     let path = format!("/webhook/imessage?password={PASSWORD}");
     assert_eq!(post_webhook(p.port, &path, &body), 200);
     assert_eq!(post_webhook(p.port, &path, &body), 200, "a redelivery");
-    p.wait(&daemon, ANN_DM, "echoing the DM", |m| {
+    p.wait_message(&daemon, ANN_DM, "echoing the DM", |m| {
         m.text.contains("hello from my iPhone")
     });
     std::thread::sleep(Duration::from_secs(2));
@@ -204,7 +164,7 @@ fn a_group_engages_by_pattern_and_an_unknown_sender_waits_for_approval() {
 
     p.say(&Incoming::group(ANN_PHONE, "weekend?"));
     p.say(&Incoming::group(ANN_PHONE, "agent, what time?"));
-    p.wait(&daemon, GROUP, "answering the pattern", |m| {
+    p.wait_message(&daemon, GROUP, "answering the pattern", |m| {
         m.text == "echo: agent, what time?"
     });
     std::thread::sleep(Duration::from_secs(1));
@@ -213,14 +173,14 @@ fn a_group_engages_by_pattern_and_an_unknown_sender_waits_for_approval() {
     // Bob is unknown: held, the card goes to Ann's DM as text; she allows with the CLI.
     let bob = format!("imessage:{BOB_EMAIL}");
     p.say(&Incoming::group("Bob@iCloud.com", "agent hi from bob"));
-    let card = p.wait(&daemon, ANN_DM, "asking about Bob", |m| {
+    let card = p.wait_message(&daemon, ANN_DM, "asking about Bob", |m| {
         m.text.contains(&bob)
     });
     assert!(card.text.contains("Options: Allow, Deny"), "{}", card.text);
     let pending = p.json(&["approvals", "list"]);
     let id = pending[0]["id"].as_str().expect("an approval").to_owned();
     p.ok(&["approvals", "allow", &id]);
-    p.wait(&daemon, GROUP, "answering Bob", |m| {
+    p.wait_message(&daemon, GROUP, "answering Bob", |m| {
         m.text == "echo: agent hi from bob"
     });
 }
@@ -230,12 +190,7 @@ fn a_long_reply_arrives_split_in_order_and_intact() {
     if !require_engine("a_long_reply_arrives_split_in_order_and_intact") {
         return;
     }
-    let mut long = String::new();
-    for i in 1..=1500 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(1500);
     let p = Phone::new();
     p.mock(
         "dm-with-ann",

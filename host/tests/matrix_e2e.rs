@@ -12,11 +12,10 @@ mod harness;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use harness::journey::{self, AGENT, Platform};
 use harness::matrix::{self, Seen, Synapse, User, require_synapse};
 use harness::{Daemon, Install, require_engine, wait_until};
 use serde_json::json;
-
-const AGENT: Duration = Duration::from_secs(90);
 
 /// A homeserver with a bot account and Ann, and an install whose plugin logs in as the bot.
 struct Mx {
@@ -63,52 +62,15 @@ impl Mx {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    fn bot_wrote(&self, room: &str) -> Vec<Seen> {
-        self.ann.messages_from(room, &self.bot.id)
-    }
-
-    fn wait_message(
-        &self,
-        daemon: &Daemon,
-        room: &str,
-        what: &str,
-        f: impl Fn(&Seen) -> bool,
-    ) -> Seen {
-        let mut found = None;
-        let ok = wait_until(AGENT, || {
-            found = self.bot_wrote(room).into_iter().find(|m| f(m));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "no message {what} in {room}; the bot wrote {:?}\n{}",
-            self.bot_wrote(room)
-                .iter()
-                .map(|m| &m.body)
-                .collect::<Vec<_>>(),
-            daemon.log()
-        );
-        found.unwrap()
-    }
-
     /// `init-first-agent` for Ann, who never wrote to the bot: the plugin creates a DM room
     /// and invites her; she joins and reads the welcome there. Returns the DM room.
     fn first_agent(&self, daemon: &Daemon) -> String {
-        let out = self.ok(&[
-            "init-first-agent",
-            "--user",
-            &format!("matrix:{}", self.ann.id),
-            "--name",
-            "Ann",
-        ]);
-        assert!(out.contains("wired to dm-with-ann"), "{out}");
+        journey::init_first_agent(self, &format!("matrix:{}", self.ann.id), None);
         let dm = self
             .ann
             .accept_invite(AGENT)
             .unwrap_or_else(|| panic!("Ann was never invited to a DM:\n{}", daemon.log()));
-        self.wait_message(daemon, &dm, "welcoming Ann", |m| {
-            m.body.contains("your NanoClaw agent")
-        });
+        journey::welcome(self, daemon, &dm);
         dm
     }
 
@@ -124,6 +86,23 @@ impl Mx {
                     .join(s["id"].as_str().unwrap())
             })
             .collect()
+    }
+}
+
+impl Platform for Mx {
+    type Chat = str;
+    type Posted = Seen;
+
+    fn posted(&self, room: &str) -> Vec<Seen> {
+        self.ann.messages_from(room, &self.bot.id)
+    }
+
+    fn shown(m: &Seen) -> String {
+        m.body.clone()
+    }
+
+    fn missed(what: &str, room: &str) -> String {
+        format!("no message {what} in {room}; the bot wrote")
     }
 }
 
@@ -243,7 +222,7 @@ fn a_dm_is_answered_edited_reacted_to_and_survives_a_restart() {
     for text in ["hello from **Matrix**", "while away one", "while away two"] {
         assert_eq!(rows(text), 1, "{text} reached the agent once");
     }
-    let bot = mx.bot_wrote(&dm);
+    let bot = mx.posted(&dm);
     for text in ["hello from Matrix", "hello again", "while away two"] {
         assert_eq!(
             count(&bot, &format!("Mock agent: you said \"{text}\"")),
@@ -343,14 +322,11 @@ fn a_room_engages_on_mentions_asks_about_strangers_and_splits_long_replies() {
         m.body.starts_with("echo:") && m.body.contains("status?")
     });
     assert!(
-        !mx.bot_wrote(&room)
+        !mx.posted(&room)
             .iter()
             .any(|m| m.body.contains("just chatting")),
         "{:?}",
-        mx.bot_wrote(&room)
-            .iter()
-            .map(|m| &m.body)
-            .collect::<Vec<_>>()
+        mx.posted(&room).iter().map(|m| &m.body).collect::<Vec<_>>()
     );
 
     // Bob is unknown: held, and Ann decides on the card in her DM by replying with the
@@ -373,11 +349,11 @@ fn a_room_engages_on_mentions_asks_about_strangers_and_splits_long_replies() {
     });
 
     // A long reply arrives split within the event budget, in order, intact.
-    let before = mx.bot_wrote(&room).len();
+    let before = mx.posted(&room).len();
     mx.ann.say_to(&room, &mx.bot.id, "nanoclaw", "essay please");
     let expected: Vec<&str> = long.split_whitespace().collect();
     let words = || -> Vec<String> {
-        mx.bot_wrote(&room)
+        mx.posted(&room)
             .iter()
             .skip(before)
             .filter(|m| m.body.starts_with("word"))
@@ -393,7 +369,7 @@ fn a_room_engages_on_mentions_asks_about_strangers_and_splits_long_replies() {
     assert!(complete, "got {} words\n{}", words().len(), daemon.log());
     std::thread::sleep(Duration::from_secs(2));
     let parts: Vec<Seen> = mx
-        .bot_wrote(&room)
+        .posted(&room)
         .into_iter()
         .filter(|m| m.body.starts_with("word"))
         .collect();

@@ -10,14 +10,13 @@ mod harness;
 
 use std::time::Duration;
 
+use harness::journey::{self, AGENT, Owner, Platform};
 use harness::{Daemon, Install, built, free_port, require_engine, wait_until};
 use nanoclaw_fake_resend::{
     ANN, API_KEY, BOB, BOT_ADDRESS, FakeResend, Mail, Received, Sent, WEBHOOK_SECRET, now_secs,
     post_webhook, svix_headers,
 };
 
-/// How long anything involving a container start may take (2 cores in CI, debug builds).
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 
 /// One install: a temp data dir whose `.env` holds the key and the webhook secret, a fake
@@ -62,17 +61,9 @@ impl Email {
     /// Starts the daemon and waits until its webhook server answers and the plugin checked
     /// the account.
     fn start(&self) -> Daemon {
-        let daemon = Daemon::start_event_driven(
-            &self.data,
-            &self.plugins_toml(),
-            &["--webhook-listen", &format!("127.0.0.1:{}", self.port)],
-        );
-        let up = wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && !self.fake.harness().calls_to("domains.list").is_empty()
-        });
-        assert!(up, "the webhook server never came up:\n{}", daemon.log());
-        daemon
+        journey::start_with_webhooks(self, &self.plugins_toml(), self.port, || {
+            !self.fake.harness().calls_to("domains.list").is_empty()
+        })
     }
 
     /// Someone emails the bot: the fake stores it and Resend's webhook reaches the daemon.
@@ -89,72 +80,36 @@ impl Email {
         let headers = svix_headers(svix_id, now_secs() - age, body.as_bytes());
         post_webhook(self.port, "/webhook/resend", body.as_bytes(), &headers).0
     }
-
-    fn texts(&self, to: &str) -> Vec<String> {
-        self.fake
-            .sent_to(to)
-            .iter()
-            .map(|s| s.text.clone().unwrap_or_default())
-            .collect()
-    }
-
-    fn wait_email(&self, daemon: &Daemon, to: &str, what: &str, f: impl Fn(&Sent) -> bool) -> Sent {
-        let mut found = None;
-        let ok = wait_until(AGENT, || {
-            found = self.fake.sent_to(to).into_iter().find(|m| f(m));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "no email {what} to {to}; it got {:?}\n{}",
-            self.texts(to),
-            daemon.log()
-        );
-        found.unwrap()
-    }
 }
 
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-'))
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 4 || c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .map(str::to_string)
+impl Platform for Email {
+    type Chat = str;
+    type Posted = Sent;
+
+    fn posted(&self, to: &str) -> Vec<Sent> {
+        self.fake.sent_to(to)
+    }
+
+    fn shown(m: &Sent) -> String {
+        m.text.clone().unwrap_or_default()
+    }
+
+    fn missed(what: &str, to: &str) -> String {
+        format!("no email {what} to {to}; it got")
+    }
 }
 
 /// Ann pairs by emailing the code and becomes owner, then gets her agent from
 /// `init-first-agent` with her address as the chat, as skills/add-resend says.
 fn first_agent(e: &Email, daemon: &Daemon) {
-    let printed = e.ok(&["pair", "resend", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    e.email(&Mail::new(
-        "Ann Example <Ann@Example.org>",
-        "Pairing",
-        &code,
-    ));
-    e.wait_email(daemon, ANN, "confirming the pairing", |m| {
-        m.text.as_deref().unwrap_or("").starts_with("Paired!")
-    });
-    let out = e.ok(&[
-        "init-first-agent",
-        "--user",
-        &format!("resend:{ANN}"),
-        "--chat",
-        ANN,
-        "--name",
-        "Ann",
-    ]);
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
-    e.wait_email(daemon, ANN, "welcoming Ann", |m| {
-        m.text
-            .as_deref()
-            .unwrap_or("")
-            .contains("your NanoClaw agent")
+    let ann = Owner {
+        channel: "resend",
+        id: ANN,
+        chat: ANN,
+        dm: ANN,
+    };
+    journey::first_agent(e, daemon, &ann, |code| {
+        e.email(&Mail::new("Ann Example <Ann@Example.org>", "Pairing", code));
     });
 }
 
@@ -205,7 +160,7 @@ fn the_owner_email_is_answered_in_its_thread_once() {
     std::thread::sleep(Duration::from_millis(1100));
     let svix_id = format!("msg_{}", received.email_id);
     assert_eq!(e.post(&received, &svix_id, 0), 200);
-    let answer = e.wait_email(&daemon, ANN, "echoing the email", |m| {
+    let answer = e.wait_message(&daemon, ANN, "echoing the email", |m| {
         m.text.as_deref().unwrap_or("").contains("hello by email")
     });
     assert_eq!(answer.subject, "Re: Weekend plans");
@@ -273,7 +228,7 @@ fn an_unknown_sender_waits_for_the_owner_to_allow_them() {
     let bob = format!("resend:{BOB}");
     let asked = Mail::new("Bob <bob@example.net>", "Question", "hi from bob");
     e.email(&asked);
-    let card = e.wait_email(&daemon, ANN, "asking about Bob", |m| {
+    let card = e.wait_message(&daemon, ANN, "asking about Bob", |m| {
         m.text.as_deref().unwrap_or("").contains(&bob)
     });
     let card_text = card.text.clone().unwrap_or_default();
@@ -288,7 +243,7 @@ fn an_unknown_sender_waits_for_the_owner_to_allow_them() {
     // Ann answers with the CLI (her approval over email): Bob's held email is answered,
     // in his thread.
     e.ok(&["approvals", "allow", &id]);
-    let answer = e.wait_email(&daemon, BOB, "answering Bob", |m| {
+    let answer = e.wait_message(&daemon, BOB, "answering Bob", |m| {
         m.text.as_deref().unwrap_or("").contains("hi from bob")
     });
     assert_eq!(answer.subject, "Re: Question");
@@ -304,12 +259,7 @@ fn a_long_reply_arrives_split_in_order_and_intact() {
     if !require_engine("a_long_reply_arrives_split_in_order_and_intact") {
         return;
     }
-    let mut long = String::new();
-    for i in 1..=4000 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(4000);
     let e = Email::new();
     e.mock(
         "dm-with-ann",

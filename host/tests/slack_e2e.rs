@@ -11,14 +11,13 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use harness::journey::{self, AGENT, Owner, Platform, approvals};
 use harness::{Daemon, Install, built, free_port, require_engine, wait_until};
 use nanoclaw_fake_slack::{
     ANN, APP_TOKEN, BOB, BOT_TOKEN, BOT_USER, DM_ANN, FakeSlack, GENERAL, Posted, SIGNING_SECRET,
     callback, now_secs, signature,
 };
 
-/// How long anything involving a container start may take (2 cores in CI, debug builds).
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 
 /// One install: a temp data dir whose `.env` holds the tokens, and a fake Slack.
@@ -66,71 +65,33 @@ impl Slack {
         std::thread::sleep(Duration::from_millis(200));
         daemon
     }
-
-    fn texts(&self, channel: &str) -> Vec<String> {
-        self.fake
-            .bot_messages(channel)
-            .iter()
-            .map(|m| m.text.clone())
-            .collect()
-    }
-
-    fn wait_message(
-        &self,
-        daemon: &Daemon,
-        channel: &str,
-        what: &str,
-        f: impl Fn(&Posted) -> bool,
-    ) -> Posted {
-        let mut found = None;
-        let ok = wait_until(AGENT, || {
-            found = self.fake.bot_messages(channel).into_iter().find(|m| f(m));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "no message {what} in {channel}; it got {:?}\n{}",
-            self.texts(channel),
-            daemon.log()
-        );
-        found.unwrap()
-    }
 }
 
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 4 || c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .map(str::to_string)
+impl Platform for Slack {
+    type Chat = str;
+    type Posted = Posted;
+
+    fn posted(&self, channel: &str) -> Vec<Posted> {
+        self.fake.bot_messages(channel)
+    }
+
+    fn shown(m: &Posted) -> String {
+        m.text.clone()
+    }
 }
 
 /// Ann pairs in her DM with the bot and becomes owner, then gets her DM agent from
 /// `init-first-agent` with the DM's conversation id (raw, as `--chat` takes it), as
 /// skills/add-slack says.
 fn first_agent(s: &Slack, daemon: &Daemon) {
-    let printed = s.ok(&["pair", "slack", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    s.fake.say(DM_ANN, "im", ANN, &code, None);
-    s.wait_message(daemon, DM_ANN, "confirming the pairing", |m| {
-        m.text.starts_with("Paired!")
-    });
-    let out = s.ok(&[
-        "init-first-agent",
-        "--user",
-        &format!("slack:{ANN}"),
-        "--chat",
-        DM_ANN,
-        "--name",
-        "Ann",
-    ]);
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
-    s.wait_message(daemon, DM_ANN, "welcoming Ann", |m| {
-        m.text.contains("your NanoClaw agent")
+    let ann = Owner {
+        channel: "slack",
+        id: ANN,
+        chat: DM_ANN,
+        dm: DM_ANN,
+    };
+    journey::first_agent(s, daemon, &ann, |code| {
+        s.fake.say(DM_ANN, "im", ANN, code, None);
     });
 }
 
@@ -205,15 +166,7 @@ fn a_channel_engages_on_a_mention_and_answers_in_the_thread() {
         m.text == "echo: and tomorrow?"
     });
     assert_eq!(followup.thread_ts.as_deref(), Some(asked.as_str()));
-    let dropped = s.json(&["dropped"]);
-    assert!(
-        dropped
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["reason"] == "no_agent_engaged"),
-        "the unmentioned message was not for the agent: {dropped}"
-    );
+    journey::assert_unengaged_dropped(&s);
 }
 
 #[test]
@@ -221,12 +174,7 @@ fn a_long_reply_arrives_split_in_order_and_intact() {
     if !require_engine("a_long_reply_arrives_split_in_order_and_intact") {
         return;
     }
-    let mut long = String::new();
-    for i in 1..=1100 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(1100);
     let s = Slack::new();
     s.mock(
         "dm-with-ann",
@@ -286,20 +234,6 @@ fn button(card: &Posted, label: &str) -> String {
         .find(|e| e["text"]["text"] == label)
         .and_then(|e| e["action_id"].as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("no {label} button on {card:?}"))
-}
-
-fn approvals(s: &Slack) -> Vec<(String, String)> {
-    s.json(&["approvals", "list", "--all"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["subject_user_id"].as_str().unwrap_or("").to_string(),
-                a["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -419,16 +353,9 @@ fn the_events_api_webhook_is_verified_and_reaches_the_agent() {
         s.fake.api_url(),
         s.fake.base_url(),
     );
-    let daemon = Daemon::start_event_driven(
-        &s.data,
-        &toml,
-        &["--webhook-listen", &format!("127.0.0.1:{port}")],
-    );
-    let up = wait_until(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && !s.fake.harness().calls_to("auth.test").is_empty()
+    let daemon = journey::start_with_webhooks(&s, &toml, port, || {
+        !s.fake.harness().calls_to("auth.test").is_empty()
     });
-    assert!(up, "the webhook server never came up:\n{}", daemon.log());
     assert!(
         s.fake
             .harness()
@@ -449,12 +376,9 @@ fn the_events_api_webhook_is_verified_and_reaches_the_agent() {
     assert_eq!(status, 401);
 
     // Pairing and the first agent, over the webhook.
-    let printed = s.ok(&["pair", "slack", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    let (status, _) = post_signed(port, &dm_event("1700000000.900002", &code), true, &[]);
-    assert_eq!(status, 200);
-    s.wait_message(&daemon, DM_ANN, "confirming the pairing", |m| {
-        m.text.starts_with("Paired!")
+    journey::pair(&s, &daemon, "slack", DM_ANN, |code| {
+        let (status, _) = post_signed(port, &dm_event("1700000000.900002", code), true, &[]);
+        assert_eq!(status, 200);
     });
     s.ok(&[
         "init-first-agent",
@@ -465,9 +389,7 @@ fn the_events_api_webhook_is_verified_and_reaches_the_agent() {
         "--name",
         "Ann",
     ]);
-    s.wait_message(&daemon, DM_ANN, "welcoming Ann", |m| {
-        m.text.contains("your NanoClaw agent")
-    });
+    journey::welcome(&s, &daemon, DM_ANN);
     let hello = dm_event("1700000000.900003", "hello over the webhook");
     assert_eq!(post_signed(port, &hello, true, &[]).0, 200);
     // Slack retries (it did not see our answer in time): one message all the same.

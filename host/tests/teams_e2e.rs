@@ -10,14 +10,13 @@ mod harness;
 
 use std::time::Duration;
 
+use harness::journey::{self, AGENT, Owner, Platform, approvals};
 use harness::{Daemon, Install, built, free_port, require_engine, wait_until};
 use nanoclaw_fake_teams::{
     ANN, APP_ID, APP_PASSWORD, BOB, DM_ANN, FakeTeams, GENERAL, Posted, TENANT, post_activity_to,
 };
 use serde_json::Value;
 
-/// How long anything involving a container start may take (2 cores in CI, debug builds).
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 
 /// One install: a temp data dir whose `.env` holds the app credentials, and a fake Bot
@@ -61,17 +60,9 @@ impl Teams {
 
     /// Starts the daemon with its webhook server and waits until it answers.
     fn start(&self) -> Daemon {
-        let daemon = Daemon::start_event_driven(
-            &self.data,
-            &self.plugins_toml(),
-            &["--webhook-listen", &format!("127.0.0.1:{}", self.port)],
-        );
-        let up = wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && !self.fake.harness().calls_to("token").is_empty()
-        });
-        assert!(up, "the webhook server never came up:\n{}", daemon.log());
-        daemon
+        journey::start_with_webhooks(self, &self.plugins_toml(), self.port, || {
+            !self.fake.harness().calls_to("token").is_empty()
+        })
     }
 
     fn url(&self) -> String {
@@ -96,70 +87,32 @@ impl Teams {
         assert_eq!(self.post(&activity), 200, "{activity}");
         activity["id"].as_str().unwrap().to_owned()
     }
-
-    fn texts(&self, chat: &str) -> Vec<String> {
-        self.fake
-            .bot_messages(chat)
-            .iter()
-            .map(Posted::shown)
-            .collect()
-    }
-
-    fn wait_message(
-        &self,
-        daemon: &Daemon,
-        chat: &str,
-        what: &str,
-        f: impl Fn(&Posted) -> bool,
-    ) -> Posted {
-        let mut found = None;
-        let ok = wait_until(AGENT, || {
-            found = self.fake.bot_messages(chat).into_iter().find(|m| f(m));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "no message {what} in {chat}; it got {:?}\n{}",
-            self.texts(chat),
-            daemon.log()
-        );
-        found.unwrap()
-    }
 }
 
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 4 || c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .map(str::to_string)
+impl Platform for Teams {
+    type Chat = str;
+    type Posted = Posted;
+
+    fn posted(&self, chat: &str) -> Vec<Posted> {
+        self.fake.bot_messages(chat)
+    }
+
+    fn shown(m: &Posted) -> String {
+        m.shown()
+    }
 }
 
 /// Ann pairs in her personal chat with the bot and becomes owner, then gets her DM agent
 /// from `init-first-agent` with the chat's conversation id, as skills/add-teams says.
 fn first_agent(t: &Teams, daemon: &Daemon) {
-    let printed = t.ok(&["pair", "teams", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    t.say(DM_ANN, ANN, &code, None, false);
-    t.wait_message(daemon, DM_ANN, "confirming the pairing", |m| {
-        m.shown().starts_with("Paired!")
-    });
-    let out = t.ok(&[
-        "init-first-agent",
-        "--user",
-        &format!("teams:{ANN}"),
-        "--chat",
-        DM_ANN,
-        "--name",
-        "Ann",
-    ]);
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
-    t.wait_message(daemon, DM_ANN, "welcoming Ann", |m| {
-        m.shown().contains("your NanoClaw agent")
+    let ann = Owner {
+        channel: "teams",
+        id: ANN,
+        chat: DM_ANN,
+        dm: DM_ANN,
+    };
+    journey::first_agent(t, daemon, &ann, |code| {
+        t.say(DM_ANN, ANN, code, None, false);
     });
 }
 
@@ -170,12 +123,7 @@ fn the_owner_dm_is_answered_forgeries_refused_retries_stored_once_and_long_repli
     ) {
         return;
     }
-    let mut long = String::new();
-    for i in 1..=2600 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(2600);
     let t = Teams::new();
     t.mock(
         "dm-with-ann",
@@ -253,20 +201,6 @@ fn card_in(t: &Teams, chat: &str, who: &str) -> Option<Posted> {
         .find(|m| !m.buttons().is_empty() && m.shown().contains(who))
 }
 
-fn approvals(t: &Teams) -> Vec<(String, String)> {
-    t.json(&["approvals", "list", "--all"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["subject_user_id"].as_str().unwrap_or("").to_string(),
-                a["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_channel_engages_on_mentions_and_an_unknown_sender_waits_for_the_owners_click() {
     if !require_engine(
@@ -341,13 +275,5 @@ fn a_channel_engages_on_mentions_and_an_unknown_sender_waits_for_the_owners_clic
         "{:?}",
         t.texts(GENERAL)
     );
-    let dropped = t.json(&["dropped"]);
-    assert!(
-        dropped
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["reason"] == "no_agent_engaged"),
-        "the unmentioned message was not for the agent: {dropped}"
-    );
+    journey::assert_unengaged_dropped(&t);
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use harness::journey::{self, AGENT, Platform, approvals, find_code};
 use harness::{Daemon, Install, built, require_engine, wait_until};
 use nanoclaw_fake_telegram::{FakeTelegram, Person, Sent, UserMessage};
 use serde_json::Value;
@@ -21,8 +22,6 @@ use serde_json::Value;
 const TOKEN: &str = "1234567890:FAKE-token-for-e2e-tests-only-0000000";
 /// `@` + the fake bot's username: addresses the bot in a group.
 const AT_BOT: &str = "@nanoclaw_test_bot";
-/// How long anything involving a container start may take (2 cores in CI, debug builds).
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 
 fn ann() -> Person {
@@ -109,22 +108,6 @@ impl Tg {
             .collect()
     }
 
-    /// What the user sees of those messages.
-    fn texts(&self, chat: i64) -> Vec<String> {
-        self.sent_to(chat).iter().map(shown).collect()
-    }
-
-    /// Waits until the bot sent `chat` a message whose visible text satisfies `f`.
-    fn wait_text(&self, daemon: &Daemon, chat: i64, what: &str, f: impl Fn(&str) -> bool) {
-        let ok = wait_until(AGENT, || self.texts(chat).iter().any(|t| f(t)));
-        assert!(
-            ok,
-            "no message {what} in chat {chat}; it got {:?}\n{}",
-            self.texts(chat),
-            daemon.log()
-        );
-    }
-
     /// The directories of the agent's sessions (through the CLI).
     fn session_dirs(&self, folder: &str) -> Vec<PathBuf> {
         let list = self.json(&["sessions", "list", "--agent", folder]);
@@ -174,6 +157,23 @@ impl Tg {
     }
 }
 
+impl Platform for Tg {
+    type Chat = i64;
+    type Posted = Sent;
+
+    fn posted(&self, chat: &i64) -> Vec<Sent> {
+        self.sent_to(*chat)
+    }
+
+    fn shown(s: &Sent) -> String {
+        shown(s)
+    }
+
+    fn missed(what: &str, chat: &i64) -> String {
+        format!("no message {what} in chat {chat}; it got")
+    }
+}
+
 /// The visible text of a sent message.
 fn shown(s: &Sent) -> String {
     s.plain_text
@@ -192,18 +192,12 @@ fn callback_answered(fake: &FakeTelegram, query: &str) -> bool {
 /// owner, then gets her DM agent from `init-first-agent`, as skills/add-telegram says; waits
 /// for the welcome.
 fn first_agent(tg: &Tg, daemon: &Daemon) {
-    let printed = tg.ok(&["pair", "telegram", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    tg.dm(&ann(), &code);
-    tg.wait_text(daemon, 42, "confirming the pairing", |t| {
-        t.starts_with("Paired!")
+    journey::pair(tg, daemon, "telegram", &42, |code| {
+        tg.dm(&ann(), code);
     });
-    let out = tg.ok(&["init-first-agent", "--user", "telegram:42", "--name", "Ann"]);
+    let out = journey::init_first_agent(tg, "telegram:42", None);
     assert!(out.contains("already the owner"), "{out}");
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
-    tg.wait_text(daemon, 42, "welcoming Ann", |t| {
-        t.contains("your NanoClaw agent")
-    });
+    journey::welcome(tg, daemon, &42);
 }
 
 /// What the bot sent Ann after the welcome.
@@ -223,7 +217,7 @@ fn the_owner_dm_is_answered_by_the_first_agent() {
     let tg = Tg::new();
     let daemon = tg.start();
     first_agent(&tg, &daemon);
-    let texts = tg.texts(42);
+    let texts = tg.texts(&42);
     assert_eq!(
         texts.len(),
         2,
@@ -232,7 +226,7 @@ fn the_owner_dm_is_answered_by_the_first_agent() {
     assert_eq!(tg.sent_to(42)[1].parse_mode.as_deref(), Some("HTML"));
 
     tg.dm(&ann(), "hello from my phone");
-    tg.wait_text(&daemon, 42, "echoing the DM", |t| {
+    tg.wait_text(&daemon, &42, "echoing the DM", |t| {
         t == "Mock agent: you said \"hello from my phone\""
     });
     // The agent answered in the DM and nowhere else; the message went through the router.
@@ -292,11 +286,11 @@ fn groups_engage_by_mention_or_by_pattern() {
         &bob,
         &format!("{AT_BOT} are you there?"),
     );
-    tg.wait_text(&daemon, -1001, "answering the mention", |t| {
+    tg.wait_text(&daemon, &-1001, "answering the mention", |t| {
         t == format!("echo: {AT_BOT} are you there?")
     });
     // Updates are handled in order: the unmentioned one was decided before the mention.
-    assert_eq!(tg.texts(-1001).len(), 1, "{:?}", tg.texts(-1001));
+    assert_eq!(tg.texts(&-1001).len(), 1, "{:?}", tg.texts(&-1001));
     assert_eq!(
         tg.inbound_texts("quiet"),
         [format!("{AT_BOT} are you there?")],
@@ -313,16 +307,16 @@ fn groups_engage_by_mention_or_by_pattern() {
     );
 
     tg.say(-1002, "Chatty room", &bob, "just chatting");
-    tg.wait_text(&daemon, -1002, "answering the chatter", |t| {
+    tg.wait_text(&daemon, &-1002, "answering the chatter", |t| {
         t == "echo: just chatting"
     });
     tg.say(-1002, "Chatty room", &bob, &format!("{AT_BOT} and you?"));
-    tg.wait_text(&daemon, -1002, "answering the mention", |t| {
+    tg.wait_text(&daemon, &-1002, "answering the mention", |t| {
         t == format!("echo: {AT_BOT} and you?")
     });
-    assert_eq!(tg.texts(-1002).len(), 2, "{:?}", tg.texts(-1002));
+    assert_eq!(tg.texts(&-1002).len(), 2, "{:?}", tg.texts(&-1002));
     assert_eq!(
-        tg.texts(-1001).len(),
+        tg.texts(&-1001).len(),
         1,
         "nothing crossed into the quiet room"
     );
@@ -334,12 +328,7 @@ fn a_long_reply_arrives_split_in_order_and_intact() {
         return;
     }
     // ~10,000 characters: numbered words in paragraphs, so order and loss both show.
-    let mut long = String::new();
-    for i in 1..=1100 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(1100);
     assert!((9_500..=10_500).contains(&long.chars().count()));
     let tg = Tg::new();
     // The agent reads its script when its container starts: write it before
@@ -388,7 +377,7 @@ fn updates_during_a_restart_or_a_crash_reach_the_agent_exactly_once() {
     let mut daemon = tg.start();
     first_agent(&tg, &daemon);
     tg.dm(&ann(), "m00 before");
-    tg.wait_text(&daemon, 42, "echoing m00", |t| t.contains("m00 before"));
+    tg.wait_text(&daemon, &42, "echoing m00", |t| t.contains("m00 before"));
     let mut expected = vec!["m00 before".to_string()];
 
     // A clean stop; messages while it is down, and while it starts again.
@@ -507,19 +496,6 @@ fn an_agent_shared_by_a_dm_and_a_group_hears_every_message_of_both() {
     }
 }
 
-/// Pairing codes look like `ABCD-EFGH`.
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 4 || c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .map(str::to_string)
-}
-
 /// The rows of the pairing table (status, user, failed attempts), oldest first.
 fn pairings(data: &Path) -> Vec<(String, Option<String>, i64)> {
     let db = rusqlite::Connection::open(data.join("v2.db")).unwrap();
@@ -612,12 +588,12 @@ fn pairing_makes_the_first_pairer_owner_and_nobody_else() {
     assert!(rest.contains("PAIRED_USER_ID=telegram:42"), "{rest}");
     assert!(rest.contains("PAIRED_CHAT=telegram:42"), "{rest}");
     assert!(rest.contains("OWNER=yes"), "{rest}");
-    tg.wait_text(&daemon, 42, "confirming the pairing", |t| {
+    tg.wait_text(&daemon, &42, "confirming the pairing", |t| {
         t == "Paired! telegram:42 is now the owner of this NanoClaw."
     });
     assert_eq!(owners(&tg), ["telegram:42"]);
     assert_eq!(
-        tg.texts(66),
+        tg.texts(&66),
         ["That pairing code is not valid (or has expired)."],
         "Mallory is told, and nothing else"
     );
@@ -628,12 +604,12 @@ fn pairing_makes_the_first_pairer_owner_and_nobody_else() {
     let second = find_code(&second).unwrap_or_else(|| panic!("no code in {second:?}"));
     let carl = Person::new(77, "Carl");
     tg.dm(&carl, &second);
-    tg.wait_text(&daemon, 77, "confirming the second pairing", |t| {
+    tg.wait_text(&daemon, &77, "confirming the second pairing", |t| {
         t == "Paired! telegram:77 is linked to this chat."
     });
     assert_eq!(owners(&tg), ["telegram:42"], "still one owner");
     tg.dm(&carl, "hello helper");
-    tg.wait_text(&daemon, 77, "echoing Carl", |t| t == "echo: hello helper");
+    tg.wait_text(&daemon, &77, "echoing Carl", |t| t == "echo: hello helper");
     assert_eq!(
         tg.inbound_texts("helper"),
         ["hello helper"],
@@ -657,7 +633,7 @@ fn pairing_makes_the_first_pairer_owner_and_nobody_else() {
         "Dora's message was never handled:\n{}",
         daemon.log()
     );
-    assert!(tg.texts(88).is_empty(), "Dora got {:?}", tg.texts(88));
+    assert!(tg.texts(&88).is_empty(), "Dora got {:?}", tg.texts(&88));
     assert_eq!(owners(&tg), ["telegram:42"]);
     let statuses: Vec<String> = pairings(&tg.data).into_iter().map(|p| p.0).collect();
     assert_eq!(statuses, ["expired", "consumed", "consumed"]);
@@ -683,20 +659,6 @@ fn members_of(tg: &Tg, folder: &str) -> Vec<String> {
         .collect()
 }
 
-fn approvals(tg: &Tg) -> Vec<(String, String)> {
-    tg.json(&["approvals", "list", "--all"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["subject_user_id"].as_str().unwrap_or("").to_string(),
-                a["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
     if !require_engine("unknown_senders_wait_for_the_owner_to_allow_or_deny_them") {
@@ -716,7 +678,7 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
     assert!(
         ok,
         "no card in the owner's DM: {:?}\n{}",
-        tg.texts(42),
+        tg.texts(&42),
         daemon.log()
     );
     let card = card_in(&tg, 42, "telegram:55").unwrap();
@@ -740,7 +702,7 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
     assert!(
         tg.sent_to(-1003).is_empty(),
         "the group saw {:?}",
-        tg.texts(-1003)
+        tg.texts(&-1003)
     );
     assert_eq!(approvals(&tg), [("telegram:55".into(), "pending".into())]);
     let allow = card
@@ -771,10 +733,10 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
     tg.fake
         .click(42, card_id, &ann(), &allow.callback_data)
         .unwrap();
-    tg.wait_text(&daemon, 42, "confirming the decision", |t| {
+    tg.wait_text(&daemon, &42, "confirming the decision", |t| {
         t == "✅ Allowed: telegram:55."
     });
-    tg.wait_text(&daemon, -1003, "answering Sam", |t| {
+    tg.wait_text(&daemon, &-1003, "answering Sam", |t| {
         t == format!("echo: {AT_BOT} hi from sam")
     });
     assert_eq!(members_of(&tg, "team"), ["telegram:55"]);
@@ -789,7 +751,7 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
     let dan = Person::new(56, "Dan");
     tg.say(-1003, "Team", &dan, &format!("{AT_BOT} let me in"));
     let ok = wait_until(AGENT, || card_in(&tg, 42, "telegram:56").is_some());
-    assert!(ok, "no card for Dan: {:?}\n{}", tg.texts(42), daemon.log());
+    assert!(ok, "no card for Dan: {:?}\n{}", tg.texts(&42), daemon.log());
     let card = card_in(&tg, 42, "telegram:56").unwrap();
     let deny = card
         .buttons
@@ -800,12 +762,12 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
     tg.fake
         .click(42, card.message_id.unwrap(), &ann(), &deny.callback_data)
         .unwrap();
-    tg.wait_text(&daemon, 42, "confirming the denial", |t| {
+    tg.wait_text(&daemon, &42, "confirming the denial", |t| {
         t == "🚫 Denied: telegram:56."
     });
     // Sam, now a member, is answered directly; Dan's held message was dropped before that.
     tg.say(-1003, "Team", &sam, &format!("{AT_BOT} still here"));
-    tg.wait_text(&daemon, -1003, "answering Sam again", |t| {
+    tg.wait_text(&daemon, &-1003, "answering Sam again", |t| {
         t == format!("echo: {AT_BOT} still here")
     });
     assert_eq!(
@@ -815,7 +777,7 @@ fn unknown_senders_wait_for_the_owner_to_allow_or_deny_them() {
             format!("{AT_BOT} still here")
         ]
     );
-    assert!(!tg.texts(-1003).iter().any(|t| t.contains("let me in")));
+    assert!(!tg.texts(&-1003).iter().any(|t| t.contains("let me in")));
     assert_eq!(members_of(&tg, "team"), ["telegram:55"]);
     let grant = &tg.json(&["members", "list", "--agent", "team"])[0];
     assert!(
@@ -872,7 +834,7 @@ fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
     let ok = wait_until(AGENT, || {
         card_in(&tg, 42, "Project (telegram:-1007)").is_some()
     });
-    assert!(ok, "no card: {:?}\n{}", tg.texts(42), daemon.log());
+    assert!(ok, "no card: {:?}\n{}", tg.texts(&42), daemon.log());
     let card = card_in(&tg, 42, "Project (telegram:-1007)").unwrap();
     assert!(
         shown(&card).contains("Sam (telegram:55)"),
@@ -890,7 +852,7 @@ fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
     assert!(
         tg.sent_to(-1007).is_empty(),
         "the group saw {:?}",
-        tg.texts(-1007)
+        tg.texts(&-1007)
     );
     assert_eq!(
         chat_requests(&tg),
@@ -913,7 +875,7 @@ fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
     // Ann wires it to "team". Sam is not a member, so his held message now asks her about
     // him; she allows him and he is answered in the group.
     tg.fake.click(42, card_id, &ann(), &team).unwrap();
-    tg.wait_text(&daemon, 42, "confirming the wiring", |t| {
+    tg.wait_text(&daemon, &42, "confirming the wiring", |t| {
         t == "✅ Wired Project (telegram:-1007) to team."
     });
     assert_eq!(
@@ -924,7 +886,7 @@ fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
     assert_eq!(wired[0]["engage_mode"], "mention", "{wired}");
     let asked = "Sam (telegram:55) wants to talk to team";
     let ok = wait_until(AGENT, || card_in(&tg, 42, asked).is_some());
-    assert!(ok, "no sender card: {:?}\n{}", tg.texts(42), daemon.log());
+    assert!(ok, "no sender card: {:?}\n{}", tg.texts(&42), daemon.log());
     let sender_card = card_in(&tg, 42, asked).unwrap();
     tg.fake
         .click(
@@ -934,7 +896,7 @@ fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
             &button(&sender_card, "Allow").callback_data,
         )
         .unwrap();
-    tg.wait_text(&daemon, -1007, "answering Sam", |t| {
+    tg.wait_text(&daemon, &-1007, "answering Sam", |t| {
         t == format!("echo: {AT_BOT} hi team")
     });
     assert_eq!(tg.inbound_texts("team"), [format!("{AT_BOT} hi team")]);
@@ -944,7 +906,7 @@ fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
     let ok = wait_until(AGENT, || {
         card_in(&tg, 42, "Random (telegram:-1008)").is_some()
     });
-    assert!(ok, "no card: {:?}\n{}", tg.texts(42), daemon.log());
+    assert!(ok, "no card: {:?}\n{}", tg.texts(&42), daemon.log());
     let card = card_in(&tg, 42, "Random (telegram:-1008)").unwrap();
     tg.fake
         .click(
@@ -954,7 +916,7 @@ fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
             &button(&card, "Ignore").callback_data,
         )
         .unwrap();
-    tg.wait_text(&daemon, 42, "confirming the choice", |t| {
+    tg.wait_text(&daemon, &42, "confirming the choice", |t| {
         t == "🔕 Ignoring Random (telegram:-1008)."
     });
     tg.say(-1008, "Random", &ann(), &format!("{AT_BOT} still nobody?"));
@@ -972,7 +934,7 @@ fn a_new_group_waits_for_the_owner_to_wire_it_or_ignore_it() {
         .filter(|s| shown(s).contains("telegram:-1008") && !s.buttons.is_empty())
         .count();
     assert_eq!(cards, 1, "asked once");
-    assert!(tg.sent_to(-1008).is_empty(), "{:?}", tg.texts(-1008));
+    assert!(tg.sent_to(-1008).is_empty(), "{:?}", tg.texts(&-1008));
     assert!(
         chat_requests(&tg).contains(&("telegram:-1008".into(), "ignored".into())),
         "{:?}",
@@ -1015,10 +977,10 @@ fn a_strict_chat_drops_unknown_senders_and_records_it() {
 
     // A member is answered in the same chat, so the wiring works: the drop was the policy.
     tg.say(-1004, "Crew", &ann(), &format!("{AT_BOT} status?"));
-    tg.wait_text(&daemon, -1004, "answering the member", |t| {
+    tg.wait_text(&daemon, &-1004, "answering the member", |t| {
         t == format!("echo: {AT_BOT} status?")
     });
-    assert_eq!(tg.texts(-1004).len(), 1, "{:?}", tg.texts(-1004));
+    assert_eq!(tg.texts(&-1004).len(), 1, "{:?}", tg.texts(&-1004));
     assert_eq!(tg.inbound_texts("crew"), [format!("{AT_BOT} status?")]);
     assert!(
         tg.json(&["approvals", "list", "--all"])

@@ -10,14 +10,13 @@ mod harness;
 
 use std::time::Duration;
 
+use harness::journey::{self, AGENT, Owner, Platform, approvals};
 use harness::{Daemon, Install, built, free_port, require_engine, wait_until};
 use nanoclaw_fake_webex::{
     ANN, BOB, BOT_ID, BOT_TOKEN, DM_ANN, FakeWebex, MAX_TEXT_BYTES, Message, TEAM, WEBHOOK_SECRET,
     post_to,
 };
 
-/// How long anything involving a container start may take (2 cores in CI, debug builds).
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 
 /// One install: a temp data dir whose `.env` holds the token and secret, a fake Webex, and
@@ -91,71 +90,32 @@ impl Webex {
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
         id
     }
-
-    fn texts(&self, room: &str) -> Vec<String> {
-        self.fake
-            .bot_messages(room)
-            .iter()
-            .map(|m| m.markdown.clone().unwrap_or_else(|| m.text.clone()))
-            .collect()
-    }
-
-    fn wait_message(
-        &self,
-        daemon: &Daemon,
-        room: &str,
-        what: &str,
-        f: impl Fn(&Message) -> bool,
-    ) -> Message {
-        let mut found = None;
-        let ok = wait_until(AGENT, || {
-            found = self.fake.bot_messages(room).into_iter().find(|m| f(m));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "no message {what} in {room}; it got {:?}\n{}",
-            self.texts(room),
-            daemon.log()
-        );
-        found.unwrap()
-    }
 }
 
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-'))
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 4 || c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .map(str::to_string)
+impl Platform for Webex {
+    type Chat = str;
+    type Posted = Message;
+
+    fn posted(&self, room: &str) -> Vec<Message> {
+        self.fake.bot_messages(room)
+    }
+
+    fn shown(m: &Message) -> String {
+        m.markdown.clone().unwrap_or_else(|| m.text.clone())
+    }
 }
 
 /// Ann pairs in her 1:1 space with the bot and becomes owner, then gets her DM agent from
 /// `init-first-agent` with the space id, as skills/add-webex says.
 fn first_agent(w: &Webex, daemon: &Daemon) {
-    let printed = w.ok(&["pair", "webex", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    w.say(DM_ANN, ANN, &code, None, false);
-    w.wait_message(daemon, DM_ANN, "confirming the pairing", |m| {
-        m.text.starts_with("Paired!")
-    });
-    let out = w.ok(&[
-        "init-first-agent",
-        "--user",
-        &format!("webex:{ANN}"),
-        "--chat",
-        DM_ANN,
-        "--name",
-        "Ann",
-    ]);
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
-    w.wait_message(daemon, DM_ANN, "welcoming Ann", |m| {
-        m.text.contains("your NanoClaw agent")
+    let ann = Owner {
+        channel: "webex",
+        id: ANN,
+        chat: DM_ANN,
+        dm: DM_ANN,
+    };
+    journey::first_agent(w, daemon, &ann, |code| {
+        w.say(DM_ANN, ANN, code, None, false);
     });
 }
 
@@ -164,12 +124,7 @@ fn the_owner_dm_is_answered_and_forged_or_repeated_webhooks_change_nothing() {
     if !require_engine("the_owner_dm_is_answered_and_forged_or_repeated_webhooks_change_nothing") {
         return;
     }
-    let mut long = String::new();
-    for i in 1..=1500 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(1500);
     let w = Webex::new();
     w.mock(
         "dm-with-ann",
@@ -309,35 +264,13 @@ fn a_group_space_engages_on_a_mention_and_answers_in_the_thread() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(w.texts(TEAM).len(), 1, "{:?}", w.texts(TEAM));
-    let dropped = w.json(&["dropped"]);
-    assert!(
-        dropped
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["reason"] == "no_agent_engaged"),
-        "the unmentioned message was not for the agent: {dropped}"
-    );
+    journey::assert_unengaged_dropped(&w);
     // The bot's own messages come back as notifications too: ignored.
     assert_eq!(w.fake.notify("messages", "created", &answer.id), [200]);
     // A deletion notification: answered, nothing else happens.
     assert_eq!(w.fake.delete(&plain), [200]);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(w.texts(TEAM).len(), 1, "{:?}", w.texts(TEAM));
-}
-
-fn approvals(w: &Webex) -> Vec<(String, String)> {
-    w.json(&["approvals", "list", "--all"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["subject_user_id"].as_str().unwrap_or("").to_string(),
-                a["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 #[test]

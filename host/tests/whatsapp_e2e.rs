@@ -11,14 +11,13 @@ mod harness;
 
 use std::time::Duration;
 
+use harness::journey::{self, AGENT, Owner, Platform, approvals};
 use harness::{Daemon, Install, built, free_port, require_engine, wait_until};
 use nanoclaw_fake_whatsapp::{
     ACCESS_TOKEN, ANN, APP_SECRET, BOB, FakeWhatsApp, MAX_TEXT_CHARS, PHONE_NUMBER_ID, Sent,
     VERIFY_TOKEN, http, signature,
 };
 
-/// How long anything involving a container start may take (2 cores in CI, debug builds).
-const AGENT: Duration = Duration::from_secs(90);
 const ECHO: &str = "[[rule]]\nreply = \"echo: {text}\"\n";
 
 struct WhatsApp {
@@ -93,61 +92,36 @@ impl WhatsApp {
         assert_eq!(status, Some(200));
         id
     }
-
-    fn texts(&self, to: &str) -> Vec<String> {
-        self.fake.sent_to(to).iter().map(Sent::text).collect()
-    }
-
-    fn wait_sent(&self, daemon: &Daemon, to: &str, what: &str, f: impl Fn(&Sent) -> bool) -> Sent {
-        let mut found = None;
-        let ok = wait_until(AGENT, || {
-            found = self.fake.sent_to(to).into_iter().find(|m| f(m));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "nothing {what} to {to}; it got {:?}\n{}",
-            self.texts(to),
-            daemon.log()
-        );
-        found.unwrap()
-    }
 }
 
-fn find_code(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-'))
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 4 || c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .map(str::to_string)
+impl Platform for WhatsApp {
+    type Chat = str;
+    type Posted = Sent;
+
+    fn posted(&self, to: &str) -> Vec<Sent> {
+        self.fake.sent_to(to)
+    }
+
+    fn shown(m: &Sent) -> String {
+        m.text()
+    }
+
+    fn missed(what: &str, to: &str) -> String {
+        format!("nothing {what} to {to}; it got")
+    }
 }
 
 /// Ann pairs by sending the code to the business number, then gets her agent from
 /// `init-first-agent` (her number is the chat), as skills/add-whatsapp says.
 fn first_agent(w: &WhatsApp, daemon: &Daemon) {
-    let printed = w.ok(&["pair", "whatsapp", "--no-wait"]);
-    let code = find_code(&printed).unwrap_or_else(|| panic!("no code in {printed:?}"));
-    w.say(ANN, &code);
-    w.wait_sent(daemon, ANN, "confirming the pairing", |m| {
-        m.text().starts_with("Paired!")
-    });
-    let out = w.ok(&[
-        "init-first-agent",
-        "--user",
-        &format!("whatsapp:{ANN}"),
-        "--chat",
-        ANN,
-        "--name",
-        "Ann",
-    ]);
-    assert!(out.contains("wired to dm-with-ann"), "{out}");
-    w.wait_sent(daemon, ANN, "welcoming Ann", |m| {
-        m.text().contains("your NanoClaw agent")
+    let ann = Owner {
+        channel: "whatsapp",
+        id: ANN,
+        chat: ANN,
+        dm: ANN,
+    };
+    journey::first_agent(w, daemon, &ann, |code| {
+        w.say(ANN, code);
     });
 }
 
@@ -157,12 +131,7 @@ fn the_owner_is_answered_and_forged_or_repeated_notifications_change_nothing() {
     {
         return;
     }
-    let mut long = String::new();
-    for i in 1..=1100 {
-        long.push_str(&format!("word{i:04}"));
-        long.push_str(if i % 25 == 0 { "\n\n" } else { " " });
-    }
-    let long = long.trim_end().to_string();
+    let long = journey::numbered_words(1100);
     let w = WhatsApp::new();
     w.mock(
         "dm-with-ann",
@@ -192,7 +161,7 @@ fn the_owner_is_answered_and_forged_or_repeated_notifications_change_nothing() {
     first_agent(&w, &daemon);
     let (hello, body) = w.fake.text(ANN, "hello from WhatsApp", None);
     assert_eq!(w.fake.deliver(&body), Some(200));
-    w.wait_sent(&daemon, ANN, "echoing the message", |m| {
+    w.wait_message(&daemon, ANN, "echoing the message", |m| {
         m.text().contains("you said") && m.text().contains("hello from WhatsApp")
     });
     // Meta redelivers the same notification: 200, no second answer.
@@ -234,20 +203,6 @@ fn the_owner_is_answered_and_forged_or_repeated_notifications_change_nothing() {
         );
     }
     assert_eq!(words(), expected, "every word once, in order");
-}
-
-fn approvals(w: &WhatsApp) -> Vec<(String, String)> {
-    w.json(&["approvals", "list", "--all"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["subject_user_id"].as_str().unwrap_or("").to_string(),
-                a["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -301,7 +256,7 @@ fn a_stranger_waits_for_the_owner_to_tap_allow() {
     // Ann taps Allow: Bob is answered.
     let (_, tap) = w.fake.tap(ANN, &card.id, &allow, &title, false);
     assert_eq!(w.fake.deliver(&tap), Some(200));
-    let answer = w.wait_sent(&daemon, BOB, "answering Bob", |m| {
+    let answer = w.wait_message(&daemon, BOB, "answering Bob", |m| {
         m.text().starts_with("echo:") && m.text().contains("hi from bob")
     });
     assert_eq!(answer.status, "sent");
@@ -327,7 +282,7 @@ fn a_message_outside_the_24_hour_window_is_reported_not_lost_silently() {
         "--name",
         "Bob",
     ]);
-    let sent = w.wait_sent(&daemon, BOB, "the cold welcome", |_| true);
+    let sent = w.wait_message(&daemon, BOB, "the cold welcome", |_| true);
     assert_eq!(sent.status, "failed");
     let reported = wait_until(Duration::from_secs(15), || {
         daemon.log().contains("24-hour") && daemon.log().contains(&sent.id)

@@ -118,16 +118,3 @@ pub fn button(card: &Posted, label: &str) -> String {
         .and_then(|b| b["custom_id"].as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("no {label:?} button on {:?}", card.components))
 }
-
-/// The code in what `nanoclaw pair` printed (`XXXX-XXXX`).
-pub fn pairing_code(printed: &str) -> Option<String> {
-    printed
-        .split_whitespace()
-        .find(|w| {
-            w.len() == 9
-                && w.as_bytes()[4] == b'-'
-                && w.bytes()
-                    .all(|b| b == b'-' || b.is_ascii_uppercase() || b.is_ascii_digit())
-        })
-        .map(str::to_owned)
-}

@@ -14,6 +14,7 @@ use super::common::{Profile, cargo_build, workspace_root};
 
 pub mod apt;
 pub mod discord;
+pub mod journey;
 pub mod matrix;
 pub mod testchat;
 
