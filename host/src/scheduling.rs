@@ -232,7 +232,15 @@ pub fn apply(
     note_id: &str,
 ) -> Result<Applied> {
     db.write(|c| {
-        let applied = match apply_in(c, session, action, tz) {
+        // A refused action changes nothing, even if it got half way (an update whose prompt
+        // was fine but whose destination is not).
+        c.execute_batch("SAVEPOINT apply_action")?;
+        let result = apply_in(c, session, action, tz);
+        if result.is_err() {
+            c.execute_batch("ROLLBACK TO apply_action")?;
+        }
+        c.execute_batch("RELEASE apply_action")?;
+        let applied = match result {
             Ok(note) => Applied { ok: true, note },
             Err(e @ (Error::Invalid(_) | Error::NotFound { .. } | Error::Conflict(_))) => Applied {
                 ok: false,
@@ -1072,6 +1080,19 @@ mod tests {
         assert!(run(back).ok);
         let daily = TaskId::parse("daily").unwrap();
         let t = f.db.read(|c| get(c, &daily)).unwrap().unwrap();
+        assert_eq!(t.destination.as_deref(), Some("team"));
+        // A refused update changes nothing, not even its valid parts.
+        let half = SystemAction::UpdateTask {
+            task_id: "daily".into(),
+            prompt: Some("a new prompt".into()),
+            process_after: None,
+            recurrence: None,
+            script: None,
+            to: Some("nowhere".into()),
+        };
+        assert!(!run(half).ok);
+        let t = f.db.read(|c| get(c, &daily)).unwrap().unwrap();
+        assert_eq!(t.prompt, "check the weather");
         assert_eq!(t.destination.as_deref(), Some("team"));
         let home = SystemAction::UpdateTask {
             task_id: "daily".into(),
