@@ -6,8 +6,8 @@
 #   scripts/walkthrough-telegram.sh [--keep]
 #
 # 1. builds nanoclaw, the cli and telegram plugins and fake-telegram (cargo, debug);
-# 2. uses the agent image $NANOCLAW_IMAGE (default nanoclaw-agent:latest), building it with
-#    container/build.sh when it is missing;
+# 2. builds the agent image $NANOCLAW_IMAGE (default nanoclaw-agent:walkthrough) from this
+#    checkout with container/build.sh --debug;
 # 3. in a temp dir: starts `fake-telegram serve`, puts its printed token in data/.env, adds
 #    the telegram plugin to plugins.toml with api_base_url pointing at the fake, runs
 #    `nanoclaw plugins check`, starts `nanoclaw run`, pairs with `nanoclaw pair telegram`
@@ -30,7 +30,7 @@ case "${1:-}" in
 esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-image=${NANOCLAW_IMAGE:-nanoclaw-agent:latest}
+image=${NANOCLAW_IMAGE:-nanoclaw-agent:walkthrough}
 # The operator's defaults: ./data and ./plugins.toml in the directory nanoclaw runs in.
 unset NANOCLAW_HOME NANOCLAW_PLUGINS
 
@@ -105,11 +105,9 @@ export PATH="$bin:$PATH"
 
 step "the agent image $image"
 docker info >/dev/null 2>&1 || fail "no Docker engine answers (start one, then run this again)"
-if docker image inspect "$image" >/dev/null 2>&1; then
-  echo "using the existing $image"
-else
-  "$root/container/build.sh" --tag "$image"
-fi
+# Always from this checkout: an image left by an older build runs an older agent, which
+# refuses the session databases this nanoclaw makes.
+"$root/container/build.sh" --debug --tag "$image"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/nanoclaw-walkthrough.XXXXXX")
 cd "$work"
